@@ -1,0 +1,17 @@
+"""lncc: chunked, out-of-core local normalized cross-correlation maps.
+
+The public API is :func:`local_ncc` (numpy, dask and xarray inputs) and
+:func:`run` (a whole configured zarr -> zarr job).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .api import local_ncc
+from .errors import ConfigError, InputError, LnccError
+
+try:
+    __version__ = version("lncc")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = ["local_ncc", "ConfigError", "InputError", "LnccError", "__version__"]

@@ -1,0 +1,438 @@
+"""Local normalized cross-correlation of in-memory blocks (numpy in, numpy out).
+
+This module holds the maths and nothing else: no dask, no zarr, no xarray.
+
+The kernel is a fused, single-pass running-sum filter compiled with numba. For
+every output pixel it keeps the five window sums ``Sx, Sy, Sxx, Syy, Sxy`` up to
+date in O(1) work, whatever the window size, and derives
+
+    ncc = (n Sxy - Sx Sy) / sqrt((n Sxx - Sx^2) (n Syy - Sy^2))
+
+which is algebraically the textbook ``mean((x-mx)(y-my)) / (std(x) std(y))``.
+
+Two accumulation paths keep it float64-accurate:
+
+* **integers** (8- and 16-bit, and any integer data whose sums fit): the sums
+  are exact ``int64``, so the variances are exact and a window is flat exactly
+  when its variance is 0;
+* **floats** (and wide integers): the sums are float64 of values shifted by the
+  block mean, restarted every ``_RESTART`` rows and columns to bound drift.
+  Where a window's variance is too small for the running sums to resolve it to
+  ~1e-7 (nearly flat windows, large offsets) the window is recomputed directly
+  with the two-pass formula, and flatness is decided by comparing the values
+  themselves, never by an epsilon.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+__all__ = [
+    "BOUNDARIES",
+    "local_ncc_numpy",
+    "ncc_padded",
+    "pad",
+    "nan_border",
+    "check_window",
+]
+
+#: Boundary modes, with scipy.ndimage's meaning for ``reflect`` and ``nearest``.
+BOUNDARIES = ("reflect", "nearest", "constant", "nan")
+
+_NUMPY_PAD_MODE = {"reflect": "symmetric", "nearest": "edge", "constant": "constant", "nan": "constant"}
+
+# Running float64 sums are recomputed from scratch this often (rows and columns),
+# so rounding drift stays below ~2 * _RESTART * 1.1e-16 of the block's magnitude.
+_RESTART = 128
+# A float window whose variance is below this fraction of the block's largest
+# squared deviation is recomputed two-pass: there the running sums could not
+# guarantee ~1e-7 on the NCC (worst-case drift bound; typical error is ~1e-9).
+_FALLBACK_TOL = 1e-6
+
+
+def check_window(window: int) -> int:
+    """Validate a window side length and return its radius.
+
+    Raises
+    ------
+    ValueError
+        If ``window`` is not an odd integer >= 3.
+    """
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
+        raise TypeError(f"window must be an odd integer >= 3, got {window!r} ({type(window).__name__})")
+    if window < 3:
+        raise ValueError(f"window must be an odd integer >= 3, got {window}; use 3 or more")
+    if window % 2 == 0:
+        raise ValueError(f"window must be odd so that it has a centre pixel, got {window}; use {window - 1} or {window + 1}")
+    return int(window) // 2
+
+
+def pad(a: np.ndarray, radius: int, boundary: str) -> np.ndarray:
+    """Pad the last two axes of ``a`` by ``radius`` according to ``boundary``.
+
+    ``reflect`` is scipy's ``reflect`` (numpy's ``symmetric``: d c b a | a b c d),
+    ``nearest`` repeats the edge value, ``constant`` and ``nan`` pad with zeros
+    (``nan`` later blanks the border with :func:`nan_border`).
+    """
+    if boundary not in _NUMPY_PAD_MODE:
+        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+    widths = [(0, 0)] * (a.ndim - 2) + [(radius, radius)] * 2
+    return np.pad(a, widths, mode=_NUMPY_PAD_MODE[boundary])
+
+
+def nan_border(out: np.ndarray, radius: int, start: tuple[int, int], full_shape: tuple[int, int]) -> None:
+    """Set to NaN, in place, the pixels of ``out`` whose window leaves the image.
+
+    Parameters
+    ----------
+    out : ndarray
+        Output block; its last two axes are (y, x).
+    radius : int
+        Window radius.
+    start : (int, int)
+        Position of ``out[..., 0, 0]`` in the full image.
+    full_shape : (int, int)
+        (height, width) of the full image.
+    """
+    h, w = out.shape[-2:]
+    for axis, (s, size, n) in enumerate(zip(start, full_shape, (h, w))):
+        lo = min(max(radius - s, 0), n)  # rows/cols closer than radius to the top/left edge
+        hi = max(min(size - radius - s, n), 0)  # first row/col closer than radius to the far edge
+        index = [slice(None)] * out.ndim
+        index[out.ndim - 2 + axis] = slice(0, lo)
+        out[tuple(index)] = np.nan
+        index[out.ndim - 2 + axis] = slice(max(hi, lo), n)
+        out[tuple(index)] = np.nan
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False)
+def _ncc_int(a, b, r, flat, out):
+    """Exact int64 running sums. ``a``, ``b`` are padded by ``r`` on both axes."""
+    h, w = out.shape
+    win = 2 * r + 1
+    n = np.int64(win * win)
+    wp = w + 2 * r
+    cx = np.zeros(wp, np.int64)
+    cy = np.zeros(wp, np.int64)
+    cxx = np.zeros(wp, np.int64)
+    cyy = np.zeros(wp, np.int64)
+    cxy = np.zeros(wp, np.int64)
+    # Window sums of one output row: filled by a sequential pass, then used by a
+    # loop without carried dependencies that the compiler can vectorise.
+    hx = np.empty(w, np.int64)
+    hy = np.empty(w, np.int64)
+    hxx = np.empty(w, np.int64)
+    hyy = np.empty(w, np.int64)
+    hxy = np.empty(w, np.int64)
+    for k in range(win):
+        for j in range(wp):
+            x = np.int64(a[k, j])
+            y = np.int64(b[k, j])
+            cx[j] += x
+            cy[j] += y
+            cxx[j] += x * x
+            cyy[j] += y * y
+            cxy[j] += x * y
+    for i in range(h):
+        if i > 0:
+            for j in range(wp):
+                xn = np.int64(a[i + 2 * r, j])
+                yn = np.int64(b[i + 2 * r, j])
+                xo = np.int64(a[i - 1, j])
+                yo = np.int64(b[i - 1, j])
+                cx[j] += xn - xo
+                cy[j] += yn - yo
+                cxx[j] += xn * xn - xo * xo
+                cyy[j] += yn * yn - yo * yo
+                cxy[j] += xn * yn - xo * yo
+        sx = np.int64(0)
+        sy = np.int64(0)
+        sxx = np.int64(0)
+        syy = np.int64(0)
+        sxy = np.int64(0)
+        for j in range(win - 1):
+            sx += cx[j]
+            sy += cy[j]
+            sxx += cxx[j]
+            syy += cyy[j]
+            sxy += cxy[j]
+        for j in range(w):
+            jn = j + 2 * r
+            sx += cx[jn]
+            sy += cy[jn]
+            sxx += cxx[jn]
+            syy += cyy[jn]
+            sxy += cxy[jn]
+            hx[j] = sx
+            hy[j] = sy
+            hxx[j] = sxx
+            hyy[j] = syy
+            hxy[j] = sxy
+            sx -= cx[j]
+            sy -= cy[j]
+            sxx -= cxx[j]
+            syy -= cyy[j]
+            sxy -= cxy[j]
+        for j in range(w):
+            vx = n * hxx[j] - hx[j] * hx[j]
+            vy = n * hyy[j] - hy[j] * hy[j]
+            c = n * hxy[j] - hx[j] * hy[j]
+            d = math.sqrt(np.float64(vx) * np.float64(vy))
+            v = np.float64(c) / d if d > 0.0 else flat
+            v = min(max(v, -1.0), 1.0) if d > 0.0 else v
+            out[i, j] = v
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False)
+def _two_pass(a, b, i0, j0, win, flat):
+    """Direct two-pass NCC of the window with top-left corner (i0, j0)."""
+    x0 = a[i0, j0]
+    y0 = b[i0, j0]
+    flat_x = True
+    flat_y = True
+    mx = 0.0
+    my = 0.0
+    for k in range(i0, i0 + win):
+        for m in range(j0, j0 + win):
+            xv = a[k, m]
+            yv = b[k, m]
+            if xv != x0:
+                flat_x = False
+            if yv != y0:
+                flat_y = False
+            mx += np.float64(xv)
+            my += np.float64(yv)
+    if flat_x or flat_y:
+        return flat
+    n = np.float64(win * win)
+    mx /= n
+    my /= n
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    for k in range(i0, i0 + win):
+        for m in range(j0, j0 + win):
+            dx = np.float64(a[k, m]) - mx
+            dy = np.float64(b[k, m]) - my
+            sxx += dx * dx
+            syy += dy * dy
+            sxy += dx * dy
+    if sxx == 0.0 or syy == 0.0:  # only through underflow of subnormal deviations
+        return flat
+    v = sxy / math.sqrt(sxx * syy)
+    if v > 1.0:
+        v = 1.0
+    elif v < -1.0:
+        v = -1.0
+    return v
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False)
+def _ncc_float(a, b, r, flat, shift_x, shift_y, maxsq_x, maxsq_y, out):
+    """Shifted float64 running sums with periodic restarts and a two-pass fallback."""
+    h, w = out.shape
+    win = 2 * r + 1
+    n = np.float64(win * win)
+    wp = w + 2 * r
+    cx = np.zeros(wp)
+    cy = np.zeros(wp)
+    cxx = np.zeros(wp)
+    cyy = np.zeros(wp)
+    cxy = np.zeros(wp)
+    hx = np.empty(w)
+    hy = np.empty(w)
+    hxx = np.empty(w)
+    hyy = np.empty(w)
+    hxy = np.empty(w)
+    thr_x = _FALLBACK_TOL * n * n * maxsq_x
+    thr_y = _FALLBACK_TOL * n * n * maxsq_y
+    for i in range(h):
+        if i % _RESTART == 0:
+            cx[:] = 0.0
+            cy[:] = 0.0
+            cxx[:] = 0.0
+            cyy[:] = 0.0
+            cxy[:] = 0.0
+            for k in range(i, i + win):
+                for j in range(wp):
+                    x = np.float64(a[k, j]) - shift_x
+                    y = np.float64(b[k, j]) - shift_y
+                    cx[j] += x
+                    cy[j] += y
+                    cxx[j] += x * x
+                    cyy[j] += y * y
+                    cxy[j] += x * y
+        else:
+            for j in range(wp):
+                xn = np.float64(a[i + 2 * r, j]) - shift_x
+                yn = np.float64(b[i + 2 * r, j]) - shift_y
+                xo = np.float64(a[i - 1, j]) - shift_x
+                yo = np.float64(b[i - 1, j]) - shift_y
+                cx[j] += xn - xo
+                cy[j] += yn - yo
+                cxx[j] += xn * xn - xo * xo
+                cyy[j] += yn * yn - yo * yo
+                cxy[j] += xn * yn - xo * yo
+        for j0 in range(0, w, _RESTART):
+            sx = 0.0
+            sy = 0.0
+            sxx = 0.0
+            syy = 0.0
+            sxy = 0.0
+            for m in range(j0, j0 + win - 1):
+                sx += cx[m]
+                sy += cy[m]
+                sxx += cxx[m]
+                syy += cyy[m]
+                sxy += cxy[m]
+            for j in range(j0, min(j0 + _RESTART, w)):
+                jn = j + 2 * r
+                sx += cx[jn]
+                sy += cy[jn]
+                sxx += cxx[jn]
+                syy += cyy[jn]
+                sxy += cxy[jn]
+                hx[j] = sx
+                hy[j] = sy
+                hxx[j] = sxx
+                hyy[j] = syy
+                hxy[j] = sxy
+                sx -= cx[j]
+                sy -= cy[j]
+                sxx -= cxx[j]
+                syy -= cyy[j]
+                sxy -= cxy[j]
+        fallback = 0
+        for j in range(w):
+            vx = n * hxx[j] - hx[j] * hx[j]
+            vy = n * hyy[j] - hy[j] * hy[j]
+            ok = vx > thr_x and vy > thr_y
+            fallback += 0 if ok else 1
+            d = math.sqrt(vx * vy) if ok else 1.0
+            v = (n * hxy[j] - hx[j] * hy[j]) / d
+            out[i, j] = min(max(v, -1.0), 1.0)
+        if fallback:
+            for j in range(w):
+                vx = n * hxx[j] - hx[j] * hx[j]
+                vy = n * hyy[j] - hy[j] * hy[j]
+                if not (vx > thr_x and vy > thr_y):
+                    out[i, j] = _two_pass(a, b, i, j, win, flat)
+
+
+def _int_sums_exact(dtype: np.dtype, radius: int) -> bool:
+    """True when n * Sxx fits in int64 for every value of ``dtype``."""
+    if dtype.kind not in "iu" or dtype.itemsize > 4:
+        return False
+    info = np.iinfo(dtype)
+    biggest = max(abs(int(info.min)), abs(int(info.max)))
+    n = (2 * radius + 1) ** 2
+    return n * n * biggest * biggest < 2**62
+
+
+def _as_kernel_input(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.float16:  # numba has no float16 arithmetic
+        a = a.astype(np.float32)
+    elif a.dtype.byteorder not in ("=", "|"):
+        a = a.astype(a.dtype.newbyteorder("="))
+    return np.ascontiguousarray(a)
+
+
+def _frame(a: np.ndarray, b: np.ndarray, radius: int, flat: float, out: np.ndarray, threads: int) -> None:
+    """Fill ``out`` (h, w) from padded 2-D ``a``, ``b`` ((h + 2r), (w + 2r))."""
+    h = out.shape[0]
+    exact = _int_sums_exact(a.dtype, radius) and _int_sums_exact(b.dtype, radius)
+    if exact:
+        def strip(lo, hi):
+            _ncc_int(a[lo : hi + 2 * radius], b[lo : hi + 2 * radius], radius, flat, out[lo:hi])
+    else:
+        # The shift and scale are per block, so results differ between chunkings
+        # only within the float64 rounding the fallback threshold allows (< 1e-8).
+        shift_x, maxsq_x = _shift_and_scale(a)
+        shift_y, maxsq_y = _shift_and_scale(b)
+
+        def strip(lo, hi):
+            _ncc_float(
+                a[lo : hi + 2 * radius], b[lo : hi + 2 * radius], radius, flat,
+                shift_x, shift_y, maxsq_x, maxsq_y, out[lo:hi],
+            )
+
+    threads = max(1, min(threads, h // 64))
+    if threads == 1:
+        strip(0, h)
+        return
+    bounds = np.linspace(0, h, threads + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(strip, bounds[:-1], bounds[1:]))
+
+
+def _shift_and_scale(a: np.ndarray) -> tuple[float, float]:
+    lo = float(a.min())
+    hi = float(a.max())
+    shift = 0.5 * (lo + hi)
+    # Largest squared deviation from the shift: the magnitude that bounds drift.
+    return shift, max((hi - shift) ** 2, (shift - lo) ** 2)
+
+
+def ncc_padded(a: np.ndarray, b: np.ndarray, radius: int, flat: float = 0.0, threads: int = 1) -> np.ndarray:
+    """Local NCC of two blocks already padded by ``radius`` on their last two axes.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Padded blocks of the same shape, 2-D ``(y, x)`` or 3-D ``(t, y, x)``, any
+        real integer or float dtype.
+    radius : int
+        Window radius; the window is ``(2 radius + 1)`` square.
+    flat : float
+        Value for windows whose values are all equal in either block.
+    threads : int
+        Threads to split each frame into row strips (the kernel releases the GIL).
+
+    Returns
+    -------
+    ndarray of float32
+        Shape of ``a`` minus ``2 radius`` on the last two axes.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"padded blocks must have the same shape, got {a.shape} and {b.shape}")
+    a = _as_kernel_input(a)
+    b = _as_kernel_input(b)
+    shape = a.shape[:-2] + (a.shape[-2] - 2 * radius, a.shape[-1] - 2 * radius)
+    out = np.empty(shape, dtype=np.float32)
+    if out.size == 0:
+        return out
+    flat = float(flat)
+    if a.ndim == 2:
+        _frame(a, b, radius, flat, out, threads)
+    else:
+        for t in np.ndindex(a.shape[:-2]):
+            _frame(a[t], b[t], radius, flat, out[t], threads)
+    return out
+
+
+def local_ncc_numpy(
+    reference: np.ndarray,
+    moving: np.ndarray,
+    window: int = 7,
+    *,
+    boundary: str = "reflect",
+    flat: float = 0.0,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Local NCC of two in-memory arrays (2-D, or 3-D with frames on axis 0).
+
+    See :func:`pipeline.local_ncc` for the meaning of the parameters.
+    """
+    radius = check_window(window)
+    if threads is None:
+        import os
+
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    out = ncc_padded(pad(reference, radius, boundary), pad(moving, radius, boundary), radius, flat, threads)
+    if boundary == "nan":
+        nan_border(out, radius, (0, 0), out.shape[-2:])
+    return out

@@ -1,0 +1,129 @@
+"""Seeded sample data and the independent reference implementation.
+
+Used by the tests, the benchmark and the demo script, so that all of them see
+the same images. Nothing here is on the production path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "reference_ncc",
+    "camera",
+    "stereo_pair",
+    "sample_pair",
+    "textured",
+    "cast_to",
+]
+
+_NUMPY_MODE = {"reflect": "symmetric", "nearest": "edge", "constant": "constant", "nan": "constant"}
+
+
+def reference_ncc(a: np.ndarray, b: np.ndarray, window: int, boundary: str = "reflect", flat: float = 0.0) -> np.ndarray:
+    """Two-pass per-window NCC in float64: the textbook formula, window by window.
+
+    Slow and memory hungry (it materialises every window); meant for small
+    test images. Flat means all values of the window are equal, in either image.
+    """
+    r = window // 2
+    widths = [(0, 0)] * (a.ndim - 2) + [(r, r)] * 2
+    pa = np.pad(np.asarray(a, dtype=np.float64), widths, mode=_NUMPY_MODE[boundary])
+    pb = np.pad(np.asarray(b, dtype=np.float64), widths, mode=_NUMPY_MODE[boundary])
+    wa = sliding_window_view(pa, (window, window), axis=(-2, -1))
+    wb = sliding_window_view(pb, (window, window), axis=(-2, -1))
+    axes = (-2, -1)
+    da = wa - wa.mean(axis=axes, keepdims=True)
+    db = wb - wb.mean(axis=axes, keepdims=True)
+    cov = (da * db).mean(axis=axes)
+    sa = np.sqrt((da * da).mean(axis=axes))
+    sb = np.sqrt((db * db).mean(axis=axes))
+    flat_mask = (wa == wa[..., :1, :1]).all(axis=axes) | (wb == wb[..., :1, :1]).all(axis=axes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = cov / (sa * sb)
+    out[flat_mask] = flat
+    if boundary == "nan":
+        out[..., :r, :] = np.nan
+        out[..., out.shape[-2] - r :, :] = np.nan
+        out[..., :, :r] = np.nan
+        out[..., :, out.shape[-1] - r :] = np.nan
+    return out
+
+
+def camera() -> np.ndarray:
+    """The 512 x 512 8-bit 'cameraman' photograph bundled with scikit-image."""
+    from skimage import data
+
+    return data.camera()
+
+
+def stereo_pair() -> tuple[np.ndarray, np.ndarray]:
+    """The Middlebury 'motorcycle' stereo pair bundled with scikit-image, as 8-bit grey.
+
+    Returns left and right views (500 x 741); where the disparity is small the
+    two views agree and the local NCC is high.
+    """
+    from skimage import data
+    from skimage.color import rgb2gray
+
+    left, right, _ = data.stereo_motorcycle()
+    to_u8 = lambda im: np.round(rgb2gray(im) * 255).astype(np.uint8)  # noqa: E731
+    return to_u8(left), to_u8(right)
+
+
+def cast_to(image: np.ndarray, dtype) -> np.ndarray:
+    """Map a [0, 255]-range image onto ``dtype``'s natural range (clipping integers)."""
+    dtype = np.dtype(dtype)
+    x = np.asarray(image, dtype=np.float64)
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale = {1: 1.0, 2: 200.0}.get(dtype.itemsize, 1.0)
+    offset = -30000.0 if dtype.kind == "i" and dtype.itemsize >= 2 else (-128.0 if dtype.kind == "i" else 0.0)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x * scale + offset), info.min, info.max).astype(dtype)
+
+
+def sample_pair(shape: tuple[int, ...], dtype="uint8", seed: int = 0, noise: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """A realistic pair: the camera photograph (tiled to ``shape``) and a noisy,
+    slightly shifted copy with an affine intensity change.
+
+    ``shape`` is ``(y, x)`` or ``(t, y, x)`` (each frame shifted differently).
+    """
+    rng = np.random.default_rng(seed)
+    base = camera().astype(np.float64)
+    frames = shape[0] if len(shape) == 3 else 1
+    h, w = shape[-2:]
+    ref_frames, mov_frames = [], []
+    for f in range(frames):
+        reps = (-(-(h + 8) // base.shape[0]), -(-(w + 8) // base.shape[1]))
+        tiled = np.tile(base, reps)
+        dy, dx = rng.integers(0, 8, size=2)
+        ref = tiled[4 : 4 + h, 4 : 4 + w]
+        mov = tiled[dy : dy + h, dx : dx + w] * 0.8 + 20.0 + rng.normal(0.0, noise, size=(h, w))
+        ref_frames.append(ref)
+        mov_frames.append(np.clip(mov, 0, 255))
+    ref = np.stack(ref_frames) if len(shape) == 3 else ref_frames[0]
+    mov = np.stack(mov_frames) if len(shape) == 3 else mov_frames[0]
+    return cast_to(ref, dtype), cast_to(mov, dtype)
+
+
+def textured(shape: tuple[int, ...], dtype="float64", seed: int = 0, flat_fraction: float = 0.3,
+             levels: int | None = None) -> np.ndarray:
+    """Random image with flat rectangles and near-flat (one pixel off by one) spots.
+
+    Hard cases for a local-statistics kernel: exact flats, windows that differ
+    by one grey level, and texture next to flats.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape[-2:]
+    x = rng.integers(0, levels, size=shape).astype(np.float64) if levels else rng.normal(100.0, 20.0, size=shape)
+    n_rect = max(1, int(flat_fraction * 6))
+    for _ in range(n_rect):
+        y0, x0 = rng.integers(0, max(1, h - 2)), rng.integers(0, max(1, w - 2))
+        hh, ww = rng.integers(1, max(2, h // 2)), rng.integers(1, max(2, w // 2))
+        value = float(rng.integers(0, 200))
+        x[..., y0 : y0 + hh, x0 : x0 + ww] = value
+        if rng.random() < 0.5 and hh > 2 and ww > 2:  # a nearly flat patch: one pixel one level up
+            x[..., y0 + hh // 2, x0 + ww // 2] = value + 1.0
+    return cast_to(x, dtype) if np.dtype(dtype).kind != "f" else x.astype(dtype)

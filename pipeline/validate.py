@@ -1,0 +1,86 @@
+"""Checks on an input pair that need only shapes, dtypes and dims (no data)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .kernel import BOUNDARIES, check_window
+
+__all__ = ["check_pair", "check_dtype", "default_dims"]
+
+
+def default_dims(ndim: int) -> tuple[str, ...]:
+    """Dimension names used when neither the metadata nor the config gives them."""
+    if ndim == 2:
+        return ("y", "x")
+    if ndim == 3:
+        return ("t", "y", "x")
+    raise InputError(f"inputs must be 2-D (y, x) or 3-D (t, y, x), got {ndim}-D; select a 2-D or 3-D array")
+
+
+def check_dtype(dtype: np.dtype, what: str) -> None:
+    """Refuse dtypes that have no meaningful correlation (bool, complex, strings, objects)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iuf":
+        raise InputError(
+            f"{what} has dtype {dtype}, which lncc cannot correlate; "
+            "expected a real integer or float image (uint8, uint16, int16, float32, ...): convert it first"
+        )
+
+
+def check_pair(
+    ref_shape: Sequence[int],
+    mov_shape: Sequence[int],
+    ref_dtype: np.dtype,
+    mov_dtype: np.dtype,
+    window: int,
+    boundary: str = "reflect",
+    ref_dims: Sequence[str] | None = None,
+    mov_dims: Sequence[str] | None = None,
+) -> int:
+    """Validate a reference/moving pair and the window; return the window radius.
+
+    Raises
+    ------
+    InputError
+        On a shape, ndim or dims mismatch, an unsupported dtype, an empty
+        array, or a window larger than the image.
+    """
+    ref_shape, mov_shape = tuple(ref_shape), tuple(mov_shape)
+    if ref_shape != mov_shape:
+        raise InputError(
+            f"reference and moving must have the same shape, got {ref_shape} and {mov_shape}; "
+            "crop or resample one of them to match"
+        )
+    if len(ref_shape) not in (2, 3):
+        raise InputError(
+            f"inputs must be 2-D (y, x) or 3-D (t, y, x), got {len(ref_shape)}-D shape {ref_shape}; "
+            "select a 2-D or 3-D array"
+        )
+    if ref_dims is not None and mov_dims is not None and tuple(ref_dims) != tuple(mov_dims):
+        raise InputError(
+            f"reference and moving must have the same dims, got {tuple(ref_dims)} and {tuple(mov_dims)}; "
+            "set 'dims' in the config to name them"
+        )
+    check_dtype(ref_dtype, "reference")
+    check_dtype(mov_dtype, "moving")
+    if 0 in ref_shape:
+        raise InputError(f"inputs are empty (shape {ref_shape}); give arrays with at least one pixel")
+    if boundary not in BOUNDARIES:
+        raise InputError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+    try:
+        radius = check_window(window)
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    height, width = ref_shape[-2:]
+    if min(height, width) < 3:
+        raise InputError(f"image {height} x {width} is smaller than the smallest window (3 x 3); give a larger image")
+    if window > min(height, width):
+        raise InputError(
+            f"window {window} is larger than the image ({height} x {width}); "
+            f"use a window of at most {min(height, width) - (1 - min(height, width) % 2)}"
+        )
+    return radius
