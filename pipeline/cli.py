@@ -1,0 +1,118 @@
+"""The ``lncc`` command: thin wrappers over :mod:`pipeline.config` and :mod:`pipeline.run`.
+
+Exit codes: 0 success; 2 bad config or bad input (one line on stderr, nothing
+written); 1 any other failure (one line on stderr; set ``LNCC_DEBUG=1`` for the
+traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Local normalized cross-correlation maps between image pairs, zarr to zarr.",
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file (see configs/reference.yaml).", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key, e.g. --set window=9 --set compute.workers=2.",
+                 metavar="KEY=VALUE", show_default=False),
+]
+
+
+def _fail(code: int, message: str) -> None:
+    typer.echo(f"lncc: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _guarded(func):
+    """Run ``func`` turning errors into one stderr line and the documented exit code."""
+    from .errors import LnccError
+
+    try:
+        return func()
+    except typer.Exit:
+        raise
+    except LnccError as exc:
+        _fail(2, str(exc))
+    except KeyboardInterrupt:
+        _fail(1, "interrupted")
+    except Exception as exc:
+        if os.environ.get("LNCC_DEBUG"):
+            raise
+        _fail(1, f"{type(exc).__name__}: {exc} (set LNCC_DEBUG=1 for the traceback)")
+
+
+def _format_summary(summary) -> str:
+    seconds = max(summary.seconds, 1e-9)
+    lines = [
+        f"lncc: {len(summary.pairs)} pair(s), {summary.pixels / 1e6:,.1f} Mpx in {summary.seconds:.2f} s "
+        f"({summary.pixels / seconds / 1e6:,.1f} Mpx/s)",
+    ]
+    for p in summary.pairs:
+        q = p.quantiles
+        lines.append(f"  {p.output}  shape {tuple(p.shape)}")
+        lines.append(
+            f"    ncc mean {p.mean:+.4f}  q05 {q['q05']:+.3f}  q25 {q['q25']:+.3f}  median {q['q50']:+.3f}  "
+            f"q75 {q['q75']:+.3f}  q95 {q['q95']:+.3f}  NaN {100 * p.nan_fraction:.2f}%"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an output not written by lncc.")] = False,
+) -> None:
+    """Compute the local NCC map(s) described by CONFIG."""
+
+    def body():
+        from .config import load_config
+        from .run import run as run_config
+
+        cfg = load_config(config, set_ or [])
+        summary = run_config(cfg, force=force, progress=not quiet and sys.stderr.isatty())
+        if not quiet:
+            typer.echo(_format_summary(summary))
+
+    _guarded(body)
+
+
+@app.command()
+def validate(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Check CONFIG and its inputs without computing or writing anything."""
+
+    def body():
+        from .config import load_config
+        from .run import plan_run
+
+        cfg = load_config(config, set_ or [])
+        plans = plan_run(cfg)
+        for plan in plans:
+            typer.echo(f"ok: {plan.pair.reference} x {plan.pair.moving} -> {plan.pair.output}  "
+                       f"shape {plan.reference.shape} {plan.reference.dtype}/{plan.moving.dtype}  "
+                       f"dims {list(plan.reference.dims)}  chunks {plan.chunks}")
+
+    _guarded(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="lncc")
+
+
+if __name__ == "__main__":
+    main()

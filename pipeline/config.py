@@ -1,0 +1,244 @@
+"""The run configuration: a strict, frozen schema read from YAML with ``safe_load``.
+
+Every error names the key path, the value that came and what is expected, e.g.
+``config error: compute.workers: expected an integer >= 1, got 'two' (str)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+__all__ = ["ComputeConfig", "PairConfig", "RunConfig", "load_config", "parse_config", "apply_overrides"]
+
+_STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ComputeConfig(BaseModel):
+    """Where and how the dask graph runs."""
+
+    model_config = _STRICT
+
+    scheduler: Literal["threads", "processes", "synchronous"] = "threads"
+    """dask scheduler: ``threads`` (default), ``processes`` or ``synchronous`` (debugging)."""
+    workers: PositiveInt | None = None
+    """Number of threads or processes; default: the CPUs available to this process."""
+
+
+class PairConfig(BaseModel):
+    """One reference/moving pair and where its NCC map goes."""
+
+    model_config = _STRICT
+
+    reference: str
+    moving: str
+    output: str
+
+
+class RunConfig(BaseModel):
+    """A whole run: one pair (``reference``/``moving``/``output``) or a batch (``pairs``)."""
+
+    model_config = _STRICT
+
+    reference: str | None = None
+    moving: str | None = None
+    output: str | None = None
+    pairs: list[PairConfig] | None = None
+    window: int = 7
+    boundary: Literal["reflect", "nearest", "constant", "nan"] = "reflect"
+    flat: float = 0.0
+    dims: list[str] | None = None
+    chunks: dict[str, PositiveInt] | None = None
+    zarr_format: Literal[2, 3] = 3
+    compressor: Literal["lz4", "zstd", "none"] = "lz4"
+    compute: ComputeConfig = ComputeConfig()
+
+    @field_validator("flat", mode="before")
+    @classmethod
+    def _flat_number(cls, value: Any) -> Any:
+        # YAML gives ints for "0" and floats for ".nan"; both are fine, a bool is not.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _odd_window(cls, value: int) -> int:
+        if value < 3:
+            raise ValueError(f"expected an odd integer >= 3, got {value}; use 3 or more")
+        if value % 2 == 0:
+            raise ValueError(f"expected an odd integer (the window needs a centre pixel), got {value}; "
+                             f"use {value - 1} or {value + 1}")
+        return value
+
+    @field_validator("flat")
+    @classmethod
+    def _finite_or_nan(cls, value: float) -> float:
+        if math.isinf(value):
+            raise ValueError(f"expected a finite number or .nan, got {value}")
+        return value
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if len(value) not in (2, 3):
+                raise ValueError(f"expected 2 names [y, x] or 3 names [t, y, x], got {len(value)}: {value}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"expected distinct names, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_pair_or_batch(self) -> RunConfig:
+        single = [k for k in ("reference", "moving", "output") if getattr(self, k) is not None]
+        if self.pairs is not None:
+            if single:
+                raise ValueError(f"give either 'pairs' or reference/moving/output, not both (found {', '.join(single)} "
+                                 "beside pairs); move them into the pairs list")
+            if not self.pairs:
+                raise ValueError("'pairs' is empty; list at least one {reference, moving, output}")
+        elif len(single) != 3:
+            missing = [k for k in ("reference", "moving", "output") if k not in single]
+            raise ValueError(f"missing required key(s) {', '.join(missing)}: a run needs reference, moving and "
+                             "output (or a 'pairs' list)")
+        outputs = [p.output for p in self.all_pairs()]
+        seen = {o for o in outputs if outputs.count(o) > 1}
+        if seen:
+            raise ValueError(f"two pairs write the same output {sorted(seen)[0]!r}; give each pair its own output")
+        for p in self.all_pairs():
+            for inp in (p.reference, p.moving):
+                if _same_path(inp, p.output):
+                    raise ValueError(f"output {p.output!r} is also an input; write the map to another path")
+        return self
+
+    def all_pairs(self) -> list[PairConfig]:
+        """The pairs of this run, whether given singly or as a batch."""
+        if self.pairs is not None:
+            return list(self.pairs)
+        return [PairConfig(reference=self.reference, moving=self.moving, output=self.output)]
+
+
+def _same_path(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _hint(error: dict[str, Any]) -> str:
+    value = error.get("input")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key; remove it or check its spelling (see configs/reference.yaml)"
+    if kind == "missing":
+        return "required key is missing"
+    if isinstance(value, str) and kind in ("float_type", "int_type"):
+        try:
+            float(value)
+        except ValueError:
+            pass
+        else:
+            if "e" in value.lower() and "." not in value:
+                return (f"expected a number, got the string {value!r}: YAML 1.1 reads '1e-5' as a string; "
+                        "write it with a dot (1.0e-5) or as 0.00001")
+            return f"expected a number, got the string {value!r}; write it without quotes"
+    if isinstance(value, bool) and kind in ("string_type", "literal_error", "float_type", "int_type"):
+        return (f"expected {error['msg'].lower().removeprefix('input should be ')}, got {value} (bool): "
+                "YAML 1.1 reads no/yes/on/off as booleans; quote the value, e.g. 'no'")
+    message = error["msg"].removeprefix("Value error, ")
+    if kind.startswith("value_error") or kind == "assertion_error":
+        return message
+    return f"{message[0].lower() + message[1:]}, got {_describe(value)}"
+
+
+def _format_errors(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        path = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        parts.append(f"{path}: {_hint(error)}")
+    return "config error: " + "; ".join(parts)
+
+
+def parse_config(data: Any) -> RunConfig:
+    """Validate a mapping (as read from YAML) into a :class:`RunConfig`.
+
+    Raises
+    ------
+    ConfigError
+        With every problem on one line, each named by its key path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: expected a mapping of keys (reference:, moving:, ...), "
+                          f"got {type(data).__name__}; see configs/reference.yaml")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a config mapping."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (e.g. window=9 or compute.workers=2), got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config with ``yaml.safe_load``, apply overrides and validate it.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or unreadable, is not valid YAML (the message
+        gives the line), or does not fit the schema.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {problem}; fix the syntax there") from None
+    if data is None:
+        data = {}
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config error: expected a mapping of keys, got {type(data).__name__}")
+        data = apply_overrides(data, overrides)
+    return parse_config(data)

@@ -1,0 +1,295 @@
+"""Reading inputs from and writing NCC maps to zarr stores: the only module that touches stores.
+
+Inputs are zarr arrays (format 2 or 3) given as a path or URL, possibly inside a
+group (``store.zarr/path/to/array``). Outputs are zarr groups written the xarray
+way: an ``ncc`` variable plus dimension coordinates, readable with
+``xarray.open_zarr(path)["ncc"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from .errors import InputError
+from .validate import default_dims
+
+__all__ = [
+    "InputInfo",
+    "inspect_input",
+    "open_input",
+    "output_state",
+    "prepare_output",
+    "update_provenance",
+    "read_provenance",
+    "write_array",
+    "PROVENANCE_KEY",
+]
+
+#: Group attribute that holds the run's provenance; its presence marks an lncc output.
+PROVENANCE_KEY = "lncc"
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What the metadata of an input array says (no data read)."""
+
+    url: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    dims: tuple[str, ...]
+    zarr_chunks: tuple[int, ...]
+    zarr_format: int
+    coords: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _open_array(url: str) -> zarr.Array:
+    try:
+        node = zarr.open(store=url, mode="r")
+    except FileNotFoundError:
+        raise InputError(f"input {url!r} does not exist; check the path or URL") from None
+    except Exception as exc:  # zarr raises several types for "not a zarr node"
+        raise InputError(f"input {url!r} is not a readable zarr array ({type(exc).__name__}: {exc}); "
+                         "give the path of a zarr array (format 2 or 3)") from None
+    if isinstance(node, zarr.Group):
+        names = sorted(name for name, _ in node.arrays())
+        hint = f" (arrays in it: {', '.join(names[:8])})" if names else ""
+        raise InputError(f"input {url!r} is a zarr group, not an array; give the array inside it, "
+                         f"e.g. {url.rstrip('/')}/{names[0] if names else 'NAME'}{hint}")
+    return node
+
+
+def _metadata_dims(array: zarr.Array) -> tuple[str, ...] | None:
+    names = getattr(array.metadata, "dimension_names", None)
+    if names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    names = array.attrs.get("_ARRAY_DIMENSIONS")
+    if names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
+
+
+def _dimension_coords(url: str, dims: tuple[str, ...], shape: tuple[int, ...]) -> dict[str, Any]:
+    """1-D coordinate variables named like the dims, from the array's parent group (xarray layout)."""
+    parent, sep, _ = url.rstrip("/").rpartition("/")
+    if not sep or not parent:
+        return {}
+    try:
+        ds = xr.open_zarr(parent, consolidated=False, chunks=None)
+    except Exception:  # the parent is not an xarray-readable group: the input simply has no coordinates
+        return {}
+    coords = {}
+    for dim, size in zip(dims, shape):
+        if dim in ds.variables and ds[dim].dims == (dim,) and ds[dim].size == size:
+            coords[dim] = ds[dim].variable.load()
+    return coords
+
+
+def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None) -> InputInfo:
+    """Read an input's metadata: shape, dtype, dims, chunks and dimension coordinates.
+
+    ``dims`` (from the config) overrides the metadata; without either, the dims
+    are ``(y, x)`` or ``(t, y, x)``.
+
+    Raises
+    ------
+    InputError
+        If the input is missing, unreadable, not a zarr array, or ``dims`` does
+        not match its number of dimensions.
+    """
+    array = _open_array(url)
+    shape = tuple(int(s) for s in array.shape)
+    if dims is not None:
+        if len(dims) != len(shape):
+            raise InputError(f"config dims {list(dims)} has {len(dims)} names but input {url!r} is "
+                             f"{len(shape)}-D with shape {shape}; give {len(shape)} names")
+        names = tuple(dims)
+    else:
+        names = _metadata_dims(array) or default_dims(len(shape))
+    return InputInfo(
+        url=url,
+        shape=shape,
+        dtype=np.dtype(array.dtype),
+        dims=names,
+        zarr_chunks=tuple(int(c) for c in array.chunks),
+        zarr_format=int(array.metadata.zarr_format),
+        coords=_dimension_coords(url, names, shape),
+    )
+
+
+def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
+    """Open an input lazily as a dask-backed DataArray with the given processing chunks.
+
+    The values are the stored values, undecoded (no fill-value masking or
+    scaling), so integer images stay integers.
+    """
+    array = zarr.open_array(store=info.url, mode="r")
+    data = da.from_zarr(array, chunks=chunks, inline_array=True)
+    return xr.DataArray(data, dims=info.dims, coords=info.coords)
+
+
+def output_state(url: str) -> str:
+    """Say what is at an output path: ``absent``, ``lncc`` (an lncc output) or ``foreign``."""
+    try:
+        node = zarr.open(store=url, mode="r")
+    except FileNotFoundError:
+        return "absent"
+    except Exception:
+        return _absent_or_foreign(url)
+    if isinstance(node, zarr.Group) and PROVENANCE_KEY in node.attrs:
+        return "lncc"
+    return "foreign"
+
+
+def _absent_or_foreign(url: str) -> str:
+    if "://" in url and not url.startswith("file://"):
+        return "foreign"
+    from pathlib import Path
+
+    path = Path(url.removeprefix("file://"))
+    if not path.exists():
+        return "absent"
+    if path.is_dir() and not any(path.iterdir()):
+        return "absent"
+    return "foreign"
+
+
+def _compressor(name: str, zarr_format: int):
+    if name == "none":
+        return None
+    if zarr_format == 3:
+        from zarr.codecs import BloscCodec, ZstdCodec
+
+        if name == "lz4":
+            return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=4)
+        return ZstdCodec(level=1)
+    from numcodecs import Blosc, Zstd
+
+    if name == "lz4":
+        return Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+    return Zstd(level=1)
+
+
+def prepare_output(
+    url: str,
+    ncc: xr.DataArray,
+    provenance: dict[str, Any],
+    *,
+    zarr_format: int = 3,
+    compressor: str = "lz4",
+):
+    """Write the output group's metadata and coordinates; return the delayed chunk writes.
+
+    The zarr chunks of ``ncc`` equal its dask chunks (which must be regular), so
+    each task writes whole zarr chunks and no two tasks touch the same chunk.
+    The provenance goes into the group attribute ``lncc``.
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computing it writes the NCC values.
+    """
+    chunks = tuple(c[0] for c in ncc.chunks)
+    for dim, c, size in zip(ncc.dims, ncc.chunks, chunks):
+        starts = np.cumsum((0,) + c[:-1])
+        if np.any(starts % size):
+            raise ValueError(f"output chunks along {dim} {c} do not start on multiples of the zarr chunk {size}; "
+                             "two tasks would write the same zarr chunk")
+    codec = _compressor(compressor, zarr_format)
+    encoding = {"ncc": {"chunks": chunks, "compressors": () if codec is None else (codec,)}}
+    ds = ncc.to_dataset(name="ncc")
+    ds.attrs = {}
+    for name in ds.coords:
+        ds[name].encoding = {}
+    delayed = ds.to_zarr(
+        url, mode="w", compute=False, consolidated=False, zarr_format=zarr_format, encoding=encoding
+    )
+    update_provenance(url, provenance)
+    return delayed
+
+
+def update_provenance(url: str, updates: dict[str, Any]) -> None:
+    """Merge ``updates`` into the output group's provenance attribute."""
+    group = zarr.open_group(store=url, mode="r+")
+    current = dict(group.attrs.get(PROVENANCE_KEY, {}))
+    current.update(_json_safe(updates))
+    group.attrs[PROVENANCE_KEY] = current
+    # Refreshed on every update so that xarray.open_zarr(path) opens quickly and never sees stale metadata.
+    zarr.consolidate_metadata(url)
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict-JSON form of attrs: non-finite floats become strings, tuples lists."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else str(float(value))
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def read_provenance(url: str) -> dict[str, Any]:
+    """The provenance attribute of an lncc output (empty if there is none)."""
+    group = zarr.open_group(store=url, mode="r")
+    return dict(group.attrs.get(PROVENANCE_KEY, {}))
+
+
+def write_array(
+    url: str,
+    data,
+    *,
+    dims: tuple[str, ...] | None = None,
+    chunks: tuple[int, ...] | None = None,
+    zarr_format: int = 3,
+    name: str | None = None,
+    coords: dict[str, np.ndarray] | None = None,
+) -> str:
+    """Write an image (numpy or dask) as a zarr array, for demo, test and benchmark inputs.
+
+    With ``name`` the array is written inside a group at ``url`` (with optional
+    1-D coordinate arrays, the xarray way) and its path ``url/name`` is returned.
+    Dims are stored as zarr 3 ``dimension_names`` or zarr 2 ``_ARRAY_DIMENSIONS``.
+    Dask data is written block by block, never held whole in memory.
+    """
+    dims = tuple(dims) if dims is not None else default_dims(np.ndim(data))
+    chunks = tuple(chunks) if chunks is not None else tuple(min(s, 1024) for s in np.shape(data))
+    if name is None:
+        store_url, array_path, group = url, None, None
+    else:
+        group = zarr.open_group(store=url, mode="a", zarr_format=zarr_format)
+        store_url, array_path = url, name
+    kwargs: dict[str, Any] = {}
+    if zarr_format == 3:
+        kwargs["dimension_names"] = dims
+    if group is not None:
+        array = group.create_array(name=array_path, shape=np.shape(data), chunks=chunks, dtype=data.dtype,
+                                   overwrite=True, **kwargs)
+    else:
+        array = zarr.create_array(store=store_url, shape=np.shape(data), chunks=chunks, dtype=data.dtype,
+                                  zarr_format=zarr_format, overwrite=True, **kwargs)
+    if zarr_format == 2:
+        array.attrs["_ARRAY_DIMENSIONS"] = list(dims)
+    if isinstance(data, da.Array):
+        da.store(data.rechunk(chunks), array, lock=False)
+    else:
+        array[...] = np.asarray(data)
+    for dim, values in (coords or {}).items():
+        if group is None:
+            raise ValueError("coords need a group: pass name= to write the array inside a group")
+        values = np.asarray(values)
+        coord = group.create_array(name=dim, shape=values.shape, dtype=values.dtype, overwrite=True,
+                                   **({"dimension_names": (dim,)} if zarr_format == 3 else {}))
+        if zarr_format == 2:
+            coord.attrs["_ARRAY_DIMENSIONS"] = [dim]
+        coord[...] = values
+    return url if name is None else f"{url.rstrip('/')}/{name}"
