@@ -8,6 +8,7 @@ way: an ``ncc`` variable plus dimension coordinates, readable with
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,7 +221,10 @@ def update_provenance(url: str, updates: dict[str, Any]) -> None:
     current.update(_json_safe(updates))
     group.attrs[PROVENANCE_KEY] = current
     # Refreshed on every update so that xarray.open_zarr(path) opens quickly and never sees stale metadata.
-    zarr.consolidate_metadata(url)
+    with warnings.catch_warnings():
+        # zarr 3 warns that consolidated metadata is an extension of its spec; xarray reads it either way.
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(url)
 
 
 def _json_safe(value: Any) -> Any:

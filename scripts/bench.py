@@ -1,0 +1,227 @@
+"""Benchmark lncc against the textbook implementations, and end to end zarr -> zarr.
+
+Usage::
+
+    python scripts/bench.py                    # full run (~5 min on 2 cores)
+    python scripts/bench.py --size 2048 --e2e-size 4096   # quick look
+    python scripts/bench.py --markdown BENCHMARKS.md      # also write the tables
+
+Everything is measured in one process run, so the ratios compare like with like
+on a noisy machine. Mpx/s = million output pixels per second. Errors are the
+max |difference| to the scipy float64 textbook on windows with variance > 0.5.
+Run it alone: other load on the machine skews every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import uniform_filter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.kernel import local_ncc_numpy  # noqa: E402
+from pipeline.testing import sample_pair  # noqa: E402
+
+
+def naive(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:
+    """The classic answer: a double loop over windows (valid region only)."""
+    r = window // 2
+    out = np.zeros(a.shape)
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    for i in range(r, a.shape[0] - r):
+        for j in range(r, a.shape[1] - r):
+            p1 = a[i - r : i + r + 1, j - r : j + r + 1]
+            p2 = b[i - r : i + r + 1, j - r : j + r + 1]
+            s = p1.std() * p2.std()
+            out[i, j] = ((p1 - p1.mean()) * (p2 - p2.mean())).mean() / s if s > 0 else 0.0
+    return out
+
+
+def textbook(a: np.ndarray, b: np.ndarray, window: int, dtype=np.float64) -> np.ndarray:
+    """scipy uniform_filter five times (means of x, y, x^2, y^2, xy)."""
+    x = a.astype(dtype)
+    y = b.astype(dtype)
+    f = lambda v: uniform_filter(v, window, mode="reflect")  # noqa: E731
+    mx, my = f(x), f(y)
+    vx = f(x * x) - mx * mx
+    vy = f(y * y) - my * my
+    cov = f(x * y) - mx * my
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = cov / np.sqrt(np.clip(vx, 0, None) * np.clip(vy, 0, None))
+    return np.where((vx > 0) & (vy > 0), out, 0.0), vx, vy
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def kernel_table(size: int, windows: list[int], repeats: int) -> tuple[list[list[str]], dict[int, float]]:
+    a, b = sample_pair((size, size), "uint8", seed=0)
+    crop_a, crop_b = a[:96, :96], b[:96, :96]
+    rows = []
+    ours_rate = {}
+    cells: dict[str, list[str]] = {k: [] for k in ("naive", "scipy64", "scipy32", "ours", "ours1", "ours_f32")}
+    errors: dict[str, list[float]] = {"scipy32": [], "ours": [], "ours_f32": []}
+    px = a.size
+    for w in windows:
+        r = w // 2
+        valid = (96 - 2 * r) ** 2
+        t = best_of(lambda: naive(crop_a, crop_b, w), 1)
+        cells["naive"].append(f"{valid / t / 1e6:.3f}")
+        t = best_of(lambda: textbook(a, b, w), 1)
+        cells["scipy64"].append(f"{px / t / 1e6:.1f}")
+        ref, vx, vy = textbook(a, b, w)
+        mask = (vx > 0.5) & (vy > 0.5)
+        t = best_of(lambda: textbook(a, b, w, np.float32), 1)
+        cells["scipy32"].append(f"{px / t / 1e6:.1f}")
+        errors["scipy32"].append(float(np.abs(textbook(a, b, w, np.float32)[0] - ref)[mask].max()))
+        local_ncc_numpy(a, b, w)  # compile / warm
+        t = best_of(lambda: local_ncc_numpy(a, b, w), repeats)
+        ours_rate[w] = px / t / 1e6
+        cells["ours"].append(f"{px / t / 1e6:.1f}")
+        errors["ours"].append(float(np.abs(local_ncc_numpy(a, b, w) - ref)[mask].max()))
+        t = best_of(lambda: local_ncc_numpy(a, b, w, threads=1), repeats)
+        cells["ours1"].append(f"{px / t / 1e6:.1f}")
+        af, bf = a.astype(np.float32), b.astype(np.float32)
+        local_ncc_numpy(af, bf, w)
+        t = best_of(lambda: local_ncc_numpy(af, bf, w), repeats)
+        cells["ours_f32"].append(f"{px / t / 1e6:.1f}")
+        errors["ours_f32"].append(float(np.abs(local_ncc_numpy(af, bf, w) - ref)[mask].max()))
+    labels = {
+        "naive": "naive double loop over windows (96x96 crop)",
+        "scipy64": "scipy uniform_filter x5, float64 (textbook)",
+        "scipy32": "scipy uniform_filter x5, float32",
+        "ours": "lncc kernel, uint8 input, 2 threads",
+        "ours1": "lncc kernel, uint8 input, 1 thread",
+        "ours_f32": "lncc kernel, float32 input, 2 threads",
+    }
+    errors["ours1"] = errors["ours"]  # same arithmetic, one thread
+    fixed = {"naive": "exact (two-pass)", "scipy64": "reference"}
+    for key, label in labels.items():
+        rows.append([label, *cells[key], fixed.get(key) or f"{max(errors[key]):.1e}"])
+    return rows, ours_rate
+
+
+def make_e2e_pair(directory: Path, size: int, chunk: int) -> tuple[str, str]:
+    """A size x size uint8 pair on disk, written block by block (never whole in memory)."""
+    import dask.array as da
+
+    from pipeline.io import write_array
+
+    root = directory / f"pair-{size}.zarr"
+    ref_url, mov_url = f"{root}/reference", f"{root}/moving"
+    if (root / "moving" / "zarr.json").exists():
+        return ref_url, mov_url
+    blocks = size // chunk
+
+    def block(which: int, block_id=None):
+        seed = block_id[0] * blocks + block_id[1]
+        return sample_pair((chunk, chunk), "uint8", seed=seed)[which]
+
+    for which, name in ((0, "reference"), (1, "moving")):
+        arr = da.map_blocks(block, which, chunks=((chunk,) * blocks, (chunk,) * blocks), dtype=np.uint8)
+        write_array(str(root), arr, dims=("y", "x"), chunks=(chunk, chunk), name=name)
+    return ref_url, mov_url
+
+
+def e2e(directory: Path, size: int, window: int, chunk: int, workers: int) -> dict[str, float]:
+    ref_url, mov_url = make_e2e_pair(directory, size, 1024)
+    out = directory / f"ncc-{size}.zarr"
+    config = directory / "bench.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        reference: {ref_url}
+        moving: {mov_url}
+        output: {out}
+        window: {window}
+        chunks: {{y: {chunk}, x: {chunk}}}
+        compute: {{scheduler: threads, workers: {workers}}}
+        """))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config), "--force"],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(f"end-to-end run failed: {proc.stderr}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    compute_s = float(proc.stdout.split(" in ")[1].split(" s")[0])
+    return {"wall_s": wall, "compute_s": compute_s, "mpx_s": size * size / compute_s / 1e6,
+            "peak_rss_mb": max(peak_kb, before) / 1024, "summary": proc.stdout}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=4096, help="kernel benchmark image side (default 4096)")
+    parser.add_argument("--windows", type=int, nargs="+", default=[3, 7, 31])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--e2e-size", type=int, default=16384, help="end-to-end pair side (default 16384)")
+    parser.add_argument("--e2e-chunk", type=int, default=2048)
+    parser.add_argument("--e2e-window", type=int, default=7)
+    parser.add_argument("--data", type=Path, default=ROOT / "bench-data", help="where the e2e pair is kept")
+    parser.add_argument("--markdown", type=Path, help="append the tables to this file")
+    args = parser.parse_args()
+
+    header = f"## {date.today().isoformat()}: {machine()}"
+    print(header, flush=True)
+    rows, ours = kernel_table(args.size, args.windows, args.repeats)
+    lines = [f"### Kernel, {args.size} x {args.size} uint8 pair, reflect borders (Mpx/s)", "",
+             "| implementation | " + " | ".join(f"{w}x{w}" for w in args.windows) + " | max error |",
+             "|---" * (len(args.windows) + 2) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    scipy_rates = [float(c) for c in rows[1][1 : 1 + len(args.windows)]]
+    ratio = [ours[w] / s for w, s in zip(args.windows, scipy_rates)]
+    spread = (max(ours.values()) - min(ours.values())) / max(ours.values())
+    lines += ["", f"lncc / scipy float64 textbook: {', '.join(f'{r:.0f}x' for r in ratio)}; "
+                  f"spread of lncc rate across windows: {100 * spread:.0f}%"]
+    print("\n".join(lines), flush=True)
+
+    args.data.mkdir(parents=True, exist_ok=True)
+    res = e2e(args.data, args.e2e_size, args.e2e_window, args.e2e_chunk, workers=len(os.sched_getaffinity(0)))
+    kernel_rate = ours.get(args.e2e_window) or next(iter(ours.values()))
+    e2e_lines = [
+        "", f"### End to end zarr -> zarr, {args.e2e_size} x {args.e2e_size} uint8 pair "
+            f"(zarr 3, 1024^2 input chunks, {args.e2e_chunk}^2 processing chunks, window {args.e2e_window}, threads)", "",
+        "| compute s | wall s (incl. start-up) | Mpx/s | vs in-memory kernel | peak RSS |",
+        "|---|---|---|---|---|",
+        f"| {res['compute_s']:.1f} | {res['wall_s']:.1f} | {res['mpx_s']:.1f} | {res['mpx_s'] / kernel_rate:.2f}x | "
+        f"{res['peak_rss_mb']:.0f} MB |",
+    ]
+    print("\n".join(e2e_lines), flush=True)
+    if args.markdown:
+        with args.markdown.open("a") as fh:
+            fh.write("\n" + header + "\n\n" + "\n".join(lines + e2e_lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
