@@ -109,10 +109,12 @@ class RunConfig(BaseModel):
             missing = [k for k in ("reference", "moving", "output") if k not in single]
             raise ValueError(f"missing required key(s) {', '.join(missing)}: a run needs reference, moving and "
                              "output (or a 'pairs' list)")
-        outputs = [p.output for p in self.all_pairs()]
-        seen = {o for o in outputs if outputs.count(o) > 1}
-        if seen:
-            raise ValueError(f"two pairs write the same output {sorted(seen)[0]!r}; give each pair its own output")
+        pairs = self.all_pairs()
+        for i, p in enumerate(pairs):
+            for q in pairs[i + 1 :]:
+                if _same_path(p.output, q.output):
+                    raise ValueError(f"two pairs write the same output ({p.output!r} and {q.output!r}); "
+                                     "give each pair its own output")
         for p in self.all_pairs():
             for inp in (p.reference, p.moving):
                 if _same_path(inp, p.output):
@@ -156,7 +158,10 @@ def _hint(error: dict[str, Any]) -> str:
                 return (f"expected a number, got the string {value!r}: YAML 1.1 reads '1e-5' as a string; "
                         "write it with a dot (1.0e-5) or as 0.00001")
             return f"expected a number, got the string {value!r}; write it without quotes"
-    if isinstance(value, bool) and kind in ("string_type", "literal_error", "float_type", "int_type"):
+    if isinstance(value, bool) and kind in ("float_type", "int_type"):
+        return (f"expected a number, got {value} (bool): YAML 1.1 reads yes/no/on/off as booleans; "
+                "write a number")
+    if isinstance(value, bool) and kind in ("string_type", "literal_error"):
         return (f"expected {error['msg'].lower().removeprefix('input should be ')}, got {value} (bool): "
                 "YAML 1.1 reads no/yes/on/off as booleans; quote the value, e.g. 'no'")
     message = error["msg"].removeprefix("Value error, ")

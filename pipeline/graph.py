@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-from dask.array.overlap import ensure_minimum_chunksize
 
 from .kernel import check_window, nan_border, ncc_padded
 
@@ -15,14 +14,33 @@ __all__ = ["local_ncc_dask", "halo_chunks"]
 _DASK_BOUNDARY = {"reflect": "reflect", "nearest": "nearest", "constant": 0, "nan": 0}
 
 
-def halo_chunks(chunks: tuple[tuple[int, ...], ...], radius: int) -> tuple[tuple[int, ...], ...]:
-    """Chunks with every y/x chunk at least ``radius`` long (merging smaller ones).
+def _merge_short(chunks: tuple[int, ...], radius: int) -> tuple[int, ...]:
+    """Merge chunks shorter than ``radius`` into a neighbour, keeping the other boundaries."""
+    merged: list[int] = []
+    carry = 0
+    for c in chunks:
+        c += carry
+        carry = 0
+        if c >= radius:
+            merged.append(c)
+        elif merged:
+            merged[-1] += c
+        else:
+            carry = c  # a short first chunk joins the next one
+    if carry:
+        merged.append(carry)
+    return tuple(merged)
 
-    dask would otherwise rechunk silently inside ``overlap``; doing it here keeps
-    the output chunks known before the graph is built.
+
+def halo_chunks(chunks: tuple[tuple[int, ...], ...], radius: int) -> tuple[tuple[int, ...], ...]:
+    """Chunks with every y/x chunk at least ``radius`` long.
+
+    Short chunks are merged into a neighbour, so every remaining boundary is an
+    original one: a regular chunking stays aligned with the zarr chunks it came
+    from. (dask would otherwise rechunk silently inside ``overlap``, moving
+    boundaries.)
     """
-    spatial = tuple(ensure_minimum_chunksize(radius, c) if radius > 0 else c for c in chunks[-2:])
-    return tuple(chunks[:-2]) + spatial
+    return tuple(chunks[:-2]) + tuple(_merge_short(c, radius) for c in chunks[-2:])
 
 
 def _block(a, b, *, radius, flat, nan_edges, full_shape, block_info=None):

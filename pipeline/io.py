@@ -49,12 +49,22 @@ class InputInfo:
     coords: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _local_path(url: str):
+    from pathlib import Path
+
+    return Path(url.removeprefix("file://"))
+
+
 def _open_array(url: str) -> zarr.Array:
+    if _is_local(url) and not _local_path(url).exists():
+        raise InputError(f"input {url!r} does not exist; check the path")
     try:
         node = zarr.open(store=url, mode="r")
-    except FileNotFoundError:
-        raise InputError(f"input {url!r} does not exist; check the path or URL") from None
-    except Exception as exc:  # zarr raises several types for "not a zarr node"
+    except Exception as exc:  # zarr raises several types (some FileNotFoundError) for "not a zarr node"
         raise InputError(f"input {url!r} is not a readable zarr array ({type(exc).__name__}: {exc}); "
                          "give the path of a zarr array (format 2 or 3)") from None
     if isinstance(node, zarr.Group):
@@ -81,7 +91,8 @@ def _dimension_coords(url: str, dims: tuple[str, ...], shape: tuple[int, ...]) -
     if not sep or not parent:
         return {}
     try:
-        ds = xr.open_zarr(parent, consolidated=False, chunks=None)
+        # mask_and_scale=False: a coordinate equal to the fill value (often 0) is a value, not missing.
+        ds = xr.open_zarr(parent, consolidated=False, chunks=None, mask_and_scale=False)
     except Exception:  # the parent is not an xarray-readable group: the input simply has no coordinates
         return {}
     coords = {}
@@ -136,27 +147,16 @@ def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
 
 def output_state(url: str) -> str:
     """Say what is at an output path: ``absent``, ``lncc`` (an lncc output) or ``foreign``."""
+    if _is_local(url):
+        path = _local_path(url)
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            return "absent"
     try:
         node = zarr.open(store=url, mode="r")
-    except FileNotFoundError:
-        return "absent"
-    except Exception:
-        return _absent_or_foreign(url)
+    except Exception:  # something is there (locally) or nothing is (remotely): zarr cannot tell us which
+        return "foreign" if _is_local(url) else "absent"
     if isinstance(node, zarr.Group) and PROVENANCE_KEY in node.attrs:
         return "lncc"
-    return "foreign"
-
-
-def _absent_or_foreign(url: str) -> str:
-    if "://" in url and not url.startswith("file://"):
-        return "foreign"
-    from pathlib import Path
-
-    path = Path(url.removeprefix("file://"))
-    if not path.exists():
-        return "absent"
-    if path.is_dir() and not any(path.iterdir()):
-        return "absent"
     return "foreign"
 
 
@@ -292,6 +292,7 @@ def write_array(
             raise ValueError("coords need a group: pass name= to write the array inside a group")
         values = np.asarray(values)
         coord = group.create_array(name=dim, shape=values.shape, dtype=values.dtype, overwrite=True,
+                                   fill_value=None if zarr_format == 2 else 0,
                                    **({"dimension_names": (dim,)} if zarr_format == 3 else {}))
         if zarr_format == 2:
             coord.attrs["_ARRAY_DIMENSIONS"] = [dim]

@@ -205,27 +205,29 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
     plans = plan_run(config, force=force)
     started_wall = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat()
-    targets = []
+    stores, stats = [], []
     for plan in plans:
         ref = io.open_input(plan.reference, plan.chunks)
         mov = io.open_input(plan.moving, plan.chunks)
         ncc = local_ncc(ref, mov, config.window, boundary=config.boundary, flat=config.flat)
-        store = io.prepare_output(plan.pair.output, ncc, _provenance(config, plan, started),
-                                  zarr_format=config.zarr_format, compressor=config.compressor)
+        stores.append(io.prepare_output(plan.pair.output, ncc, _provenance(config, plan, started),
+                                        zarr_format=config.zarr_format, compressor=config.compressor))
         data = ncc.data
         finite = da.isfinite(data)
         counts, _ = da.histogram(data, bins=_HIST_BINS, range=(-1.0, 1.0))
-        targets.append((store, counts, da.where(finite, data, 0).sum(dtype=np.float64), finite.sum()))
+        stats.append((counts, da.where(finite, data, 0).sum(dtype=np.float64), finite.sum()))
+    # Delayed writes and array statistics go in separate lists: dask 2026.8 reorders the
+    # results of a flat argument list that mixes Delayed objects and arrays.
     if progress:
         from dask.diagnostics import ProgressBar
 
         with ProgressBar(out=sys.stderr, minimum=1.0):
-            results = dask.compute(*targets, **_scheduler_kwargs(config))
+            _, results = dask.compute(stores, stats, **_scheduler_kwargs(config))
     else:
-        results = dask.compute(*targets, **_scheduler_kwargs(config))
+        _, results = dask.compute(stores, stats, **_scheduler_kwargs(config))
     summary = RunSummary(seconds=time.perf_counter() - started_wall)
     finished = datetime.now(timezone.utc).isoformat()
-    for plan, (_, counts, total, n_finite) in zip(plans, results):
+    for plan, (counts, total, n_finite) in zip(plans, results):
         pixels = int(np.prod(plan.reference.shape))
         mean, quantiles, nan_fraction = _summary_stats(np.asarray(counts), float(total), int(n_finite), pixels)
         io.update_provenance(plan.pair.output, {

@@ -1,0 +1,229 @@
+"""The `lncc` command in real subprocesses on real zarr stores: exit codes, messages, outputs, the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+import zarr
+
+from pipeline.io import read_provenance, write_array
+from pipeline.testing import reference_ncc, sample_pair
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (64, 80)
+
+
+def lncc(tmp_path, *args):
+    """Run `python -m pipeline.cli ARGS` in tmp_path with stderr not a TTY."""
+    env = {k: v for k, v in os.environ.items() if k != "LNCC_DEBUG"}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+
+
+def write_config(tmp_path, data, name="config.yaml"):
+    (tmp_path / name).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return name
+
+
+def make_inputs(tmp_path, zarr_format=3, shape=SHAPE):
+    """ref.zarr and mov.zarr (relative to tmp_path) holding a sample pair; returns the numpy images."""
+    ref, mov = sample_pair(shape, "uint8", seed=7)
+    write_array(str(tmp_path / "ref.zarr"), ref, chunks=(32, 40), zarr_format=zarr_format)
+    write_array(str(tmp_path / "mov.zarr"), mov, chunks=(32, 40), zarr_format=zarr_format)
+    return ref, mov
+
+
+def base_config(**extra):
+    return {"reference": "ref.zarr", "moving": "mov.zarr", "output": "out.zarr", **extra}
+
+
+def assert_usage_error(result, *fragments):
+    """Exit 2, nothing on stdout, exactly one stderr line 'lncc: error: ...', no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("lncc: error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_run_succeeds(tmp_path, zarr_format):
+    """`lncc run` exits 0, prints a summary with Mpx/s and the output path, no progress bar, a complete output."""
+    ref, mov = make_inputs(tmp_path, zarr_format)
+    config = write_config(tmp_path, base_config(window=7, zarr_format=zarr_format))
+    result = lncc(tmp_path, "run", config)
+    assert result.returncode == 0, result.stderr
+    assert "Mpx/s" in result.stdout
+    assert "out.zarr" in result.stdout and "(64, 80)" in result.stdout
+    assert result.stderr == ""  # stderr is not a TTY: no progress bar, and no warnings either
+    out = tmp_path / "out.zarr"
+    prov = read_provenance(str(out))
+    assert prov["status"] == "complete"
+    assert prov["config"]["window"] == 7
+    assert prov["inputs"]["reference"]["zarr_format"] == zarr_format
+    assert zarr.open_group(str(out), mode="r").metadata.zarr_format == zarr_format
+    ncc = xr.open_zarr(out)["ncc"]
+    np.testing.assert_allclose(ncc.values, reference_ncc(ref, mov, 7), rtol=0, atol=1e-6)
+
+
+def test_run_quiet_with_set(tmp_path):
+    """`--quiet` prints nothing at all and `--set window=5` reaches the provenance and the values."""
+    ref, mov = make_inputs(tmp_path)
+    config = write_config(tmp_path, base_config(window=7))
+    result = lncc(tmp_path, "run", config, "--quiet", "--set", "window=5", "--set", "compute.workers=1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == ""
+    prov = read_provenance(str(tmp_path / "out.zarr"))
+    assert prov["status"] == "complete"
+    assert prov["config"]["window"] == 5
+    assert prov["config"]["compute"]["workers"] == 1
+    np.testing.assert_allclose(xr.open_zarr(tmp_path / "out.zarr")["ncc"].values, reference_ncc(ref, mov, 5),
+                               rtol=0, atol=1e-6)
+
+
+def test_validate_writes_nothing(tmp_path):
+    """`lncc validate` exits 0, reports the pair and creates no output."""
+    make_inputs(tmp_path, 2)
+    config = write_config(tmp_path, base_config(window=9))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = lncc(tmp_path, "validate", config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ref.zarr x mov.zarr -> out.zarr")
+    assert "(64, 80)" in result.stdout
+    assert result.stderr == ""
+    assert not (tmp_path / "out.zarr").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _setup_unknown_key(tmp_path):
+    make_inputs(tmp_path)
+    return base_config(windwo=7), ["windwo", "unknown key"]
+
+
+def _setup_even_window(tmp_path):
+    make_inputs(tmp_path)
+    return base_config(window=8), ["window", "odd", "7 or 9"]
+
+
+def _setup_missing_input(tmp_path):
+    make_inputs(tmp_path)
+    return base_config(moving="nowhere.zarr"), ["nowhere.zarr", "does not exist"]
+
+
+def _setup_shape_mismatch(tmp_path):
+    make_inputs(tmp_path)
+    write_array(str(tmp_path / "small.zarr"), np.zeros((32, 40), np.uint8))
+    return base_config(moving="small.zarr"), ["same shape", "(64, 80)", "(32, 40)"]
+
+
+def _setup_bool_dtype(tmp_path):
+    make_inputs(tmp_path, 2)
+    write_array(str(tmp_path / "mask.zarr"), np.zeros(SHAPE, bool), zarr_format=2)
+    return base_config(moving="mask.zarr"), ["bool", "moving"]
+
+
+def _setup_window_too_large(tmp_path):
+    make_inputs(tmp_path)
+    return base_config(window=65), ["window 65", "larger than the image", "63"]
+
+
+def _setup_yaml_syntax(tmp_path):
+    make_inputs(tmp_path)
+    text = "reference: ref.zarr\nmoving: mov.zarr\noutput: out.zarr\nwindow: [7\n"
+    return text, ["not valid YAML", "line 5"]
+
+
+@pytest.mark.parametrize("setup", [
+    _setup_unknown_key, _setup_even_window, _setup_missing_input, _setup_shape_mismatch, _setup_bool_dtype,
+    _setup_window_too_large, _setup_yaml_syntax,
+], ids=["unknown-key", "even-window", "missing-input", "shape-mismatch", "bool-dtype", "window-too-large",
+        "yaml-syntax"])
+def test_run_usage_errors(tmp_path, setup):
+    """Bad config or input: exit 2, one 'lncc: error:' line naming the problem, no traceback, nothing written."""
+    config, fragments = setup(tmp_path)
+    if isinstance(config, str):
+        (tmp_path / "config.yaml").write_text(config, encoding="utf-8")
+    else:
+        write_config(tmp_path, config)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = lncc(tmp_path, "run", "config.yaml")
+    assert_usage_error(result, *fragments)
+    assert not (tmp_path / "out.zarr").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_foreign_output_refused_then_forced(tmp_path):
+    """An output not written by lncc: exit 2 and left untouched; with --force the run succeeds."""
+    ref, mov = make_inputs(tmp_path, 2)
+    theirs = np.arange(12, dtype=np.int32).reshape(3, 4)
+    write_array(str(tmp_path / "out.zarr"), theirs, zarr_format=2)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out.zarr").rglob("*") if p.is_file()}
+    config = write_config(tmp_path, base_config(window=5))
+
+    result = lncc(tmp_path, "run", config)
+    assert_usage_error(result, "out.zarr", "not written by lncc", "--force")
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out.zarr").rglob("*") if p.is_file()}
+    assert after == before
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[...], theirs)
+
+    result = lncc(tmp_path, "run", config, "--force", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert read_provenance(str(tmp_path / "out.zarr"))["status"] == "complete"
+    np.testing.assert_allclose(xr.open_zarr(tmp_path / "out.zarr")["ncc"].values, reference_ncc(ref, mov, 5),
+                               rtol=0, atol=1e-6)
+
+
+def test_non_zarr_output_directory_is_not_deleted(tmp_path):
+    """An existing ordinary directory at the output path is refused (exit 2) and its files survive."""
+    make_inputs(tmp_path)
+    (tmp_path / "out.zarr").mkdir()
+    notes = tmp_path / "out.zarr" / "notes.txt"
+    notes.write_text("my thesis")
+    config = write_config(tmp_path, base_config())
+    result = lncc(tmp_path, "run", config)
+    assert notes.exists() and notes.read_text() == "my thesis"
+    assert_usage_error(result, "not written by lncc")
+
+
+def test_demo(tmp_path):
+    """scripts/make_demo.py then `lncc run` with configs/demo.yaml's settings (paths moved to tmp) succeeds."""
+    data_dir = tmp_path / "demo-data"
+    made = subprocess.run([sys.executable, str(REPO / "scripts" / "make_demo.py"), str(data_dir)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert (data_dir / "motorcycle.zarr" / "left").is_dir() and (data_dir / "motorcycle.zarr" / "right").is_dir()
+
+    demo = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    demo_paths = {"reference": "data/motorcycle.zarr/left", "moving": "data/motorcycle.zarr/right",
+                  "output": "out/motorcycle-ncc.zarr"}
+    assert {k: demo[k] for k in demo_paths} == demo_paths  # the paths this test rewrites
+    config = dict(demo, reference=str(data_dir / "motorcycle.zarr" / "left"),
+                  moving=str(data_dir / "motorcycle.zarr" / "right"), output=str(tmp_path / "out" / "moto.zarr"))
+    write_config(tmp_path, config, "demo.yaml")
+
+    result = lncc(tmp_path, "run", "demo.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "Mpx/s" in result.stdout and "moto.zarr" in result.stdout
+    out = tmp_path / "out" / "moto.zarr"
+    prov = read_provenance(str(out))
+    assert prov["status"] == "complete"
+    assert {k: prov["config"][k] for k in demo if k not in demo_paths} == {k: v for k, v in demo.items()
+                                                                           if k not in demo_paths}
+    ncc = xr.open_zarr(out)["ncc"]
+    assert ncc.shape == (500, 741) and ncc.dims == ("y", "x")
+    np.testing.assert_array_equal(ncc["x"].values, np.arange(741, dtype=np.float64))
+    values = ncc.values
+    assert np.isfinite(values).all()
+    assert values.min() >= -1.0 - 1e-6 and values.max() <= 1.0 + 1e-6
+    assert values.max() > 0.9  # where the two views agree the correlation is high

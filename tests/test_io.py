@@ -1,0 +1,381 @@
+"""Zarr input inspection, output state, and whole runs through pipeline.run.run on real stores."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from pipeline.config import parse_config
+from pipeline.errors import InputError
+from pipeline.io import PROVENANCE_KEY, inspect_input, output_state, read_provenance, write_array
+from pipeline.run import run
+from pipeline.testing import reference_ncc, sample_pair
+
+FORMATS = [2, 3]
+
+
+def raw_zarr(path, data, zarr_format):
+    """An array written with zarr alone, with no dimension names of any kind."""
+    array = zarr.create_array(store=str(path), shape=data.shape, chunks=data.shape, dtype=data.dtype,
+                              zarr_format=zarr_format)
+    array[...] = data
+    return str(path)
+
+
+# --- inspect_input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_inspect_reads_metadata(tmp_path, zarr_format):
+    """Shape, dtype, chunks, format and the stored dim names come from the array's metadata."""
+    data = np.arange(12 * 20, dtype=np.int16).reshape(12, 20)
+    url = write_array(str(tmp_path / "a.zarr"), data, dims=("row", "col"), chunks=(5, 8), zarr_format=zarr_format)
+    if zarr_format == 3:
+        meta = json.loads((tmp_path / "a.zarr" / "zarr.json").read_text())
+        assert meta["dimension_names"] == ["row", "col"]
+    else:
+        attrs = json.loads((tmp_path / "a.zarr" / ".zattrs").read_text())
+        assert attrs["_ARRAY_DIMENSIONS"] == ["row", "col"]
+    info = inspect_input(url)
+    assert info.url == url
+    assert info.shape == (12, 20)
+    assert info.dtype == np.dtype(np.int16)
+    assert info.dims == ("row", "col")
+    assert info.zarr_chunks == (5, 8)
+    assert info.zarr_format == zarr_format
+    assert info.coords == {}
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+@pytest.mark.parametrize(("shape", "dims"), [((6, 7), ("y", "x")), ((2, 6, 7), ("t", "y", "x"))], ids=["2d", "3d"])
+def test_inspect_default_dims(tmp_path, zarr_format, shape, dims):
+    """Without names in the metadata the dims are (y, x) or (t, y, x)."""
+    url = raw_zarr(tmp_path / "raw.zarr", np.zeros(shape, dtype=np.float32), zarr_format)
+    info = inspect_input(url)
+    assert info.dims == dims
+    assert info.shape == shape and info.dtype == np.dtype(np.float32)
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_inspect_config_dims_override_metadata(tmp_path, zarr_format):
+    """dims from the config win over the names stored in the metadata."""
+    url = write_array(str(tmp_path / "a.zarr"), np.zeros((3, 6, 7), np.uint8), dims=("time", "row", "col"),
+                      zarr_format=zarr_format)
+    assert inspect_input(url).dims == ("time", "row", "col")
+    assert inspect_input(url, ["f", "v", "u"]).dims == ("f", "v", "u")
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_inspect_dims_length_mismatch(tmp_path, zarr_format):
+    """Config dims with the wrong number of names raise InputError naming the shape."""
+    url = write_array(str(tmp_path / "a.zarr"), np.zeros((6, 7), np.uint8), zarr_format=zarr_format)
+    with pytest.raises(InputError) as info:
+        inspect_input(url, ["t", "y", "x"])
+    assert "(6, 7)" in str(info.value) and "give 2 names" in str(info.value)
+
+
+def test_inspect_4d_without_dims(tmp_path):
+    """A 4-D array has no default dims: InputError."""
+    url = raw_zarr(tmp_path / "a4.zarr", np.zeros((2, 2, 4, 4), np.uint8), 3)
+    with pytest.raises(InputError, match="4-D"):
+        inspect_input(url)
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_inspect_array_inside_nested_group(tmp_path, zarr_format):
+    """An array given as store.zarr/sub/arr is found, with its metadata."""
+    root = zarr.open_group(str(tmp_path / "store.zarr"), mode="w", zarr_format=zarr_format)
+    root.create_group("sub")
+    url = write_array(str(tmp_path / "store.zarr" / "sub"), np.ones((9, 11), np.uint16), dims=("y", "x"),
+                      chunks=(4, 4), zarr_format=zarr_format, name="arr")
+    assert url.endswith("store.zarr/sub/arr")
+    info = inspect_input(url)
+    assert info.shape == (9, 11) and info.dtype == np.dtype(np.uint16)
+    assert info.zarr_chunks == (4, 4) and info.zarr_format == zarr_format
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_inspect_coords_from_parent_group(tmp_path, zarr_format):
+    """Dimension coordinates written beside the array (xarray layout) are picked up with their values."""
+    y = 100.0 + 0.5 * np.arange(9)
+    x = -3.0 + 2.0 * np.arange(11)
+    url = write_array(str(tmp_path / "g.zarr"), np.ones((9, 11), np.uint8), dims=("y", "x"),
+                      zarr_format=zarr_format, name="img", coords={"y": y, "x": x})
+    info = inspect_input(url)
+    assert set(info.coords) == {"y", "x"}
+    np.testing.assert_array_equal(np.asarray(info.coords["y"]), y)
+    np.testing.assert_array_equal(np.asarray(info.coords["x"]), x)
+
+
+@pytest.mark.parametrize("zarr_format", [
+    2,
+    3,
+])
+def test_inspect_coords_starting_at_zero(tmp_path, zarr_format):
+    """Pixel-centre coordinates 0, 1, 2, ... (as the demo writes them) come back unchanged, 0 included."""
+    y = np.arange(9, dtype=np.float64)
+    x = np.arange(11, dtype=np.float64)
+    url = write_array(str(tmp_path / "g.zarr"), np.ones((9, 11), np.uint8), dims=("y", "x"),
+                      zarr_format=zarr_format, name="img", coords={"y": y, "x": x})
+    info = inspect_input(url)
+    np.testing.assert_array_equal(np.asarray(info.coords["y"]), y)
+    np.testing.assert_array_equal(np.asarray(info.coords["x"]), x)
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_inspect_group_instead_of_array(tmp_path, zarr_format):
+    """A group path raises InputError that lists the arrays inside it."""
+    group_url = str(tmp_path / "g.zarr")
+    write_array(group_url, np.ones((5, 5), np.uint8), zarr_format=zarr_format, name="left")
+    write_array(group_url, np.ones((5, 5), np.uint8), zarr_format=zarr_format, name="right")
+    with pytest.raises(InputError) as info:
+        inspect_input(group_url)
+    message = str(info.value)
+    assert "group" in message
+    assert "left" in message and "right" in message
+
+
+def test_inspect_missing_path(tmp_path):
+    """A path that does not exist raises InputError naming it."""
+    url = str(tmp_path / "missing.zarr")
+    with pytest.raises(InputError) as info:
+        inspect_input(url)
+    assert "missing.zarr" in str(info.value) and "does not exist" in str(info.value)
+
+
+def _non_zarr(tmp_path, kind):
+    if kind == "directory":
+        path = tmp_path / "photos"
+        path.mkdir()
+        (path / "readme.txt").write_text("not zarr")
+    else:
+        path = tmp_path / "image.png"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_inspect_non_zarr_path(tmp_path, kind):
+    """A plain directory or file raises InputError naming the path."""
+    url = _non_zarr(tmp_path, kind)
+    with pytest.raises(InputError) as info:
+        inspect_input(url)
+    assert repr(url) in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_inspect_non_zarr_path_is_not_called_missing(tmp_path, kind):
+    """An existing non-zarr path is reported as not a zarr array, not as missing."""
+    url = _non_zarr(tmp_path, kind)
+    with pytest.raises(InputError) as info:
+        inspect_input(url)
+    assert "does not exist" not in str(info.value)
+    assert "not a readable zarr array" in str(info.value)
+
+
+# --- output_state ---------------------------------------------------------------------------------
+
+
+def test_output_state_absent(tmp_path):
+    """A missing path or an empty directory is 'absent'."""
+    assert output_state(str(tmp_path / "new.zarr")) == "absent"
+    (tmp_path / "empty.zarr").mkdir()
+    assert output_state(str(tmp_path / "empty.zarr")) == "absent"
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_output_state_lncc_and_foreign_zarr(tmp_path, zarr_format):
+    """A group with the provenance attribute is 'lncc'; a plain group or an array is 'foreign'."""
+    marked = zarr.open_group(str(tmp_path / "marked.zarr"), mode="w", zarr_format=zarr_format)
+    marked.attrs[PROVENANCE_KEY] = {"status": "complete"}
+    assert output_state(str(tmp_path / "marked.zarr")) == "lncc"
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=zarr_format)
+    assert output_state(str(tmp_path / "plain.zarr")) == "foreign"
+    array_url = write_array(str(tmp_path / "arr.zarr"), np.ones((4, 4), np.uint8), zarr_format=zarr_format)
+    assert output_state(array_url) == "foreign"
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_output_state_non_zarr_is_foreign(tmp_path, kind):
+    """An existing non-zarr directory with files, or a plain file, is 'foreign'."""
+    assert output_state(_non_zarr(tmp_path, kind)) == "foreign"
+
+
+# --- whole runs -----------------------------------------------------------------------------------
+
+
+def make_pair(tmp_path, shape, zarr_format, *, dtype="uint16", seed=0, chunks=None, coords=None, dims=None):
+    """Reference and moving arrays side by side in one group (with coords if given)."""
+    ref, mov = sample_pair(shape, dtype, seed)
+    group = str(tmp_path / f"inputs-v{zarr_format}.zarr")
+    kwargs = dict(dims=dims, chunks=chunks, zarr_format=zarr_format, coords=coords)
+    ref_url = write_array(group, ref, name="ref", **kwargs)
+    mov_url = write_array(group, mov, name="mov", **kwargs)
+    return ref, mov, ref_url, mov_url
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_run_2d_output(tmp_path, zarr_format):
+    """A 2-D run writes a complete, xarray-readable float32 map equal to the reference, chunked as processed."""
+    shape = (100, 130)
+    y = 1000.0 + 0.25 * np.arange(shape[0])
+    x = 5.0 + 2.0 * np.arange(shape[1])
+    ref, mov, ref_url, mov_url = make_pair(tmp_path, shape, zarr_format, chunks=(50, 50), coords={"y": y, "x": x})
+    out_format = 5 - zarr_format  # the output format follows the config, not the inputs
+    out = str(tmp_path / "ncc.zarr")
+    cfg = parse_config({"reference": ref_url, "moving": mov_url, "output": out, "window": 7,
+                        "chunks": {"y": 32, "x": 48}, "zarr_format": out_format, "compressor": "zstd"})
+    summary = run(cfg)
+
+    assert [p.output for p in summary.pairs] == [out]
+    assert summary.pixels == 100 * 130
+    ds = xr.open_zarr(out)
+    ncc = ds["ncc"]
+    assert ncc.dtype == np.float32
+    assert ncc.dims == ("y", "x")
+    np.testing.assert_array_equal(ncc["y"].values, y)
+    np.testing.assert_array_equal(ncc["x"].values, x)
+    expected = reference_ncc(ref, mov, 7)
+    np.testing.assert_allclose(ncc.values, expected, rtol=0, atol=1e-6)
+    assert np.std(expected) > 0.05  # a real map, not a constant
+
+    group = zarr.open_group(out, mode="r")
+    assert group.metadata.zarr_format == out_format
+    assert group["ncc"].chunks == (32, 48)
+    assert ncc.encoding["chunks"] == (32, 48)
+
+    prov = read_provenance(out)
+    assert prov["status"] == "complete"
+    assert prov["version"] == version("lncc")
+    assert prov["config"]["window"] == 7
+    assert prov["config"]["chunks"] == {"y": 32, "x": 48}
+    assert prov["config"]["zarr_format"] == out_format
+    assert prov["config"]["reference"] == ref_url and prov["config"]["output"] == out
+    assert prov["processing_chunks"] == [32, 48]
+    for role, url in (("reference", ref_url), ("moving", mov_url)):
+        assert prov["inputs"][role] == {"url": url, "shape": [100, 130], "dtype": "uint16", "dims": ["y", "x"],
+                                        "zarr_format": zarr_format}
+    assert prov["summary"]["mean"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
+    assert output_state(out) == "lncc"
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+def test_run_3d_output(tmp_path, zarr_format):
+    """A (t, y, x) run keeps the stored dims and writes zarr chunks equal to the processing chunks."""
+    ref, mov, ref_url, mov_url = make_pair(tmp_path, (5, 40, 50), zarr_format, dtype="float32", seed=2,
+                                           dims=("time", "row", "col"), chunks=(1, 40, 50))
+    out = str(tmp_path / "ncc3.zarr")
+    cfg = parse_config({"reference": ref_url, "moving": mov_url, "output": out, "window": 5, "boundary": "nearest",
+                        "chunks": {"time": 2, "row": 16, "col": 20}, "zarr_format": zarr_format})
+    run(cfg)
+    ncc = xr.open_zarr(out)["ncc"]
+    assert ncc.dims == ("time", "row", "col")
+    assert ncc.dtype == np.float32
+    np.testing.assert_allclose(ncc.values, reference_ncc(ref, mov, 5, "nearest"), rtol=0, atol=1e-6)
+    group = zarr.open_group(out, mode="r")
+    assert group["ncc"].chunks == (2, 16, 20)
+    assert group.metadata.zarr_format == zarr_format
+    prov = read_provenance(out)
+    assert prov["status"] == "complete"
+    assert prov["inputs"]["moving"]["dims"] == ["time", "row", "col"]
+    assert prov["processing_chunks"] == [2, 16, 20]
+
+
+@pytest.mark.parametrize("zarr_format", [
+    2,
+    3,
+])
+def test_run_output_coords_starting_at_zero(tmp_path, zarr_format):
+    """An input with coordinates 0, 1, 2, ... gives an output with exactly those coordinates."""
+    shape = (20, 24)
+    coords = {"y": np.arange(shape[0], dtype=np.float64), "x": np.arange(shape[1], dtype=np.float64)}
+    _, _, ref_url, mov_url = make_pair(tmp_path, shape, zarr_format, coords=coords)
+    out = str(tmp_path / "ncc.zarr")
+    run(parse_config({"reference": ref_url, "moving": mov_url, "output": out, "window": 3,
+                      "zarr_format": zarr_format}))
+    ncc = xr.open_zarr(out)["ncc"]
+    np.testing.assert_array_equal(ncc["y"].values, coords["y"])
+    np.testing.assert_array_equal(ncc["x"].values, coords["x"])
+
+
+def test_run_batch_writes_every_output(tmp_path):
+    """A batch of two pairs writes both outputs, each complete and equal to its reference."""
+    a1, b1, ref1, mov1 = make_pair(tmp_path, (40, 50), 3, seed=1)
+    a2, b2, ref2, mov2 = make_pair(tmp_path, (30, 36), 2, seed=2)
+    out1, out2 = str(tmp_path / "one.zarr"), str(tmp_path / "two.zarr")
+    cfg = parse_config({"pairs": [{"reference": ref1, "moving": mov1, "output": out1},
+                                  {"reference": ref2, "moving": mov2, "output": out2}], "window": 5})
+    summary = run(cfg)
+    assert [p.output for p in summary.pairs] == [out1, out2]
+    for out, (a, b), url in ((out1, (a1, b1), ref1), (out2, (a2, b2), ref2)):
+        np.testing.assert_allclose(xr.open_zarr(out)["ncc"].values, reference_ncc(a, b, 5), rtol=0, atol=1e-6)
+        prov = read_provenance(out)
+        assert prov["status"] == "complete"
+        assert prov["inputs"]["reference"]["url"] == url
+
+
+@pytest.fixture(scope="module")
+def chunk_pair(tmp_path_factory):
+    """One 100 x 130 pair stored with 25 x 26 zarr chunks, and its reference map (window 9)."""
+    tmp = tmp_path_factory.mktemp("chunking")
+    ref, mov, ref_url, mov_url = make_pair(tmp, (100, 130), 3, dtype="float32", seed=3, chunks=(25, 26))
+    return tmp, ref_url, mov_url, reference_ncc(ref, mov, 9)
+
+
+def _run_chunks(tmp, ref_url, mov_url, chunks, name):
+    out = str(tmp / f"{name}.zarr")
+    run(parse_config({"reference": ref_url, "moving": mov_url, "output": out, "window": 9, "chunks": chunks}))
+    return xr.open_zarr(out)["ncc"].values
+
+
+def test_chunking_never_changes_the_answer(chunk_pair):
+    """The same pair with several chunk settings gives the same map (within 1e-6) as one whole-image chunk."""
+    tmp, ref_url, mov_url, expected = chunk_pair
+    settings = [
+        {"y": 100, "x": 130},  # one chunk
+        None,  # default: aligned with the zarr chunks
+        {"y": 32, "x": 48},  # last chunks 4 and 34 rows/cols
+        {"y": 10, "x": 13},  # many exact chunks
+        {"y": 5, "x": 65},  # chunks barely longer than the radius
+        {"y": 64},  # only one dim given
+    ]
+    whole = _run_chunks(tmp, ref_url, mov_url, settings[0], "whole")
+    np.testing.assert_allclose(whole, expected, rtol=0, atol=1e-6)
+    for i, chunks in enumerate(settings[1:]):
+        got = _run_chunks(tmp, ref_url, mov_url, chunks, f"setting{i}")
+        np.testing.assert_allclose(got, whole, rtol=0, atol=1e-6, err_msg=f"chunks {chunks}")
+
+
+@pytest.mark.parametrize("chunks", [{"y": 7, "x": 130}, {"y": 100, "x": 16}], ids=["y7", "x16"])
+def test_chunking_with_short_last_chunk(chunk_pair, chunks):
+    """Chunks whose last block is shorter than the radius 4 (100 % 7 = 2, 130 % 16 = 2) give the same map."""
+    tmp, ref_url, mov_url, expected = chunk_pair
+    got = _run_chunks(tmp, ref_url, mov_url, chunks, "short-" + "-".join(map(str, chunks.values())))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_rerun_over_lncc_output(tmp_path):
+    """A second run to the same output (an lncc output) needs no --force and replaces the map."""
+    ref, mov, ref_url, mov_url = make_pair(tmp_path, (30, 40), 3)
+    out = str(tmp_path / "ncc.zarr")
+    run(parse_config({"reference": ref_url, "moving": mov_url, "output": out, "window": 3}))
+    run(parse_config({"reference": ref_url, "moving": mov_url, "output": out, "window": 5}))
+    assert read_provenance(out)["config"]["window"] == 5
+    np.testing.assert_allclose(xr.open_zarr(out)["ncc"].values, reference_ncc(ref, mov, 5), rtol=0, atol=1e-6)
+
+
+def test_run_refuses_foreign_zarr_output(tmp_path):
+    """A zarr array not written by lncc at the output path is refused without force and kept intact."""
+    _, _, ref_url, mov_url = make_pair(tmp_path, (30, 40), 3)
+    out = write_array(str(tmp_path / "theirs.zarr"), np.full((3, 3), 7, np.uint8))
+    cfg = parse_config({"reference": ref_url, "moving": mov_url, "output": out})
+    with pytest.raises(InputError, match="not written by lncc"):
+        run(cfg)
+    np.testing.assert_array_equal(zarr.open_array(out, mode="r")[...], np.full((3, 3), 7, np.uint8))
+    run(cfg, force=True)
+    assert read_provenance(out)["status"] == "complete"
