@@ -188,7 +188,7 @@ def _ncc_int(a, b, r, flat, out):
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False)
-def _two_pass(a, b, i0, j0, win, flat):
+def _two_pass(a, b, i0, j0, win, flat, shift_x=0.0, shift_y=0.0, inv_x=1.0, inv_y=1.0):
     """Direct two-pass NCC of the window with top-left corner (i0, j0)."""
     x0 = a[i0, j0]
     y0 = b[i0, j0]
@@ -204,8 +204,8 @@ def _two_pass(a, b, i0, j0, win, flat):
                 flat_x = False
             if yv != y0:
                 flat_y = False
-            mx += np.float64(xv)
-            my += np.float64(yv)
+            mx += (np.float64(xv) - shift_x) * inv_x
+            my += (np.float64(yv) - shift_y) * inv_y
     if flat_x or flat_y:
         return flat
     n = np.float64(win * win)
@@ -216,8 +216,8 @@ def _two_pass(a, b, i0, j0, win, flat):
     sxy = 0.0
     for k in range(i0, i0 + win):
         for m in range(j0, j0 + win):
-            dx = np.float64(a[k, m]) - mx
-            dy = np.float64(b[k, m]) - my
+            dx = (np.float64(a[k, m]) - shift_x) * inv_x - mx
+            dy = (np.float64(b[k, m]) - shift_y) * inv_y - my
             sxx += dx * dx
             syy += dy * dy
             sxy += dx * dy
@@ -232,8 +232,12 @@ def _two_pass(a, b, i0, j0, win, flat):
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False)
-def _ncc_float(a, b, r, flat, shift_x, shift_y, maxsq_x, maxsq_y, out):
-    """Shifted float64 running sums with periodic restarts and a two-pass fallback."""
+def _ncc_float(a, b, r, flat, shift_x, shift_y, inv_x, inv_y, out):
+    """Normalised float64 running sums with periodic restarts and a two-pass fallback.
+
+    Values enter the sums as ``(x - shift) * inv`` (within [-1, 1] for the block),
+    so neither huge nor tiny magnitudes overflow or underflow the squares.
+    """
     h, w = out.shape
     win = 2 * r + 1
     n = np.float64(win * win)
@@ -248,8 +252,7 @@ def _ncc_float(a, b, r, flat, shift_x, shift_y, maxsq_x, maxsq_y, out):
     hxx = np.empty(w)
     hyy = np.empty(w)
     hxy = np.empty(w)
-    thr_x = _FALLBACK_TOL * n * n * maxsq_x
-    thr_y = _FALLBACK_TOL * n * n * maxsq_y
+    thr = _FALLBACK_TOL * n * n
     for i in range(h):
         if i % _RESTART == 0:
             cx[:] = 0.0
@@ -259,8 +262,8 @@ def _ncc_float(a, b, r, flat, shift_x, shift_y, maxsq_x, maxsq_y, out):
             cxy[:] = 0.0
             for k in range(i, i + win):
                 for j in range(wp):
-                    x = np.float64(a[k, j]) - shift_x
-                    y = np.float64(b[k, j]) - shift_y
+                    x = (np.float64(a[k, j]) - shift_x) * inv_x
+                    y = (np.float64(b[k, j]) - shift_y) * inv_y
                     cx[j] += x
                     cy[j] += y
                     cxx[j] += x * x
@@ -268,10 +271,10 @@ def _ncc_float(a, b, r, flat, shift_x, shift_y, maxsq_x, maxsq_y, out):
                     cxy[j] += x * y
         else:
             for j in range(wp):
-                xn = np.float64(a[i + 2 * r, j]) - shift_x
-                yn = np.float64(b[i + 2 * r, j]) - shift_y
-                xo = np.float64(a[i - 1, j]) - shift_x
-                yo = np.float64(b[i - 1, j]) - shift_y
+                xn = (np.float64(a[i + 2 * r, j]) - shift_x) * inv_x
+                yn = (np.float64(b[i + 2 * r, j]) - shift_y) * inv_y
+                xo = (np.float64(a[i - 1, j]) - shift_x) * inv_x
+                yo = (np.float64(b[i - 1, j]) - shift_y) * inv_y
                 cx[j] += xn - xo
                 cy[j] += yn - yo
                 cxx[j] += xn * xn - xo * xo
@@ -310,7 +313,7 @@ def _ncc_float(a, b, r, flat, shift_x, shift_y, maxsq_x, maxsq_y, out):
         for j in range(w):
             vx = n * hxx[j] - hx[j] * hx[j]
             vy = n * hyy[j] - hy[j] * hy[j]
-            ok = vx > thr_x and vy > thr_y
+            ok = vx > thr and vy > thr
             fallback += 0 if ok else 1
             d = math.sqrt(vx * vy) if ok else 1.0
             v = (n * hxy[j] - hx[j] * hy[j]) / d
@@ -319,8 +322,8 @@ def _ncc_float(a, b, r, flat, shift_x, shift_y, maxsq_x, maxsq_y, out):
             for j in range(w):
                 vx = n * hxx[j] - hx[j] * hx[j]
                 vy = n * hyy[j] - hy[j] * hy[j]
-                if not (vx > thr_x and vy > thr_y):
-                    out[i, j] = _two_pass(a, b, i, j, win, flat)
+                if not (vx > thr and vy > thr):
+                    out[i, j] = _two_pass(a, b, i, j, win, flat, shift_x, shift_y, inv_x, inv_y)
 
 
 def _int_sums_exact(dtype: np.dtype, radius: int) -> bool:
@@ -351,13 +354,13 @@ def _frame(a: np.ndarray, b: np.ndarray, radius: int, flat: float, out: np.ndarr
     else:
         # The shift and scale are per block, so results differ between chunkings
         # only within the float64 rounding the fallback threshold allows (< 1e-8).
-        shift_x, maxsq_x = _shift_and_scale(a)
-        shift_y, maxsq_y = _shift_and_scale(b)
+        shift_x, inv_x = _shift_and_scale(a)
+        shift_y, inv_y = _shift_and_scale(b)
 
         def strip(lo, hi):
             _ncc_float(
                 a[lo : hi + 2 * radius], b[lo : hi + 2 * radius], radius, flat,
-                shift_x, shift_y, maxsq_x, maxsq_y, out[lo:hi],
+                shift_x, shift_y, inv_x, inv_y, out[lo:hi],
             )
 
     threads = max(1, min(threads, h // 64))
@@ -370,11 +373,12 @@ def _frame(a: np.ndarray, b: np.ndarray, radius: int, flat: float, out: np.ndarr
 
 
 def _shift_and_scale(a: np.ndarray) -> tuple[float, float]:
+    """Centre and inverse half-range of a block: (x - shift) * inv lies in [-1, 1]."""
     lo = float(a.min())
     hi = float(a.max())
-    shift = 0.5 * (lo + hi)
-    # Largest squared deviation from the shift: the magnitude that bounds drift.
-    return shift, max((hi - shift) ** 2, (shift - lo) ** 2)
+    shift = 0.5 * lo + 0.5 * hi  # no overflow even for lo, hi near the float64 limits
+    half = max(hi - shift, shift - lo)
+    return shift, (1.0 / half if half > 0.0 and np.isfinite(1.0 / half) else 1.0)
 
 
 def ncc_padded(a: np.ndarray, b: np.ndarray, radius: int, flat: float = 0.0, threads: int = 1) -> np.ndarray:

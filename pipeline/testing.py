@@ -124,6 +124,7 @@ def textured(shape: tuple[int, ...], dtype="float64", seed: int = 0, flat_fracti
         hh, ww = rng.integers(1, max(2, h // 2)), rng.integers(1, max(2, w // 2))
         value = float(rng.integers(0, 200))
         x[..., y0 : y0 + hh, x0 : x0 + ww] = value
+        cy, cx = min(y0 + hh // 2, h - 1), min(x0 + ww // 2, w - 1)
         if rng.random() < 0.5 and hh > 2 and ww > 2:  # a nearly flat patch: one pixel one level up
-            x[..., y0 + hh // 2, x0 + ww // 2] = value + 1.0
+            x[..., cy, cx] = value + 1.0
     return cast_to(x, dtype) if np.dtype(dtype).kind != "f" else x.astype(dtype)

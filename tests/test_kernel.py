@@ -1,0 +1,507 @@
+"""Tests of the in-memory (numpy) path of ``pipeline.local_ncc``.
+
+The oracle is ``pipeline.testing.reference_ncc`` (two-pass float64 per window) and,
+for the boundary modes, an independent formula built on ``scipy.ndimage``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
+
+from pipeline import InputError, local_ncc
+from pipeline import testing as ptesting
+from pipeline.kernel import local_ncc_numpy
+from pipeline.testing import cast_to, reference_ncc, sample_pair
+
+DTYPES = ["uint8", "uint16", "int16", "float32", "float64"]
+BOUNDARIES = ["reflect", "nearest", "constant", "nan"]
+FLATS = [0.0, np.nan]
+TOL = 1e-6
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def textured(shape, dtype, seed, levels=None):
+    """``pipeline.testing.textured``, retrying another seed on IndexError.
+
+    ``textured`` used to index its 'nearly flat' pixel outside the image (checked by
+    ``test_textured_never_indexes_outside_the_image``); the retry keeps the other
+    tests meaningful, and deterministic, should that bug come back.
+    """
+    for k in range(50):
+        try:
+            return ptesting.textured(shape, dtype, seed + 7919 * k, levels=levels)
+        except IndexError:
+            continue
+    raise AssertionError("textured() failed for 50 seeds in a row")
+
+
+def sample_crop(shape, dtype, seed):
+    """A crop of ``sample_pair`` at a seed-dependent place in the photograph."""
+    rng = np.random.default_rng(seed)
+    oy, ox = (int(v) for v in rng.integers(0, 400, size=2))
+    h, w = shape[-2:]
+    big = shape[:-2] + (h + oy, w + ox)
+    ref, mov = sample_pair(big, dtype, seed)
+    return ref[..., oy:, ox:], mov[..., oy:, ox:]
+
+
+def flat_windows(x, window, boundary="reflect"):
+    """Independent flat mask: True where every value of the padded window is equal."""
+    r = window // 2
+    mode = {"reflect": "symmetric", "nearest": "edge", "constant": "constant", "nan": "constant"}[boundary]
+    widths = [(0, 0)] * (x.ndim - 2) + [(r, r)] * 2
+    w = sliding_window_view(np.pad(x, widths, mode=mode), (window, window), axis=(-2, -1))
+    return (w == w[..., :1, :1]).all(axis=(-2, -1))
+
+
+def assert_matches(got, expected, tol=TOL):
+    """Same shape, identical NaN masks and max |difference| <= tol elsewhere."""
+    got = np.asarray(got)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    got_nan, exp_nan = np.isnan(got), np.isnan(expected)
+    mismatch = np.argwhere(got_nan != exp_nan)
+    assert mismatch.size == 0, f"NaN masks differ at {len(mismatch)} pixels, first {mismatch[:5].tolist()}"
+    valid = ~exp_nan
+    if valid.any():
+        err = np.abs(got[valid].astype(np.float64) - expected[valid])
+        worst = int(np.argmax(err))
+        assert err[worst] <= tol, f"max |ncc - reference| = {err[worst]:.3g} at {np.argwhere(valid)[worst].tolist()}"
+
+
+def scipy_ncc(a, b, window, boundary):
+    """NCC from scipy.ndimage.uniform_filter moments (scipy's boundary meanings)."""
+    mode = "constant" if boundary == "nan" else boundary
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+
+    def mean(z):
+        return ndimage.uniform_filter(z, size=window, mode=mode, cval=0.0)
+
+    ma, mb = mean(a), mean(b)
+    out = (mean(a * b) - ma * mb) / np.sqrt((mean(a * a) - ma * ma) * (mean(b * b) - mb * mb))
+    if boundary == "nan":
+        r = window // 2
+        out[:r], out[-r:], out[:, :r], out[:, -r:] = np.nan, np.nan, np.nan, np.nan
+    return out
+
+
+@st.composite
+def numpy_cases(draw, dtype):
+    """(a, b, window, boundary, flat) of ``dtype`` with shapes 3..40, windows 3..15 and mixed sources."""
+    h = draw(st.integers(3, 40))
+    w = draw(st.integers(3, 40))
+    window = draw(st.sampled_from(list(range(3, min(h, w, 15) + 1, 2))))
+    boundary = draw(st.sampled_from(BOUNDARIES))
+    flat = draw(st.sampled_from(FLATS))
+    seed = draw(st.integers(0, 2**31 - 1))
+    levels = draw(st.integers(2, 6))
+    source_a = draw(st.sampled_from(["textured-levels", "textured-normal", "sample"]))
+    source_b = draw(st.sampled_from(["textured-levels", "sample", "same-as-a"]))
+    sample_ref, sample_mov = sample_crop((h, w), dtype, seed)
+    a = {
+        "textured-levels": lambda: textured((h, w), dtype, seed, levels=levels),
+        "textured-normal": lambda: textured((h, w), dtype, seed),
+        "sample": lambda: sample_ref,
+    }[source_a]()
+    b = {
+        "textured-levels": lambda: textured((h, w), dtype, seed + 1, levels=levels),
+        "sample": lambda: sample_mov,
+        "same-as-a": lambda: a.copy(),
+    }[source_b]()
+    return a, b, window, boundary, flat
+
+
+# ----------------------------------------------------------------- reference agreement
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=max(1, settings.default.max_examples // 2))  # x5 dtypes
+@given(data=st.data())
+def test_matches_reference_on_random_cases(dtype, data):
+    """local_ncc equals reference_ncc within 1e-6 with the same NaN mask (hypothesis)."""
+    a, b, window, boundary, flat = data.draw(numpy_cases(dtype))
+    got = local_ncc(a, b, window, boundary=boundary, flat=flat)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32
+    assert np.all(np.abs(got[~np.isnan(got)]) <= 1.0)
+    assert_matches(got, reference_ncc(a, b, window, boundary, flat))
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("window", [3, 7, 15])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sample_pair_matches_reference(dtype, window, boundary):
+    """Each dtype on a 64x80 sample pair matches the reference for windows 3/7/15 and all boundaries."""
+    a, b = sample_pair((64, 80), dtype, seed=7)
+    got = local_ncc(a, b, window, boundary=boundary)
+    assert got.dtype == np.float32
+    assert_matches(got, reference_ncc(a, b, window, boundary))
+
+
+# (each wide integer dtype compiles its own float64 kernel: keep the list short)
+@pytest.mark.parametrize("dtype", ["int8", "int32", "uint64", "float16", ">f8", ">i2"])
+def test_other_dtypes_match_reference(dtype):
+    """Less common integer/float dtypes and byte orders give float32 output matching the reference."""
+    a, b = sample_pair((30, 34), "uint8", seed=2)
+    a, b = a.astype(dtype), b.astype(dtype)
+    got = local_ncc(a, b, 5)
+    assert got.dtype == np.float32
+    assert_matches(got, reference_ncc(a, b, 5))
+
+
+def test_mixed_input_dtypes_match_reference():
+    """A uint8 reference with a float32 moving image matches the reference."""
+    a, b = sample_pair((30, 34), "uint8", seed=3)
+    b = b.astype(np.float32) / 7.0
+    assert_matches(local_ncc(a, b, 7), reference_ncc(a, b, 7))
+
+
+def test_non_contiguous_views_match_reference():
+    """Strided, reversed and transposed views give the same result as their copies."""
+    a, b = sample_pair((40, 60), "uint16", seed=4)
+    va, vb = a[::-1, ::2].T, b[::-1, ::2].T
+    assert not va.flags.c_contiguous
+    assert_matches(local_ncc(va, vb, 5), reference_ncc(va, vb, 5))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "uint16"])
+def test_tall_wide_image_threads_and_restarts(dtype):
+    """A 300x140 image (threaded row strips, running-sum restarts) matches the reference with 1 and 2 threads."""
+    a, b = sample_crop((300, 140), dtype, seed=11)
+    exp = reference_ncc(a, b, 5)
+    one = local_ncc_numpy(a, b, 5, threads=1)
+    two = local_ncc_numpy(a, b, 5, threads=2)
+    assert_matches(one, exp)
+    assert_matches(two, exp)
+
+
+# ------------------------------------------------------------------------- identities
+
+
+@pytest.mark.parametrize("window", [3, 7])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_self_correlation_is_one(dtype, window):
+    """ncc(x, x) is 1 (within 1e-6) on every non-flat window and `flat` exactly on flat ones."""
+    x = np.concatenate([textured((24, 30), dtype, 5, levels=3), sample_pair((24, 30), dtype, 5)[0]], axis=0)
+    x[2:12, 3:15] = x[0, 0]  # a flat patch larger than the window
+    flat = flat_windows(x, window)
+    assert flat.any() and (~flat).any()  # both cases really occur
+    out = local_ncc(x, x, window, flat=np.nan)
+    np.testing.assert_array_equal(np.isnan(out), flat)
+    assert np.max(np.abs(out[~flat] - 1.0)) <= TOL
+    assert np.all(local_ncc(x, x, window, flat=0.0)[flat] == 0.0)
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(1e-2, 1e2),
+    sign=st.sampled_from([1.0, -1.0]),
+    offset=st.floats(-1e3, 1e3),
+    window=st.sampled_from([3, 5, 9]),
+    # 'constant' pads both images with 0, which is not mapped by a*x+b: the identity
+    # does not hold at the edges there by construction.
+    boundary=st.sampled_from(["reflect", "nearest", "nan"]),
+)
+def test_affine_change_of_one_image(seed, scale, sign, offset, window, boundary):
+    """ncc(x, a*x+b) equals ncc(x, x) for a > 0 and is -1 (on non-flat windows) for a < 0."""
+    x = textured((24, 28), "float64", seed)
+    y = sign * scale * x + offset
+    same = local_ncc(x, x, window, boundary=boundary, flat=np.nan)
+    got = local_ncc(x, y, window, boundary=boundary, flat=np.nan)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(same))
+    valid = ~np.isnan(same)
+    assert np.max(np.abs(got[valid] - sign * same[valid]), initial=0.0) <= TOL
+    assert np.max(np.abs(got[valid] - sign), initial=0.0) <= TOL
+
+
+@given(dtype=st.sampled_from(DTYPES), data=st.data())
+def test_symmetric_in_its_arguments(dtype, data):
+    """ncc(x, y) equals ncc(y, x) and both are float32 within [-1, 1]."""
+    a, b, window, boundary, flat = data.draw(numpy_cases(dtype))
+    ab = local_ncc(a, b, window, boundary=boundary, flat=flat)
+    ba = local_ncc(b, a, window, boundary=boundary, flat=flat)
+    assert ab.dtype == ba.dtype == np.float32
+    assert_matches(ab, ba.astype(np.float64), tol=1e-7)
+    for out in (ab, ba):
+        assert np.all(np.abs(out[~np.isnan(out)]) <= 1.0)
+
+
+@pytest.mark.parametrize("dtype,base,noise", [
+    ("float64", 0.0, 1e-9),
+    ("float64", 1e4, 1e-7),
+    ("float32", 1e4, 1e-3),
+    ("uint16", 0.0, 0.0),
+])
+@pytest.mark.parametrize("window", [3, 9, 15])
+def test_nearly_collinear_windows_stay_within_one(dtype, base, noise, window):
+    """Windows that are (nearly) perfectly correlated never round above 1 and stay within 1e-6 of it."""
+    rng = np.random.default_rng(8)
+    x = rng.uniform(0, 1000, (32, 32))
+    a = (base + x).astype(dtype)
+    b = (base + x + rng.normal(0, noise, x.shape)).astype(dtype) if noise else a.copy()
+    out = local_ncc(a, b, window)
+    assert np.all(np.abs(out) <= 1.0)
+    assert np.min(out) >= 1.0 - TOL
+    neg = local_ncc(a.astype(np.float64), -b.astype(np.float64), window)  # same-dtype pair: no extra compile
+    assert np.all(np.abs(neg) <= 1.0) and np.max(neg) <= -1.0 + TOL
+
+
+@pytest.mark.parametrize("scale", [1e-100, 1e-20, 1e20, 1e100])
+def test_scale_invariance_of_float64_magnitudes(scale):
+    """Multiplying a float64 image by a positive scale leaves the NCC unchanged (moderate scales)."""
+    a, b = sample_pair((30, 30), "float64", seed=9)
+    assert_matches(local_ncc(a * scale, b, 7), local_ncc(a, b, 7).astype(np.float64))
+
+
+@pytest.mark.parametrize("scale", [1e153, 1e160, 1e300, 1e-170, 1e-300])
+def test_scale_invariance_of_extreme_float64_magnitudes(scale):
+    """Extreme but finite float64 magnitudes also leave the NCC unchanged (no overflow/underflow of the sums)."""
+    a, b = sample_pair((30, 30), "float64", seed=9)
+    assert_matches(local_ncc(a * scale, b, 7), local_ncc(a, b, 7).astype(np.float64))
+
+
+# ---------------------------------------------------------------------- flat windows
+
+
+@pytest.mark.parametrize("which", ["reference", "moving"])
+@pytest.mark.parametrize("flat", FLATS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flat_patch_next_to_texture_gets_flat_value(dtype, flat, which):
+    """Windows fully inside a flat patch (in either image) get exactly `flat`; all others are real values."""
+    rng = np.random.default_rng(21)
+    a = cast_to(rng.uniform(0, 255, (40, 48)), dtype)
+    b = cast_to(rng.uniform(0, 255, (40, 48)), dtype)
+    target = a if which == "reference" else b
+    target[10:25, 12:30] = cast_to(np.array([77.0]), dtype)[0]
+    window, r = 5, 2
+    inside = np.zeros(a.shape, bool)
+    inside[10 + r : 25 - r, 12 + r : 30 - r] = True
+    out = local_ncc(a, b, window, flat=flat)
+    if np.isnan(flat):
+        np.testing.assert_array_equal(np.isnan(out), inside)
+    else:
+        assert np.all(out[inside] == 0.0)
+        assert not np.isnan(out).any()
+    assert_matches(out, reference_ncc(a, b, window, "reflect", flat))
+
+
+@pytest.mark.parametrize("flat", FLATS)
+@pytest.mark.parametrize("dtype,base", [
+    ("uint8", 100),
+    ("float32", 100.0),
+    ("float32", 1e4),
+    ("float64", 1e4),
+    ("uint16", 60000),
+    ("int16", -30000),
+])
+def test_one_grey_level_off_is_not_flat(dtype, base, flat):
+    """A flat image with one pixel one level up: only windows containing it are non-flat, matching the reference."""
+    a = np.full((21, 23), base, dtype=dtype)
+    a[10, 11] += 1
+    b = cast_to(np.random.default_rng(2).uniform(0, 255, a.shape), dtype)
+    window, r = 5, 2
+    out = local_ncc(a, b, window, flat=flat)
+    touched = np.zeros(a.shape, bool)
+    touched[10 - r : 10 + r + 1, 11 - r : 11 + r + 1] = True
+    assert np.all(np.isfinite(out[touched]))
+    assert np.all(out[touched] != 0.0)
+    if np.isnan(flat):
+        assert np.all(np.isnan(out[~touched]))
+    else:
+        assert np.all(out[~touched] == 0.0)
+    assert_matches(out, reference_ncc(a, b, window, "reflect", flat))
+
+
+@pytest.mark.parametrize("flat", FLATS)
+@pytest.mark.parametrize("dtype,base,step", [
+    ("float32", 1e4, "ulp"),
+    ("float32", 100.0, "ulp"),
+    ("float64", 100.0, 1e-6),
+])
+def test_tiny_step_in_flat_patch_next_to_texture_is_not_flat(dtype, base, step, flat):
+    """A flat patch beside strong texture, with one pixel one ulp (or 1e-6) up, is flat only where that pixel is absent."""
+    rng = np.random.default_rng(23)
+    a = rng.normal(0.0, 300.0, (30, 40)).astype(dtype)
+    a[5:25, 18:38] = base
+    up = np.nextafter(a.dtype.type(base), a.dtype.type(np.inf)) if step == "ulp" else base + step
+    a[15, 28] = up
+    assert a[15, 28] != a[15, 27]
+    b = rng.normal(0.0, 1.0, a.shape).astype(dtype)
+    window, r = 5, 2
+    out = local_ncc(a, b, window, flat=flat)
+    assert np.all(np.isfinite(out[15 - r : 15 + r + 1, 28 - r : 28 + r + 1]))
+    flat_expected = np.zeros(a.shape, bool)
+    flat_expected[5 + r : 25 - r, 18 + r : 38 - r] = True
+    flat_expected[15 - r : 15 + r + 1, 28 - r : 28 + r + 1] = False
+    got_flat = np.isnan(out) if np.isnan(flat) else (out == 0.0)
+    np.testing.assert_array_equal(got_flat, flat_expected)
+    assert_matches(out, reference_ncc(a, b, window, "reflect", flat))
+
+
+@pytest.mark.parametrize("window", [3, 7, 15])
+@pytest.mark.parametrize("dtype,base,spread", [
+    ("float32", 1e4, 0.05),
+    ("float64", 1e4, 0.01),
+    ("float64", 1e4, 1e-5),
+    ("uint16", 60000, 3),
+])
+def test_large_offset_small_variance_matches_reference(dtype, base, spread, window):
+    """Values ~1e4 (floats) or ~60000 (uint16) varying by a few levels match the reference to 1e-6."""
+    rng = np.random.default_rng(13)
+    shape = (36, 40)
+    if dtype == "uint16":
+        da = rng.integers(0, spread + 1, shape)
+        db = np.clip(da + rng.integers(-1, 2, shape), 0, None)
+    else:
+        da = rng.normal(0, spread, shape)
+        db = 0.7 * da + rng.normal(0, spread, shape)
+    a, b = (base + da).astype(dtype), (base + db).astype(dtype)
+    got = local_ncc(a, b, window, flat=np.nan)
+    assert_matches(got, reference_ncc(a, b, window, "reflect", np.nan))
+    assert np.nanmax(np.abs(got)) > 0.1  # the variance really is resolved
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiny_variance_region_next_to_large_range_region(dtype):
+    """A block mixing a large-range half and a near-constant half at a large offset matches the reference."""
+    rng = np.random.default_rng(17)
+    a = rng.normal(0, 100, (40, 40))
+    a[:20] = 1e4 + rng.normal(0, 1e-2, (20, 40))
+    b = rng.normal(0, 1, (40, 40))
+    a, b = a.astype(dtype), b.astype(dtype)
+    for window in (3, 7):
+        assert_matches(local_ncc(a, b, window), reference_ncc(a, b, window))
+
+
+# ---------------------------------------------------------------------- boundaries
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("window", [3, 7, 11])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_edge_rows_and_columns_match_reference(boundary, window, dtype):
+    """The r+1 outermost rows and columns on each side match the reference for every mode."""
+    a, b = sample_crop((26, 31), dtype, seed=31)
+    r = window // 2
+    got = local_ncc(a, b, window, boundary=boundary, flat=np.nan)
+    exp = reference_ncc(a, b, window, boundary, np.nan)
+    k = r + 1
+    for sl in (np.s_[:k, :], np.s_[-k:, :], np.s_[:, :k], np.s_[:, -k:]):
+        assert_matches(got[sl], exp[sl])
+
+
+@pytest.mark.parametrize("window", [3, 5, 9])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_boundary_modes_have_scipy_meaning(boundary, window):
+    """Every mode matches an NCC built on scipy.ndimage.uniform_filter with the same mode."""
+    rng = np.random.default_rng(41)
+    a = rng.normal(0, 1, (23, 29))
+    b = 0.5 * a + rng.normal(0, 1, a.shape)
+    assert_matches(local_ncc(a, b, window, boundary=boundary), scipy_ncc(a, b, window, boundary))
+
+
+def test_boundary_modes_differ_at_the_edges():
+    """The four modes give different edge values (the mode is really applied) but equal interiors."""
+    a, b = sample_crop((30, 30), "float64", seed=5)
+    outs = {m: local_ncc(a, b, 7, boundary=m) for m in BOUNDARIES}
+    for m in BOUNDARIES:
+        assert_matches(outs[m][3:-3, 3:-3], outs["reflect"][3:-3, 3:-3].astype(np.float64))
+    for m1, m2 in [("reflect", "nearest"), ("reflect", "constant"), ("nearest", "constant")]:
+        assert np.max(np.abs(outs[m1][:3] - outs[m2][:3])) > 1e-3
+
+
+@pytest.mark.parametrize("shape,window", [
+    ((20, 31), 3),
+    ((20, 31), 7),
+    ((15, 40), 15),
+    ((2, 17, 9), 9),
+    ((9, 9), 9),
+])
+def test_nan_boundary_blanks_exactly_radius_rows_and_cols(shape, window):
+    """boundary='nan' gives exactly r NaN rows/cols on each side and no NaN inside (flat=0)."""
+    a, b = sample_crop(shape, "uint8", seed=3)
+    r = window // 2
+    out = local_ncc(a, b, window, boundary="nan")
+    expected = np.ones(out.shape, bool)
+    expected[..., r : shape[-2] - r, r : shape[-1] - r] = False
+    np.testing.assert_array_equal(np.isnan(out), expected)
+
+
+# --------------------------------------------------------------------------- video
+
+
+@pytest.mark.parametrize("boundary", ["reflect", "nan"])
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "float32"])
+def test_video_equals_stacked_frames(dtype, boundary):
+    """A (t, y, x) input equals stacking the per-frame 2-D results (frames independent)."""
+    a, b = sample_crop((3, 26, 33), dtype, seed=6)
+    a = a.copy()
+    a[1] = a[1, 0, 0]  # an entirely flat frame must not affect its neighbours
+    video = local_ncc(a, b, 5, boundary=boundary, flat=np.nan)
+    frames = np.stack([local_ncc(a[t], b[t], 5, boundary=boundary, flat=np.nan) for t in range(3)])
+    assert video.shape == a.shape and video.dtype == np.float32
+    np.testing.assert_array_equal(video, frames)
+    assert np.isnan(video[1]).all() and not np.isnan(video[0, 2:-2, 2:-2]).any()
+    assert_matches(video, reference_ncc(a, b, 5, boundary, np.nan))
+
+
+# ---------------------------------------------------------------------- bad inputs
+
+_img = np.zeros((10, 12), np.uint8)
+
+
+@pytest.mark.parametrize("ref,mov,window,kwargs", [
+    pytest.param(_img, np.zeros((10, 11), np.uint8), 3, {}, id="shape-mismatch"),
+    pytest.param(np.zeros((2, 10, 12)), _img, 3, {}, id="ndim-mismatch"),
+    pytest.param(_img, _img, 4, {}, id="even-window"),
+    pytest.param(_img, _img, 2, {}, id="window-2"),
+    pytest.param(_img, _img, 1, {}, id="window-1"),
+    pytest.param(_img, _img, 0, {}, id="window-0"),
+    pytest.param(_img, _img, -3, {}, id="window-negative"),
+    pytest.param(_img, _img, 3.0, {}, id="window-float"),
+    pytest.param(_img, _img, True, {}, id="window-bool"),
+    pytest.param(_img, _img, 11, {}, id="window-larger-than-height"),
+    pytest.param(np.zeros((5, 40)), np.zeros((5, 40)), 7, {}, id="window-larger-than-one-side"),
+    pytest.param(np.zeros((2, 2)), np.zeros((2, 2)), 3, {}, id="image-smaller-than-3"),
+    pytest.param(_img.astype(bool), _img, 3, {}, id="bool-reference"),
+    pytest.param(_img, _img.astype(bool), 3, {}, id="bool-moving"),
+    pytest.param(_img.astype(np.complex64), _img.astype(np.complex64), 3, {}, id="complex64"),
+    pytest.param(_img, _img.astype(np.complex128), 3, {}, id="complex128-moving"),
+    pytest.param(_img.astype(object), _img.astype(object), 3, {}, id="object"),
+    pytest.param(np.zeros((0, 0)), np.zeros((0, 0)), 3, {}, id="empty-2d"),
+    pytest.param(np.zeros((0, 12)), np.zeros((0, 12)), 3, {}, id="empty-rows"),
+    pytest.param(np.zeros((0, 10, 12)), np.zeros((0, 10, 12)), 3, {}, id="empty-frames"),
+    pytest.param(np.zeros(12), np.zeros(12), 3, {}, id="1-d"),
+    pytest.param(np.zeros((2, 2, 10, 12)), np.zeros((2, 2, 10, 12)), 3, {}, id="4-d"),
+    pytest.param(np.float64(1.0), np.float64(1.0), 3, {}, id="0-d"),
+    pytest.param(_img, _img, 3, {"boundary": "wrap"}, id="unknown-boundary"),
+])
+def test_bad_input_raises_input_error(ref, mov, window, kwargs):
+    """Invalid pairs, windows, dtypes, shapes and boundaries raise InputError (a ValueError)."""
+    with pytest.raises(InputError) as info:
+        local_ncc(ref, mov, window, **kwargs)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value)
+
+
+@pytest.mark.parametrize("shape,window", [((10, 12), 9), ((9, 40), 9), ((3, 3), 3), ((1, 5, 5), 5)])
+def test_largest_allowed_window_is_accepted(shape, window):
+    """A window equal to the image's smaller side is valid and matches the reference."""
+    a, b = sample_crop(shape, "uint8", seed=1)
+    assert_matches(local_ncc(a, b, window), reference_ncc(a, b, window))
+
+
+# ------------------------------------------------------ pipeline.testing self-check
+
+
+def test_textured_never_indexes_outside_the_image():
+    """textured() returns an image of the requested shape for every shape and seed."""
+    for h in range(3, 41):
+        for seed in range(20):
+            assert ptesting.textured((h, h), "uint8", seed, levels=3).shape == (h, h)
