@@ -18,6 +18,7 @@ import xarray as xr
 import zarr
 
 from .errors import InputError
+from .stats import STATS_LENGTH
 from .validate import default_dims
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "open_input",
     "output_state",
     "prepare_output",
+    "write_block",
+    "read_ledger",
     "update_provenance",
     "read_provenance",
     "write_array",
@@ -34,6 +37,8 @@ __all__ = [
 
 #: Group attribute that holds the run's provenance; its presence marks an lncc output.
 PROVENANCE_KEY = "lncc"
+_STATE_GROUP = "_lncc"
+_LEDGER = "blocks"
 
 
 @dataclass(frozen=True)
@@ -167,12 +172,12 @@ def _compressor(name: str, zarr_format: int):
         from zarr.codecs import BloscCodec, ZstdCodec
 
         if name == "lz4":
-            return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=4)
+            return BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=4)
         return ZstdCodec(level=1)
     from numcodecs import Blosc, Zstd
 
     if name == "lz4":
-        return Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+        return Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)
     return Zstd(level=1)
 
 
@@ -183,17 +188,15 @@ def prepare_output(
     *,
     zarr_format: int = 3,
     compressor: str = "lz4",
-):
-    """Write the output group's metadata and coordinates; return the delayed chunk writes.
+) -> None:
+    """Create the output group: metadata, coordinates, provenance and the block ledger.
 
-    The zarr chunks of ``ncc`` equal its dask chunks (which must be regular), so
-    each task writes whole zarr chunks and no two tasks touch the same chunk.
-    The provenance goes into the group attribute ``lncc``.
-
-    Returns
-    -------
-    dask.delayed.Delayed
-        Computing it writes the NCC values.
+    The ``ncc`` array's zarr chunks equal the dask blocks of ``ncc`` (whose
+    boundaries must fall on multiples of its first chunk), so each block task
+    writes whole zarr chunks and no two tasks touch the same chunk. No NCC
+    value is written here: :func:`write_block` does that, block by block.
+    The ledger ``_lncc/blocks`` holds one stats vector per block, written after
+    the block's values, so a block is done exactly when its ledger entry exists.
     """
     chunks = tuple(c[0] for c in ncc.chunks)
     for dim, c, size in zip(ncc.dims, ncc.chunks, chunks):
@@ -207,11 +210,34 @@ def prepare_output(
     ds.attrs = {}
     for name in ds.coords:
         ds[name].encoding = {}
-    delayed = ds.to_zarr(
-        url, mode="w", compute=False, consolidated=False, zarr_format=zarr_format, encoding=encoding
-    )
+    # compute=False writes metadata and coordinates only; the values go through write_block.
+    ds.to_zarr(url, mode="w", compute=False, consolidated=False, zarr_format=zarr_format, encoding=encoding)
+    group = zarr.open_group(store=url, mode="r+")
+    ledger = group.create_group(_STATE_GROUP)
+    grid = tuple(len(c) for c in ncc.chunks)
+    ledger.create_array(_LEDGER, shape=grid + (STATS_LENGTH,), chunks=(1,) * len(grid) + (STATS_LENGTH,),
+                        dtype="float64", fill_value=np.nan)
     update_provenance(url, provenance)
-    return delayed
+
+
+def write_block(url: str, values: np.ndarray, region: tuple[slice, ...], block_index: tuple[int, ...],
+                stats: np.ndarray) -> None:
+    """Write one block's NCC values, then its ledger entry (so the entry proves the values are there).
+
+    Both writes replace whole zarr chunks, so a retried task writes the same bytes.
+    """
+    # write_empty_chunks: skip zarr's per-chunk "all fill value?" scan, a full extra pass over every block.
+    zarr.open_array(store=_join(url, "ncc"), mode="r+", config={"write_empty_chunks": True})[region] = values
+    zarr.open_array(store=_join(url, _STATE_GROUP, _LEDGER), mode="r+")[block_index] = stats
+
+
+def read_ledger(url: str) -> np.ndarray:
+    """The block ledger of an output: one stats vector per block, NaN where the block is not done."""
+    return zarr.open_array(store=_join(url, _STATE_GROUP, _LEDGER), mode="r")[...]
+
+
+def _join(url: str, *parts: str) -> str:
+    return "/".join([url.rstrip("/"), *parts])
 
 
 def update_provenance(url: str, updates: dict[str, Any]) -> None:
@@ -224,6 +250,7 @@ def update_provenance(url: str, updates: dict[str, Any]) -> None:
     with warnings.catch_warnings():
         # zarr 3 warns that consolidated metadata is an extension of its spec; xarray reads it either way.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
         zarr.consolidate_metadata(url)
 
 

@@ -13,23 +13,25 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 
 from . import io
 from .api import local_ncc
 from .config import PairConfig, RunConfig
 from .errors import ConfigError, InputError
+from .stats import block_stats, summarize
 from .validate import check_pair
 
 __all__ = ["PairPlan", "PairResult", "RunSummary", "plan_run", "run", "processing_chunks"]
 
-#: Default processing block: about 4 Mpx per block keeps a task at ~100 MB
-#: (two inputs, halos, five float64 row buffers, the float32 output) while giving
-#: dask enough blocks to keep every core busy.
-TARGET_BLOCK_PIXELS = 2048 * 2048
+#: Default processing block: the two input blocks plus the float32 output block
+#: take about this many bytes (4096 x 4096 for a uint8 pair, ~2800^2 for float32).
+#: Larger blocks amortise zarr's per-call overhead; this size keeps a task near
+#: 200 MB with halos and copies, so two threads stay well under 1.5 GB.
+BLOCK_BYTES = 96 * 2**20
+#: No block is larger than this many pixels, whatever the dtypes.
+MAX_BLOCK_PIXELS = 4096 * 4096
 
-_HIST_BINS = 2000
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,14 @@ def _spatial_chunk(size: int, zarr_chunk: int, target: int, radius: int) -> int:
     return min(chunk, size)
 
 
-def processing_chunks(info: io.InputInfo, config_chunks: dict[str, int] | None, radius: int) -> tuple[int, ...]:
+def block_pixels(*dtypes: np.dtype) -> int:
+    """Pixels per processing block for inputs of these dtypes (see :data:`BLOCK_BYTES`)."""
+    per_pixel = sum(np.dtype(d).itemsize for d in dtypes) + 4  # + the float32 output
+    return min(MAX_BLOCK_PIXELS, BLOCK_BYTES // per_pixel)
+
+
+def processing_chunks(info: io.InputInfo, config_chunks: dict[str, int] | None, radius: int,
+                      target_pixels: int = MAX_BLOCK_PIXELS) -> tuple[int, ...]:
     """Processing chunk sizes for one input: the config's, else aligned with its zarr chunks.
 
     Raises
@@ -89,7 +98,7 @@ def processing_chunks(info: io.InputInfo, config_chunks: dict[str, int] | None, 
     unknown = sorted(set(config_chunks) - set(info.dims))
     if unknown:
         raise ConfigError(f"config error: chunks.{unknown[0]}: no such dim; the input's dims are {list(info.dims)}")
-    side = int(math.isqrt(TARGET_BLOCK_PIXELS))
+    side = int(math.isqrt(target_pixels))
     chunks = []
     for axis, (dim, size, zc) in enumerate(zip(info.dims, info.shape, info.zarr_chunks)):
         spatial = axis >= len(info.shape) - 2
@@ -105,7 +114,7 @@ def processing_chunks(info: io.InputInfo, config_chunks: dict[str, int] | None, 
         chunks.append(chunk)
     if chunks[0] is None:
         frame = chunks[-1] * chunks[-2]
-        chunks[0] = max(1, min(info.shape[0], TARGET_BLOCK_PIXELS // frame))
+        chunks[0] = max(1, min(info.shape[0], target_pixels // frame))
     return tuple(chunks)
 
 
@@ -130,7 +139,8 @@ def plan_run(config: RunConfig, *, force: bool = False) -> list[PairPlan]:
         if state == "foreign" and not force:
             raise InputError(f"output {pair.output!r} exists and was not written by lncc; "
                              "choose another output path or pass --force to overwrite it")
-        plans.append(PairPlan(pair, ref, mov, processing_chunks(ref, config.chunks, radius), radius))
+        plans.append(PairPlan(pair, ref, mov, processing_chunks(ref, config.chunks, radius, block_pixels(ref.dtype, mov.dtype)),
+                              radius))
     return plans
 
 
@@ -164,18 +174,10 @@ def _provenance(config: RunConfig, plan: PairPlan, started: str) -> dict[str, An
     }
 
 
-def _summary_stats(counts: np.ndarray, total: float, n_finite: int, pixels: int) -> tuple[float, dict[str, float], float]:
-    edges = np.linspace(-1.0, 1.0, _HIST_BINS + 1)
-    mean = total / n_finite if n_finite else float("nan")
-    quantiles = {}
-    cumulative = np.cumsum(counts)
-    for q in (0.05, 0.25, 0.5, 0.75, 0.95):
-        if n_finite:
-            idx = int(np.searchsorted(cumulative, q * cumulative[-1]))
-            quantiles[f"q{int(q * 100):02d}"] = float(0.5 * (edges[idx] + edges[idx + 1]))
-        else:
-            quantiles[f"q{int(q * 100):02d}"] = float("nan")
-    return float(mean), quantiles, 1.0 - n_finite / pixels if pixels else 0.0
+@dask.delayed(pure=True)
+def _write_block(values: np.ndarray, url: str, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
+    # Stats are taken here, from the block in hand, so no NCC block outlives its write.
+    io.write_block(url, values, region, index, block_stats(values))
 
 
 def _scheduler_kwargs(config: RunConfig) -> dict[str, Any]:
@@ -205,34 +207,35 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
     plans = plan_run(config, force=force)
     started_wall = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat()
-    stores, stats = [], []
+    tasks = []
     for plan in plans:
         ref = io.open_input(plan.reference, plan.chunks)
         mov = io.open_input(plan.moving, plan.chunks)
         ncc = local_ncc(ref, mov, config.window, boundary=config.boundary, flat=config.flat)
-        stores.append(io.prepare_output(plan.pair.output, ncc, _provenance(config, plan, started),
-                                        zarr_format=config.zarr_format, compressor=config.compressor))
-        data = ncc.data
-        finite = da.isfinite(data)
-        counts, _ = da.histogram(data, bins=_HIST_BINS, range=(-1.0, 1.0))
-        stats.append((counts, da.where(finite, data, 0).sum(dtype=np.float64), finite.sum()))
-    # Delayed writes and array statistics go in separate lists: dask 2026.8 reorders the
-    # results of a flat argument list that mixes Delayed objects and arrays.
+        io.prepare_output(plan.pair.output, ncc, _provenance(config, plan, started),
+                          zarr_format=config.zarr_format, compressor=config.compressor)
+        blocks = ncc.data.to_delayed()
+        starts = [np.cumsum((0,) + c[:-1]) for c in ncc.chunks]
+        for index in np.ndindex(blocks.shape):
+            region = tuple(slice(int(st[i]), int(st[i]) + c[i]) for st, c, i in zip(starts, ncc.chunks, index))
+            tasks.append(_write_block(blocks[index], plan.pair.output, region, index))
+    kwargs = _scheduler_kwargs(config)
     if progress:
         from dask.diagnostics import ProgressBar
 
         with ProgressBar(out=sys.stderr, minimum=1.0):
-            _, results = dask.compute(stores, stats, **_scheduler_kwargs(config))
+            dask.compute(tasks, **kwargs)
     else:
-        _, results = dask.compute(stores, stats, **_scheduler_kwargs(config))
+        dask.compute(tasks, **kwargs)
     summary = RunSummary(seconds=time.perf_counter() - started_wall)
     finished = datetime.now(timezone.utc).isoformat()
-    for plan, (counts, total, n_finite) in zip(plans, results):
-        pixels = int(np.prod(plan.reference.shape))
-        mean, quantiles, nan_fraction = _summary_stats(np.asarray(counts), float(total), int(n_finite), pixels)
-        io.update_provenance(plan.pair.output, {
-            "status": "complete", "finished": finished,
-            "summary": {"mean": mean, **quantiles, "nan_fraction": nan_fraction},
-        })
-        summary.pairs.append(PairResult(plan.pair.output, plan.reference.shape, pixels, mean, quantiles, nan_fraction))
+    for plan in plans:
+        ledger = io.read_ledger(plan.pair.output)
+        if np.isnan(ledger[..., -1]).any():
+            raise RuntimeError(f"output {plan.pair.output!r} is missing blocks after the run; rerun to finish it")
+        stats = summarize(ledger)
+        io.update_provenance(plan.pair.output, {"status": "complete", "finished": finished, "summary": stats})
+        quantiles = {k: v for k, v in stats.items() if k.startswith("q")}
+        summary.pairs.append(PairResult(plan.pair.output, plan.reference.shape, int(np.prod(plan.reference.shape)),
+                                        stats["mean"], quantiles, stats["nan_fraction"]))
     return summary
