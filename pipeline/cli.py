@@ -58,7 +58,7 @@ def _format_summary(summary) -> str:
     seconds = max(summary.seconds, 1e-9)
     lines = [
         f"lncc: {len(summary.pairs)} pair(s), {summary.pixels / 1e6:,.1f} Mpx in {summary.seconds:.2f} s "
-        f"({summary.pixels / seconds / 1e6:,.1f} Mpx/s)",
+        f"({summary.pixels / seconds / 1e6:,.1f} Mpx/s), peak RSS {summary.peak_rss_mb:,.0f} MB",
     ]
     for p in summary.pairs:
         q = p.quantiles

@@ -63,6 +63,7 @@ class RunSummary:
 
     pairs: list[PairResult] = field(default_factory=list)
     seconds: float = 0.0
+    peak_rss_mb: float = 0.0
 
     @property
     def pixels(self) -> int:
@@ -180,6 +181,49 @@ def _write_block(values: np.ndarray, url: str, region: tuple[slice, ...], index:
     io.write_block(url, values, region, index, block_stats(values))
 
 
+class _PeakRss:
+    """Samples the resident memory of this process and all its children (e.g. process-pool workers).
+
+    ``ru_maxrss`` would be simpler but on Linux it survives ``exec``, so a
+    process started by a large parent reports the parent's peak.
+    """
+
+    def __init__(self, interval: float = 0.1):
+        import threading
+
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:  # a child that just exited
+                    pass
+            self.peak = max(self.peak, total)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> float:
+        return self.peak / 1e6
+
+
 def _scheduler_kwargs(config: RunConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"scheduler": config.compute.scheduler}
     if config.compute.workers is not None and config.compute.scheduler != "synchronous":
@@ -220,14 +264,15 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
             region = tuple(slice(int(st[i]), int(st[i]) + c[i]) for st, c, i in zip(starts, ncc.chunks, index))
             tasks.append(_write_block(blocks[index], plan.pair.output, region, index))
     kwargs = _scheduler_kwargs(config)
-    if progress:
-        from dask.diagnostics import ProgressBar
+    with _PeakRss() as rss:
+        if progress:
+            from dask.diagnostics import ProgressBar
 
-        with ProgressBar(out=sys.stderr, minimum=1.0):
+            with ProgressBar(out=sys.stderr, minimum=1.0):
+                dask.compute(tasks, **kwargs)
+        else:
             dask.compute(tasks, **kwargs)
-    else:
-        dask.compute(tasks, **kwargs)
-    summary = RunSummary(seconds=time.perf_counter() - started_wall)
+    summary = RunSummary(seconds=time.perf_counter() - started_wall, peak_rss_mb=rss.mb)
     finished = datetime.now(timezone.utc).isoformat()
     for plan in plans:
         ledger = io.read_ledger(plan.pair.output)
