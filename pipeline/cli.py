@@ -62,7 +62,10 @@ def _format_summary(summary) -> str:
     ]
     for p in summary.pairs:
         q = p.quantiles
-        lines.append(f"  {p.output}  shape {tuple(p.shape)}")
+        state = {"up to date": "up to date, nothing to do",
+                 "resume": f"resumed: {p.blocks_computed} of {p.blocks_total} blocks computed",
+                 "fresh": f"computed: {p.blocks_total} blocks"}[p.action]
+        lines.append(f"  {p.output}  shape {tuple(p.shape)}  {state}")
         lines.append(
             f"    ncc mean {p.mean:+.4f}  q05 {q['q05']:+.3f}  q25 {q['q25']:+.3f}  median {q['q50']:+.3f}  "
             f"q75 {q['q75']:+.3f}  q95 {q['q95']:+.3f}  NaN {100 * p.nan_fraction:.2f}%"
@@ -105,6 +108,23 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
             typer.echo(f"ok: {plan.pair.reference} x {plan.pair.moving} -> {plan.pair.output}  "
                        f"shape {plan.reference.shape} {plan.reference.dtype}/{plan.moving.dtype}  "
                        f"dims {list(plan.reference.dims)}  chunks {plan.chunks}")
+
+    _guarded(body)
+
+
+@app.command()
+def inspect(output: Annotated[str, typer.Argument(help="An lncc output (zarr group path or URL).",
+                                                  show_default=False)]) -> None:
+    """Say whether OUTPUT is complete (and how much is done) and print its provenance."""
+
+    def body():
+        import json
+
+        from .inspect import describe_output
+
+        report = describe_output(output)
+        typer.echo(f"{output}: {report['state']} ({report['blocks_done']} of {report['blocks_total']} blocks)")
+        typer.echo(json.dumps(report["provenance"], indent=2, sort_keys=True))
 
     _guarded(body)
 

@@ -32,6 +32,9 @@ __all__ = [
     "update_provenance",
     "read_provenance",
     "write_array",
+    "fingerprint",
+    "clean_partials",
+    "OutputLock",
     "PROVENANCE_KEY",
 ]
 
@@ -325,3 +328,120 @@ def write_array(
             coord.attrs["_ARRAY_DIMENSIONS"] = [dim]
         coord[...] = values
     return url if name is None else f"{url.rstrip('/')}/{name}"
+
+
+def fingerprint(url: str) -> str:
+    """Content fingerprint of a zarr array: its metadata and the bytes of every stored chunk.
+
+    Chunk objects are hashed with CRC-32 in parallel threads (zlib releases the
+    GIL), then combined with their keys and sizes into one SHA-256: a change of
+    any stored byte changes it, file times never do.
+    """
+    import hashlib
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    files = sorted(fs.find(root))
+
+    def digest(path: str) -> tuple[str, int, int]:
+        data = fs.cat_file(path)
+        return path[len(root):], len(data), zlib.crc32(data)
+
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(digest, files))
+    h = hashlib.sha256()
+    for key, size, crc in parts:
+        h.update(f"{key}:{size}:{crc:08x};".encode())
+    return h.hexdigest()
+
+
+def clean_partials(url: str) -> int:
+    """Delete temporary ``*.partial`` files a killed writer left in a local output; return how many."""
+    if not _is_local(url):
+        return 0  # object stores write whole objects: nothing partial survives a kill
+    removed = 0
+    for path in _local_path(url).rglob("*.partial"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+class OutputLock:
+    """An exclusive lock on an output, held in a sibling file ``OUTPUT.lock``.
+
+    The file records host, pid and start time. A lock whose process is gone
+    (same host, pid not alive) is stale and is taken over; any other existing
+    lock makes :meth:`acquire` raise :class:`~pipeline.errors.InputError`
+    naming its holder.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.path = _local_path(url.rstrip("/") + ".lock") if _is_local(url) else None
+        self.held = False
+
+    def _holder(self) -> dict[str, Any] | None:
+        import json
+
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> OutputLock:
+        import json
+        import os
+        import socket
+        from datetime import datetime, timezone
+
+        if self.path is None:
+            return self  # remote outputs: no atomic create-if-absent in fsspec; see the README
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not _is_stale(holder):
+                    raise InputError(
+                        f"output {self.url!r} is being written by another lncc run (host {holder.get('host')}, "
+                        f"pid {holder.get('pid')}, started {holder.get('started')}); wait for it to finish, or "
+                        f"delete {str(self.path)!r} if that run is gone") from None
+                # Stale (its process is dead) or unreadable: remove it and race for a fresh create.
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self.held = True
+            return self
+        raise InputError(f"could not lock output {self.url!r}: another run took {str(self.path)!r} first; retry")
+
+    def release(self) -> None:
+        if self.held and self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _is_stale(holder: dict[str, Any]) -> bool:
+    import os
+    import socket
+
+    if holder.get("host") != socket.gethostname():
+        return False  # cannot see another host's processes: assume it is alive
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError):
+        return False
+    return False

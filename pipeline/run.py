@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -43,6 +44,9 @@ class PairPlan:
     moving: io.InputInfo
     chunks: tuple[int, ...]
     radius: int
+    fingerprints: dict[str, str]
+    config_hash: str
+    action: str  # "fresh", "resume" or "up to date"
 
 
 @dataclass
@@ -55,6 +59,9 @@ class PairResult:
     mean: float
     quantiles: dict[str, float]
     nan_fraction: float
+    action: str = "fresh"
+    blocks_computed: int = 0
+    blocks_total: int = 0
 
 
 @dataclass
@@ -67,7 +74,8 @@ class RunSummary:
 
     @property
     def pixels(self) -> int:
-        return sum(p.pixels for p in self.pairs)
+        """Pixels computed by this run (blocks already done or up to date are not counted)."""
+        return sum(p.pixels * p.blocks_computed // max(p.blocks_total, 1) for p in self.pairs)
 
 
 def _spatial_chunk(size: int, zarr_chunk: int, target: int, radius: int) -> int:
@@ -140,9 +148,27 @@ def plan_run(config: RunConfig, *, force: bool = False) -> list[PairPlan]:
         if state == "foreign" and not force:
             raise InputError(f"output {pair.output!r} exists and was not written by lncc; "
                              "choose another output path or pass --force to overwrite it")
-        plans.append(PairPlan(pair, ref, mov, processing_chunks(ref, config.chunks, radius, block_pixels(ref.dtype, mov.dtype)),
-                              radius))
+        chunks = processing_chunks(ref, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
+        fingerprints = {"reference": io.fingerprint(pair.reference), "moving": io.fingerprint(pair.moving)}
+        digest = config_hash(config, pair, chunks)
+        action = "fresh"
+        if state == "lncc" and not force:
+            previous = io.read_provenance(pair.output)
+            if previous.get("config_hash") == digest and previous.get("fingerprints") == fingerprints:
+                action = "up to date" if previous.get("status") == "complete" else "resume"
+        plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action))
     return plans
+
+
+def config_hash(config: RunConfig, pair: PairConfig, chunks: tuple[int, ...]) -> str:
+    """SHA-256 of everything that determines an output's bytes: settings, inputs, chunks, lncc version."""
+    import hashlib
+    import json
+
+    settings = config.model_dump(mode="json", exclude={"pairs", "reference", "moving", "output", "compute"})
+    settings.update(reference=pair.reference, moving=pair.moving, chunks=list(chunks),
+                    lncc=_versions().get("lncc", "unknown"))
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -166,6 +192,8 @@ def _provenance(config: RunConfig, plan: PairPlan, started: str) -> dict[str, An
         "version": _versions().get("lncc", "unknown"),
         "dependencies": _versions(),
         "config": config.model_dump(mode="python"),
+        "config_hash": plan.config_hash,
+        "fingerprints": plan.fingerprints,
         "pair": plan.pair.model_dump(),
         "inputs": {"reference": describe(plan.reference), "moving": describe(plan.moving)},
         "processing_chunks": list(plan.chunks),
@@ -249,38 +277,64 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
         Per-pair pixel counts and NCC statistics, and the wall time.
     """
     plans = plan_run(config, force=force)
+    with contextlib.ExitStack() as locks:
+        for plan in plans:
+            if plan.action != "up to date":
+                locks.enter_context(io.OutputLock(plan.pair.output))
+        return _execute(config, plans, progress)
+
+
+def _execute(config: RunConfig, plans: list[PairPlan], progress: bool) -> RunSummary:
     started_wall = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat()
     tasks = []
+    counts = {}
     for plan in plans:
+        if plan.action == "up to date":
+            continue
+        url = plan.pair.output
         ref = io.open_input(plan.reference, plan.chunks)
         mov = io.open_input(plan.moving, plan.chunks)
         ncc = local_ncc(ref, mov, config.window, boundary=config.boundary, flat=config.flat)
-        io.prepare_output(plan.pair.output, ncc, _provenance(config, plan, started),
-                          zarr_format=config.zarr_format, compressor=config.compressor)
+        if plan.action == "resume":
+            io.clean_partials(url)
+            done = ~np.isnan(io.read_ledger(url)[..., -1])
+            io.update_provenance(url, {"status": "running", "resumed": started, "pid": os.getpid(),
+                                       "host": socket.gethostname()})
+        else:
+            io.prepare_output(url, ncc, _provenance(config, plan, started),
+                              zarr_format=config.zarr_format, compressor=config.compressor)
+            done = np.zeros(ncc.data.numblocks, dtype=bool)
         blocks = ncc.data.to_delayed()
         starts = [np.cumsum((0,) + c[:-1]) for c in ncc.chunks]
-        for index in np.ndindex(blocks.shape):
+        todo = [index for index in np.ndindex(blocks.shape) if not done[index]]
+        counts[url] = (len(todo), blocks.size)
+        for index in todo:
             region = tuple(slice(int(st[i]), int(st[i]) + c[i]) for st, c, i in zip(starts, ncc.chunks, index))
-            tasks.append(_write_block(blocks[index], plan.pair.output, region, index))
+            tasks.append(_write_block(blocks[index], url, region, index))
     kwargs = _scheduler_kwargs(config)
     with _PeakRss() as rss:
-        if progress:
+        if progress and tasks:
             from dask.diagnostics import ProgressBar
 
             with ProgressBar(out=sys.stderr, minimum=1.0):
                 dask.compute(tasks, **kwargs)
-        else:
+        elif tasks:
             dask.compute(tasks, **kwargs)
     summary = RunSummary(seconds=time.perf_counter() - started_wall, peak_rss_mb=rss.mb)
     finished = datetime.now(timezone.utc).isoformat()
     for plan in plans:
-        ledger = io.read_ledger(plan.pair.output)
+        url = plan.pair.output
+        ledger = io.read_ledger(url)
         if np.isnan(ledger[..., -1]).any():
-            raise RuntimeError(f"output {plan.pair.output!r} is missing blocks after the run; rerun to finish it")
+            raise RuntimeError(f"output {url!r} is missing blocks after the run; rerun to finish it")
         stats = summarize(ledger)
-        io.update_provenance(plan.pair.output, {"status": "complete", "finished": finished, "summary": stats})
+        if plan.action != "up to date":
+            # The completion marker: written last, after every block and its ledger entry.
+            io.update_provenance(url, {"status": "complete", "finished": finished, "summary": stats})
         quantiles = {k: v for k, v in stats.items() if k.startswith("q")}
-        summary.pairs.append(PairResult(plan.pair.output, plan.reference.shape, int(np.prod(plan.reference.shape)),
-                                        stats["mean"], quantiles, stats["nan_fraction"]))
+        computed, total = counts.get(url, (0, ledger[..., -1].size))
+        summary.pairs.append(PairResult(url, plan.reference.shape, int(np.prod(plan.reference.shape)),
+                                        stats["mean"], quantiles, stats["nan_fraction"], plan.action,
+                                        computed, total))
     return summary

@@ -1,0 +1,204 @@
+"""Runs that lose nothing: kill -9 and resume, up-to-date reruns, reprocessing, locks, inspect.
+
+Every test drives the real CLI in a subprocess on real zarr stores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.io import read_ledger, write_array
+from pipeline.testing import sample_pair
+
+
+def lncc(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def write_config(path: Path, **settings) -> Path:
+    lines = [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[str, str]:
+    ref, mov = sample_pair((300, 340), "uint8", seed=3)
+    return (write_array(str(tmp_path / "in.zarr"), ref, chunks=(64, 64), name="ref"),
+            write_array(str(tmp_path / "in.zarr"), mov, chunks=(64, 64), name="mov"))
+
+
+def chunk_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "ncc").rglob("*")) if p.is_file()}
+
+
+def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Path):
+    """A run killed part way is reported incomplete; the rerun computes only the missing blocks."""
+    ref, mov = sample_pair((3072, 3072), "uint8", seed=5)
+    ref_url = write_array(str(tmp_path / "big.zarr"), ref, chunks=(256, 256), name="ref")
+    mov_url = write_array(str(tmp_path / "big.zarr"), mov, chunks=(256, 256), name="mov")
+    settings = dict(reference=ref_url, moving=mov_url, window=9, chunks={"y": 256, "x": 256},
+                    compute={"scheduler": "threads", "workers": 1})
+    killed_cfg = write_config(tmp_path / "killed.yaml", output=str(tmp_path / "killed.zarr"), **settings)
+    clean_cfg = write_config(tmp_path / "clean.yaml", output=str(tmp_path / "clean.zarr"), **settings)
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(killed_cfg), "--quiet"], cwd=tmp_path)
+    ledger_path = tmp_path / "killed.zarr" / "_lncc" / "blocks"
+    deadline = time.monotonic() + 120
+    done_at_kill = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            done_at_kill = int((~np.isnan(read_ledger(str(tmp_path / "killed.zarr"))[..., -1])).sum())
+        except Exception:
+            done_at_kill = 0
+        if done_at_kill >= 10:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed: make the pair larger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ledger_path.exists()
+
+    inspect = lncc("inspect", str(tmp_path / "killed.zarr"), cwd=tmp_path)
+    assert inspect.returncode == 0
+    assert "incomplete" in inspect.stdout.splitlines()[0]
+    done_before = int((~np.isnan(read_ledger(str(tmp_path / "killed.zarr"))[..., -1])).sum())
+    assert 10 <= done_before < 144
+    assert json.loads(inspect.stdout.split("\n", 1)[1])["status"] == "running"
+
+    rerun = lncc("run", str(killed_cfg), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed: {144 - done_before} of 144 blocks computed" in rerun.stdout
+    assert not list((tmp_path / "killed.zarr").rglob("*.partial"))
+    assert not (tmp_path / "killed.zarr.lock").exists()
+
+    clean = lncc("run", str(clean_cfg), "--quiet", cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    assert chunk_files(tmp_path / "killed.zarr") == chunk_files(tmp_path / "clean.zarr")
+    assert "complete (144 of 144 blocks)" in lncc("inspect", str(tmp_path / "killed.zarr"), cwd=tmp_path).stdout
+
+
+def test_leftover_partial_files_are_removed_on_resume(tmp_path: Path, pair):
+    """Temporary files a SIGKILL leaves behind are cleaned when the run resumes."""
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out),
+                       chunks={"y": 64, "x": 64})
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    # Simulate a kill mid-write: one block's ledger entry gone, a temp file left behind.
+    ledger = zarr.open_array(str(out / "_lncc" / "blocks"), mode="r+")
+    ledger[1, 2] = np.nan
+    zarr.open_group(str(out), mode="r+").attrs["lncc"] = {**dict(zarr.open_group(str(out)).attrs["lncc"]),
+                                                          "status": "running"}
+    leftover = out / "ncc" / "c" / "1" / "2.0123abcd.partial"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a chunk")
+    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resumed: 1 of 30 blocks computed" in rerun.stdout
+    assert not leftover.exists()
+
+
+def test_finished_output_is_up_to_date_and_untouched(tmp_path: Path, pair):
+    """Rerunning a finished output with the same config and inputs does nothing."""
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out))
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = lncc("run", str(cfg), cwd=tmp_path)
+    assert again.returncode == 0
+    assert "up to date" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("change", ["window", "boundary", "input", "force"])
+def test_changed_config_or_input_or_force_recomputes(tmp_path: Path, pair, change):
+    """A changed setting, changed input bytes (same shape) or --force recompute the whole output."""
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out),
+                       chunks={"y": 64, "x": 64})
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    first = zarr.open_array(str(out / "ncc"))[...]
+    args = ["run", str(cfg)]
+    if change == "window":
+        args += ["--set", "window=9"]
+    elif change == "boundary":
+        args += ["--set", "boundary=nearest"]
+    elif change == "force":
+        args += ["--force"]
+    else:
+        arr = zarr.open_array(pair[1], mode="r+")
+        arr[:64, :64] = 255 - arr[:64, :64]  # new content; file times are not what is compared
+    result = lncc(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "computed: 30 blocks" in result.stdout
+    second = zarr.open_array(str(out / "ncc"))[...]
+    if change == "force":
+        np.testing.assert_array_equal(first, second)
+    else:
+        assert not np.array_equal(first, second)
+
+
+def test_provenance_records_the_run(tmp_path: Path, pair):
+    """Output attrs keep config and hash, versions, input fingerprints, times, status and host."""
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out), window=5)
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    prov = json.loads(lncc("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])
+    assert prov["status"] == "complete"
+    assert prov["config"]["window"] == 5 and len(prov["config_hash"]) == 64
+    assert set(prov["fingerprints"]) == {"reference", "moving"}
+    assert {"numpy", "dask", "zarr", "xarray", "lncc"} <= set(prov["dependencies"])
+    assert prov["started"] <= prov["finished"]
+    assert prov["host"] == socket.gethostname()
+
+
+def test_second_run_on_a_locked_output_refuses_naming_the_first(tmp_path: Path, pair):
+    """A lock held by a live process makes a second run exit 2 naming host, pid and start time."""
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out))
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"host": socket.gethostname(), "pid": holder.pid, "started": "2026-11-23T00:00:00+00:00"}
+        (tmp_path / "out.zarr.lock").write_text(json.dumps(lock))
+        result = lncc("run", str(cfg), cwd=tmp_path)
+        assert result.returncode == 2
+        assert f"pid {holder.pid}" in result.stderr and "2026-11-23T00:00:00" in result.stderr
+        assert socket.gethostname() in result.stderr
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, pair):
+    """A lock left by a process that no longer exists does not block the run."""
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "out.zarr.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+                                                         "started": "2026-11-23T00:00:00+00:00"}))
+    result = lncc("run", str(cfg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "out.zarr.lock").exists()
+
+
+def test_inspect_refuses_what_is_not_an_lncc_output(tmp_path: Path, pair):
+    """inspect exits 2 with one line for a missing path or a foreign zarr store."""
+    missing = lncc("inspect", str(tmp_path / "nothing.zarr"), cwd=tmp_path)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    foreign = lncc("inspect", str(tmp_path / "in.zarr"), cwd=tmp_path)
+    assert foreign.returncode == 2 and "not written by lncc" in foreign.stderr
+    assert len(foreign.stderr.strip().splitlines()) == 1
