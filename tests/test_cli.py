@@ -144,11 +144,76 @@ def _setup_yaml_syntax(tmp_path):
     return text, ["not valid YAML", "line 5"]
 
 
+def _setup_dims_mismatch(tmp_path):
+    ref, mov = sample_pair(SHAPE, "uint8", seed=7)
+    write_array(str(tmp_path / "ref.zarr"), ref, dims=("y", "x"))
+    write_array(str(tmp_path / "mov.zarr"), mov, dims=("row", "col"))
+    return base_config(), ["same dims", "('y', 'x')", "('row', 'col')", "dims"]
+
+
+def _setup_complex_dtype(tmp_path):
+    make_inputs(tmp_path)
+    write_array(str(tmp_path / "c.zarr"), np.zeros(SHAPE, np.complex64))
+    return base_config(reference="c.zarr"), ["complex64", "reference", "real integer or float"]
+
+
+def _setup_string_dtype(tmp_path):
+    make_inputs(tmp_path)
+    write_array(str(tmp_path / "s.zarr"), np.full(SHAPE, "ab", dtype="U2"), zarr_format=2)
+    return base_config(moving="s.zarr"), ["moving", "cannot correlate"]
+
+
+def _setup_empty(tmp_path):
+    write_array(str(tmp_path / "ref.zarr"), np.zeros((0, 80), np.uint8), chunks=(1, 80))
+    write_array(str(tmp_path / "mov.zarr"), np.zeros((0, 80), np.uint8), chunks=(1, 80))
+    return base_config(), ["empty", "(0, 80)"]
+
+
+def _setup_one_d(tmp_path):
+    write_array(str(tmp_path / "ref.zarr"), np.zeros(100, np.uint8), dims=("x",), chunks=(50,))
+    write_array(str(tmp_path / "mov.zarr"), np.zeros(100, np.uint8), dims=("x",), chunks=(50,))
+    return base_config(), ["2-D", "1-D"]
+
+
+def _setup_window_too_small(tmp_path):
+    make_inputs(tmp_path)
+    return base_config(window=1), ["window", ">= 3"]
+
+
+def _setup_wrong_type(tmp_path):
+    make_inputs(tmp_path)
+    return base_config(compute={"workers": "two"}), ["compute.workers", "'two'"]
+
+
+def _setup_yaml_exponent(tmp_path):
+    make_inputs(tmp_path)
+    return "reference: ref.zarr\nmoving: mov.zarr\noutput: out.zarr\nflat: 1e-5\n", ["flat", "1.0e-5"]
+
+
+def _setup_yaml_no(tmp_path):
+    make_inputs(tmp_path)
+    return "reference: ref.zarr\nmoving: mov.zarr\noutput: out.zarr\nboundary: no\n", ["boundary", "quote"]
+
+
+def _setup_output_is_input(tmp_path):
+    make_inputs(tmp_path)
+    return base_config(output="./mov.zarr"), ["is also an input"]
+
+
+def _setup_not_zarr(tmp_path):
+    make_inputs(tmp_path)
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG not really")
+    return base_config(moving="photo.png"), ["photo.png", "not a readable zarr array"]
+
+
 @pytest.mark.parametrize("setup", [
     _setup_unknown_key, _setup_even_window, _setup_missing_input, _setup_shape_mismatch, _setup_bool_dtype,
-    _setup_window_too_large, _setup_yaml_syntax,
+    _setup_window_too_large, _setup_yaml_syntax, _setup_dims_mismatch, _setup_complex_dtype, _setup_string_dtype,
+    _setup_empty, _setup_one_d, _setup_window_too_small, _setup_wrong_type, _setup_yaml_exponent, _setup_yaml_no,
+    _setup_output_is_input, _setup_not_zarr,
 ], ids=["unknown-key", "even-window", "missing-input", "shape-mismatch", "bool-dtype", "window-too-large",
-        "yaml-syntax"])
+        "yaml-syntax", "dims-mismatch", "complex-dtype", "string-dtype", "empty", "one-d", "window-too-small",
+        "wrong-type", "yaml-exponent", "yaml-no", "output-is-input", "not-zarr"])
 def test_run_usage_errors(tmp_path, setup):
     """Bad config or input: exit 2, one 'lncc: error:' line naming the problem, no traceback, nothing written."""
     config, fragments = setup(tmp_path)
