@@ -38,6 +38,7 @@ __all__ = [
     "pad",
     "nan_border",
     "check_window",
+    "invalid_mask",
 ]
 
 #: Boundary modes, with scipy.ndimage's meaning for ``reflect`` and ``nearest``.
@@ -110,8 +111,33 @@ def nan_border(out: np.ndarray, radius: int, start: tuple[int, int], full_shape:
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False)
-def _ncc_int(a, b, r, flat, out):
-    """Exact int64 running sums. ``a``, ``b`` are padded by ``r`` on both axes."""
+def _finish(out, extra, i, j, n, c, min_count, vx, vy, cov, flat, unit_x=1.0, unit_y=1.0):
+    """Write one pixel: NaN below ``min_count`` valid pixels, ``flat`` if either variance is 0.
+
+    ``vx``, ``vy``, ``cov`` are the count-scaled moments (c Sxx - Sx^2, ...), in
+    units where one image unit is ``1 / unit`` (the float path's normalisation).
+    """
+    if c < min_count or c == 0:
+        out[i, j] = np.nan
+    elif vx <= 0.0 or vy <= 0.0:
+        out[i, j] = flat
+    else:
+        v = cov / math.sqrt(vx * vy)
+        out[i, j] = min(max(v, -1.0), 1.0)
+    if extra is not None:
+        extra[0, i, j] = c / n
+        if c < min_count or c == 0:
+            extra[1, i, j] = np.nan
+            extra[2, i, j] = np.nan
+        else:
+            extra[1, i, j] = math.sqrt(max(vx, 0.0)) / c * unit_x
+            extra[2, i, j] = math.sqrt(max(vy, 0.0)) / c * unit_y
+
+
+@numba.njit(nogil=True, cache=True, fastmath=False)
+def _ncc_int(a, b, m, r, flat, min_count, out, extra):
+    """Exact int64 running sums. ``a``, ``b`` (and the validity mask ``m``, or None)
+    are padded by ``r`` on both axes; ``extra`` (or None) receives valid fraction and stds."""
     h, w = out.shape
     win = 2 * r + 1
     n = np.int64(win * win)
@@ -121,6 +147,7 @@ def _ncc_int(a, b, r, flat, out):
     cxx = np.zeros(wp, np.int64)
     cyy = np.zeros(wp, np.int64)
     cxy = np.zeros(wp, np.int64)
+    cc = np.zeros(wp, np.int64)
     # Window sums of one output row: filled by a sequential pass, then used by a
     # loop without carried dependencies that the compiler can vectorise.
     hx = np.empty(w, np.int64)
@@ -128,38 +155,51 @@ def _ncc_int(a, b, r, flat, out):
     hxx = np.empty(w, np.int64)
     hyy = np.empty(w, np.int64)
     hxy = np.empty(w, np.int64)
-    for k in range(win):
-        for j in range(wp):
-            x = np.int64(a[k, j])
-            y = np.int64(b[k, j])
-            cx[j] += x
-            cy[j] += y
-            cxx[j] += x * x
-            cyy[j] += y * y
-            cxy[j] += x * y
+    hc = np.empty(w, np.int64)
     for i in range(h):
-        if i > 0:
+        first = i == 0
+        k0 = i if first else i + 2 * r
+        for k in range(k0, i + win):
             for j in range(wp):
-                xn = np.int64(a[i + 2 * r, j])
-                yn = np.int64(b[i + 2 * r, j])
-                xo = np.int64(a[i - 1, j])
-                yo = np.int64(b[i - 1, j])
-                cx[j] += xn - xo
-                cy[j] += yn - yo
-                cxx[j] += xn * xn - xo * xo
-                cyy[j] += yn * yn - yo * yo
-                cxy[j] += xn * yn - xo * yo
+                x = np.int64(a[k, j])
+                y = np.int64(b[k, j])
+                if m is not None:
+                    valid = np.int64(m[k, j])
+                    x *= valid
+                    y *= valid
+                    cc[j] += valid
+                if not first:
+                    xo = np.int64(a[i - 1, j])
+                    yo = np.int64(b[i - 1, j])
+                    if m is not None:
+                        valid_o = np.int64(m[i - 1, j])
+                        xo *= valid_o
+                        yo *= valid_o
+                        cc[j] -= valid_o
+                    cx[j] += x - xo
+                    cy[j] += y - yo
+                    cxx[j] += x * x - xo * xo
+                    cyy[j] += y * y - yo * yo
+                    cxy[j] += x * y - xo * yo
+                else:
+                    cx[j] += x
+                    cy[j] += y
+                    cxx[j] += x * x
+                    cyy[j] += y * y
+                    cxy[j] += x * y
         sx = np.int64(0)
         sy = np.int64(0)
         sxx = np.int64(0)
         syy = np.int64(0)
         sxy = np.int64(0)
+        sc = np.int64(0)
         for j in range(win - 1):
             sx += cx[j]
             sy += cy[j]
             sxx += cxx[j]
             syy += cyy[j]
             sxy += cxy[j]
+            sc += cc[j]
         for j in range(w):
             jn = j + 2 * r
             sx += cx[jn]
@@ -177,66 +217,89 @@ def _ncc_int(a, b, r, flat, out):
             sxx -= cxx[j]
             syy -= cyy[j]
             sxy -= cxy[j]
-        for j in range(w):
-            vx = n * hxx[j] - hx[j] * hx[j]
-            vy = n * hyy[j] - hy[j] * hy[j]
-            c = n * hxy[j] - hx[j] * hy[j]
-            d = math.sqrt(np.float64(vx) * np.float64(vy))
-            v = np.float64(c) / d if d > 0.0 else flat
-            v = min(max(v, -1.0), 1.0) if d > 0.0 else v
-            out[i, j] = v
+            if m is not None:
+                sc += cc[jn]
+                hc[j] = sc
+                sc -= cc[j]
+        if m is None and extra is None:
+            for j in range(w):
+                vx = n * hxx[j] - hx[j] * hx[j]
+                vy = n * hyy[j] - hy[j] * hy[j]
+                c = n * hxy[j] - hx[j] * hy[j]
+                d = math.sqrt(np.float64(vx) * np.float64(vy))
+                v = np.float64(c) / d if d > 0.0 else flat
+                v = min(max(v, -1.0), 1.0) if d > 0.0 else v
+                out[i, j] = v
+        else:
+            for j in range(w):
+                c = n if m is None else hc[j]
+                vx = c * hxx[j] - hx[j] * hx[j]
+                vy = c * hyy[j] - hy[j] * hy[j]
+                cov = c * hxy[j] - hx[j] * hy[j]
+                _finish(out, extra, i, j, n, c, min_count, np.float64(vx), np.float64(vy), np.float64(cov), flat)
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False)
-def _two_pass(a, b, i0, j0, win, flat, shift_x=0.0, shift_y=0.0, inv_x=1.0, inv_y=1.0):
-    """Direct two-pass NCC of the window with top-left corner (i0, j0)."""
-    x0 = a[i0, j0]
-    y0 = b[i0, j0]
+def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y):
+    """Direct two-pass moments of the window at (i0, j0), over its valid pixels.
+
+    Returns (count, vx, vy, cov) scaled like the running sums (count * centred
+    sums); a variance is exactly 0 when all valid values are equal.
+    """
+    count = 0
     flat_x = True
     flat_y = True
+    x0 = 0.0
+    y0 = 0.0
     mx = 0.0
     my = 0.0
     for k in range(i0, i0 + win):
-        for m in range(j0, j0 + win):
-            xv = a[k, m]
-            yv = b[k, m]
-            if xv != x0:
-                flat_x = False
-            if yv != y0:
-                flat_y = False
-            mx += (np.float64(xv) - shift_x) * inv_x
-            my += (np.float64(yv) - shift_y) * inv_y
-    if flat_x or flat_y:
-        return flat
-    n = np.float64(win * win)
-    mx /= n
-    my /= n
+        for q in range(j0, j0 + win):
+            if m is not None:
+                if m[k, q] == 0:
+                    continue
+            xv = np.float64(a[k, q])
+            yv = np.float64(b[k, q])
+            if count == 0:
+                x0 = xv
+                y0 = yv
+            else:
+                if xv != x0:
+                    flat_x = False
+                if yv != y0:
+                    flat_y = False
+            count += 1
+            mx += (xv - shift_x) * inv_x
+            my += (yv - shift_y) * inv_y
+    if count == 0:
+        return 0, 0.0, 0.0, 0.0
+    mx /= count
+    my /= count
     sxx = 0.0
     syy = 0.0
     sxy = 0.0
     for k in range(i0, i0 + win):
-        for m in range(j0, j0 + win):
-            dx = (np.float64(a[k, m]) - shift_x) * inv_x - mx
-            dy = (np.float64(b[k, m]) - shift_y) * inv_y - my
+        for q in range(j0, j0 + win):
+            if m is not None:
+                if m[k, q] == 0:
+                    continue
+            dx = (np.float64(a[k, q]) - shift_x) * inv_x - mx
+            dy = (np.float64(b[k, q]) - shift_y) * inv_y - my
             sxx += dx * dx
             syy += dy * dy
             sxy += dx * dy
-    if sxx == 0.0 or syy == 0.0:  # only through underflow of subnormal deviations
-        return flat
-    v = sxy / math.sqrt(sxx * syy)
-    if v > 1.0:
-        v = 1.0
-    elif v < -1.0:
-        v = -1.0
-    return v
+    c = np.float64(count)
+    # Flatness is decided on the values themselves; the sums only give the size.
+    return count, 0.0 if flat_x else c * sxx, 0.0 if flat_y else c * syy, c * sxy
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False)
-def _ncc_float(a, b, r, flat, shift_x, shift_y, inv_x, inv_y, out):
+def _ncc_float(a, b, m, r, flat, min_count, shift_x, shift_y, inv_x, inv_y, out, extra):
     """Normalised float64 running sums with periodic restarts and a two-pass fallback.
 
     Values enter the sums as ``(x - shift) * inv`` (within [-1, 1] for the block),
     so neither huge nor tiny magnitudes overflow or underflow the squares.
+    Invalid pixels (``m`` == 0; ``m`` may be None) contribute nothing.
     """
     h, w = out.shape
     win = 2 * r + 1
@@ -247,51 +310,65 @@ def _ncc_float(a, b, r, flat, shift_x, shift_y, inv_x, inv_y, out):
     cxx = np.zeros(wp)
     cyy = np.zeros(wp)
     cxy = np.zeros(wp)
+    cc = np.zeros(wp)
     hx = np.empty(w)
     hy = np.empty(w)
     hxx = np.empty(w)
     hyy = np.empty(w)
     hxy = np.empty(w)
-    thr = _FALLBACK_TOL * n * n
+    hc = np.empty(w)
     for i in range(h):
-        if i % _RESTART == 0:
+        restart = i % _RESTART == 0
+        if restart:
             cx[:] = 0.0
             cy[:] = 0.0
             cxx[:] = 0.0
             cyy[:] = 0.0
             cxy[:] = 0.0
-            for k in range(i, i + win):
-                for j in range(wp):
-                    x = (np.float64(a[k, j]) - shift_x) * inv_x
-                    y = (np.float64(b[k, j]) - shift_y) * inv_y
+            cc[:] = 0.0
+        k0 = i if restart else i + 2 * r
+        for k in range(k0, i + win):
+            for j in range(wp):
+                x = (np.float64(a[k, j]) - shift_x) * inv_x
+                y = (np.float64(b[k, j]) - shift_y) * inv_y
+                if m is not None:
+                    valid = m[k, j] != 0
+                    x = x if valid else 0.0
+                    y = y if valid else 0.0
+                    cc[j] += 1.0 if valid else 0.0
+                if not restart:
+                    xo = (np.float64(a[i - 1, j]) - shift_x) * inv_x
+                    yo = (np.float64(b[i - 1, j]) - shift_y) * inv_y
+                    if m is not None:
+                        valid_o = m[i - 1, j] != 0
+                        xo = xo if valid_o else 0.0
+                        yo = yo if valid_o else 0.0
+                        cc[j] -= 1.0 if valid_o else 0.0
+                    cx[j] += x - xo
+                    cy[j] += y - yo
+                    cxx[j] += x * x - xo * xo
+                    cyy[j] += y * y - yo * yo
+                    cxy[j] += x * y - xo * yo
+                else:
                     cx[j] += x
                     cy[j] += y
                     cxx[j] += x * x
                     cyy[j] += y * y
                     cxy[j] += x * y
-        else:
-            for j in range(wp):
-                xn = (np.float64(a[i + 2 * r, j]) - shift_x) * inv_x
-                yn = (np.float64(b[i + 2 * r, j]) - shift_y) * inv_y
-                xo = (np.float64(a[i - 1, j]) - shift_x) * inv_x
-                yo = (np.float64(b[i - 1, j]) - shift_y) * inv_y
-                cx[j] += xn - xo
-                cy[j] += yn - yo
-                cxx[j] += xn * xn - xo * xo
-                cyy[j] += yn * yn - yo * yo
-                cxy[j] += xn * yn - xo * yo
         for j0 in range(0, w, _RESTART):
             sx = 0.0
             sy = 0.0
             sxx = 0.0
             syy = 0.0
             sxy = 0.0
-            for m in range(j0, j0 + win - 1):
-                sx += cx[m]
-                sy += cy[m]
-                sxx += cxx[m]
-                syy += cyy[m]
-                sxy += cxy[m]
+            sc = 0.0
+            for q in range(j0, j0 + win - 1):
+                sx += cx[q]
+                sy += cy[q]
+                sxx += cxx[q]
+                syy += cyy[q]
+                sxy += cxy[q]
+                sc += cc[q]
             for j in range(j0, min(j0 + _RESTART, w)):
                 jn = j + 2 * r
                 sx += cx[jn]
@@ -309,21 +386,38 @@ def _ncc_float(a, b, r, flat, shift_x, shift_y, inv_x, inv_y, out):
                 sxx -= cxx[j]
                 syy -= cyy[j]
                 sxy -= cxy[j]
+                if m is not None:
+                    sc += cc[jn]
+                    hc[j] = sc
+                    sc -= cc[j]
         fallback = 0
         for j in range(w):
-            vx = n * hxx[j] - hx[j] * hx[j]
-            vy = n * hyy[j] - hy[j] * hy[j]
-            ok = vx > thr and vy > thr
+            c = n if m is None else np.float64(round(hc[j]))
+            vx = c * hxx[j] - hx[j] * hx[j]
+            vy = c * hyy[j] - hy[j] * hy[j]
+            thr = _FALLBACK_TOL * c * c
+            ok = vx > thr and vy > thr and c >= min_count and c > 0.0
             fallback += 0 if ok else 1
             d = math.sqrt(vx * vy) if ok else 1.0
-            v = (n * hxy[j] - hx[j] * hy[j]) / d
+            v = (c * hxy[j] - hx[j] * hy[j]) / d
             out[i, j] = min(max(v, -1.0), 1.0)
+            if extra is not None:
+                extra[0, i, j] = c / n
+                extra[1, i, j] = math.sqrt(vx) / c / inv_x if ok else np.nan
+                extra[2, i, j] = math.sqrt(vy) / c / inv_y if ok else np.nan
         if fallback:
             for j in range(w):
-                vx = n * hxx[j] - hx[j] * hx[j]
-                vy = n * hyy[j] - hy[j] * hy[j]
-                if not (vx > thr and vy > thr):
-                    out[i, j] = _two_pass(a, b, i, j, win, flat, shift_x, shift_y, inv_x, inv_y)
+                c = n if m is None else np.float64(round(hc[j]))
+                vx = c * hxx[j] - hx[j] * hx[j]
+                vy = c * hyy[j] - hy[j] * hy[j]
+                thr = _FALLBACK_TOL * c * c
+                if not (vx > thr and vy > thr and c >= min_count and c > 0.0):
+                    if c < min_count or c < 0.5:
+                        _finish(out, extra, i, j, n, c, min_count, 0.0, 0.0, 0.0, flat)
+                    else:
+                        count, tx, ty, tc = _two_pass(a, b, m, i, j, win, shift_x, shift_y, inv_x, inv_y)
+                        _finish(out, extra, i, j, n, np.float64(count), min_count, tx, ty, tc, flat,
+                                1.0 / inv_x, 1.0 / inv_y)
 
 
 def _int_sums_exact(dtype: np.dtype, radius: int) -> bool:
@@ -344,23 +438,26 @@ def _as_kernel_input(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _frame(a: np.ndarray, b: np.ndarray, radius: int, flat: float, out: np.ndarray, threads: int) -> None:
-    """Fill ``out`` (h, w) from padded 2-D ``a``, ``b`` ((h + 2r), (w + 2r))."""
+def _frame(a, b, m, radius, flat, min_count, out, extra, threads) -> None:
+    """Fill ``out`` (h, w) from padded 2-D ``a``, ``b`` ((h + 2r), (w + 2r)) and mask ``m`` (or None)."""
     h = out.shape[0]
     exact = _int_sums_exact(a.dtype, radius) and _int_sums_exact(b.dtype, radius)
     if exact:
         def strip(lo, hi):
-            _ncc_int(a[lo : hi + 2 * radius], b[lo : hi + 2 * radius], radius, flat, out[lo:hi])
+            _ncc_int(a[lo : hi + 2 * radius], b[lo : hi + 2 * radius],
+                     None if m is None else m[lo : hi + 2 * radius], radius, flat, min_count, out[lo:hi],
+                     None if extra is None else extra[:, lo:hi])
     else:
         # The shift and scale are per block, so results differ between chunkings
-        # only within the float64 rounding the fallback threshold allows (< 1e-8).
-        shift_x, inv_x = _shift_and_scale(a)
-        shift_y, inv_y = _shift_and_scale(b)
+        # only within the float64 rounding the fallback threshold allows (< 1e-7).
+        shift_x, inv_x = _shift_and_scale(a if m is None else a[m != 0])
+        shift_y, inv_y = _shift_and_scale(b if m is None else b[m != 0])
 
         def strip(lo, hi):
             _ncc_float(
-                a[lo : hi + 2 * radius], b[lo : hi + 2 * radius], radius, flat,
-                shift_x, shift_y, inv_x, inv_y, out[lo:hi],
+                a[lo : hi + 2 * radius], b[lo : hi + 2 * radius], None if m is None else m[lo : hi + 2 * radius],
+                radius, flat, min_count, shift_x, shift_y, inv_x, inv_y, out[lo:hi],
+                None if extra is None else extra[:, lo:hi],
             )
 
     threads = max(1, min(threads, h // 64))
@@ -374,6 +471,8 @@ def _frame(a: np.ndarray, b: np.ndarray, radius: int, flat: float, out: np.ndarr
 
 def _shift_and_scale(a: np.ndarray) -> tuple[float, float]:
     """Centre and inverse half-range of a block: (x - shift) * inv lies in [-1, 1]."""
+    if a.size == 0:
+        return 0.0, 1.0
     lo = float(a.min())
     hi = float(a.max())
     shift = 0.5 * lo + 0.5 * hi  # no overflow even for lo, hi near the float64 limits
@@ -381,7 +480,39 @@ def _shift_and_scale(a: np.ndarray) -> tuple[float, float]:
     return shift, (1.0 / half if half > 0.0 and np.isfinite(1.0 / half) else 1.0)
 
 
-def ncc_padded(a: np.ndarray, b: np.ndarray, radius: int, flat: float = 0.0, threads: int = 1) -> np.ndarray:
+def invalid_mask(reference, moving, nodata=(None, None), reference_mask=None, moving_mask=None):
+    """Pixels that are nodata in either image: NaN/Inf, a nodata value, or False in a mask.
+
+    Works on numpy and dask arrays alike. Returns None when no pixel can be
+    invalid (integer images without nodata values or masks).
+    """
+    parts = []
+    for image, value, mask in ((reference, nodata[0], reference_mask), (moving, nodata[1], moving_mask)):
+        if np.dtype(image.dtype).kind == "f":
+            parts.append(~np.isfinite(image))
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            parts.append(image == value)
+        if mask is not None:
+            parts.append(~mask.astype(bool))
+    if not parts:
+        return None
+    out = parts[0]
+    for part in parts[1:]:
+        out = out | part
+    return out
+
+
+def ncc_padded(
+    a: np.ndarray,
+    b: np.ndarray,
+    radius: int,
+    flat: float = 0.0,
+    threads: int = 1,
+    *,
+    invalid: np.ndarray | None = None,
+    min_valid: float = 0.5,
+    extras: bool = False,
+):
     """Local NCC of two blocks already padded by ``radius`` on their last two axes.
 
     Parameters
@@ -392,30 +523,42 @@ def ncc_padded(a: np.ndarray, b: np.ndarray, radius: int, flat: float = 0.0, thr
     radius : int
         Window radius; the window is ``(2 radius + 1)`` square.
     flat : float
-        Value for windows whose values are all equal in either block.
+        Value for windows whose valid values are all equal in either block.
     threads : int
         Threads to split each frame into row strips (the kernel releases the GIL).
+    invalid : ndarray of bool, optional
+        Padded like ``a``: True where a pixel is nodata in either image (see
+        :func:`invalid_mask`). Each window then uses only the pixels valid in
+        both; with fewer than ``min_valid`` of its pixels valid it is NaN.
+    min_valid : float
+        Fraction of the window that must be valid, in [0, 1].
+    extras : bool
+        Also return, stacked in a float32 array of shape ``(3,) + out.shape``,
+        the valid fraction and the local (population) std of each image.
 
     Returns
     -------
-    ndarray of float32
-        Shape of ``a`` minus ``2 radius`` on the last two axes.
+    ndarray of float32, or (ndarray, ndarray)
+        The NCC, shape of ``a`` minus ``2 radius`` on the last two axes (and the extras).
     """
     if a.shape != b.shape:
         raise ValueError(f"padded blocks must have the same shape, got {a.shape} and {b.shape}")
     a = _as_kernel_input(a)
     b = _as_kernel_input(b)
+    valid = None
+    if invalid is not None and invalid.any():
+        valid = np.ascontiguousarray(~np.asarray(invalid, dtype=bool)).view(np.uint8)
     shape = a.shape[:-2] + (a.shape[-2] - 2 * radius, a.shape[-1] - 2 * radius)
     out = np.empty(shape, dtype=np.float32)
-    if out.size == 0:
-        return out
-    flat = float(flat)
-    if a.ndim == 2:
-        _frame(a, b, radius, flat, out, threads)
-    else:
+    extra = np.empty((3,) + shape, dtype=np.float32) if extras else None
+    if out.size:
+        n = (2 * radius + 1) ** 2
+        min_count = float(math.ceil(min_valid * n - 1e-9))
+        flat = float(flat)
         for t in np.ndindex(a.shape[:-2]):
-            _frame(a[t], b[t], radius, flat, out[t], threads)
-    return out
+            _frame(a[t], b[t], None if valid is None else valid[t], radius, flat, min_count, out[t],
+                   None if extra is None else extra[(slice(None),) + t], threads)
+    return (out, extra) if extras else out
 
 
 def local_ncc_numpy(
@@ -426,17 +569,25 @@ def local_ncc_numpy(
     boundary: str = "reflect",
     flat: float = 0.0,
     threads: int | None = None,
-) -> np.ndarray:
+    invalid: np.ndarray | None = None,
+    min_valid: float = 0.5,
+    extras: bool = False,
+):
     """Local NCC of two in-memory arrays (2-D, or 3-D with frames on axis 0).
 
-    See :func:`pipeline.local_ncc` for the meaning of the parameters.
+    ``invalid`` is an unpadded nodata mask (see :func:`invalid_mask`); it is
+    padded like the images, except that ``constant`` padding is valid data.
+    See :func:`pipeline.local_ncc` for the other parameters.
     """
     radius = check_window(window)
     if threads is None:
         import os
 
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    out = ncc_padded(pad(reference, radius, boundary), pad(moving, radius, boundary), radius, flat, threads)
+    padded_invalid = None if invalid is None else pad(np.asarray(invalid, dtype=bool), radius, boundary)
+    result = ncc_padded(pad(reference, radius, boundary), pad(moving, radius, boundary), radius, flat, threads,
+                        invalid=padded_invalid, min_valid=min_valid, extras=extras)
     if boundary == "nan":
-        nan_border(out, radius, (0, 0), out.shape[-2:])
-    return out
+        for array in result if extras else (result,):
+            nan_border(array, radius, (0, 0), array.shape[-2:])
+    return result

@@ -21,34 +21,55 @@ __all__ = [
 _NUMPY_MODE = {"reflect": "symmetric", "nearest": "edge", "constant": "constant", "nan": "constant"}
 
 
-def reference_ncc(a: np.ndarray, b: np.ndarray, window: int, boundary: str = "reflect", flat: float = 0.0) -> np.ndarray:
+def reference_ncc(a: np.ndarray, b: np.ndarray, window: int, boundary: str = "reflect", flat: float = 0.0,
+                  invalid: np.ndarray | None = None, min_valid: float = 0.5, extras: bool = False):
     """Two-pass per-window NCC in float64: the textbook formula, window by window.
 
     Slow and memory hungry (it materialises every window); meant for small
-    test images. Flat means all values of the window are equal, in either image.
+    test images. Flat means all (valid) values of the window are equal, in
+    either image. With ``invalid`` (True = nodata in either image, unpadded),
+    each window uses only its valid pixels and is NaN with fewer than
+    ``min_valid`` of them. ``extras`` also returns valid fraction and stds.
     """
     r = window // 2
     widths = [(0, 0)] * (a.ndim - 2) + [(r, r)] * 2
+    if invalid is None:
+        invalid = np.zeros(np.shape(a), dtype=bool)
+    pad_mode = "constant" if boundary in ("constant", "nan") else _NUMPY_MODE[boundary]
+    pv = ~np.pad(np.asarray(invalid, dtype=bool), widths, mode=pad_mode)
     pa = np.pad(np.asarray(a, dtype=np.float64), widths, mode=_NUMPY_MODE[boundary])
     pb = np.pad(np.asarray(b, dtype=np.float64), widths, mode=_NUMPY_MODE[boundary])
-    wa = sliding_window_view(pa, (window, window), axis=(-2, -1))
-    wb = sliding_window_view(pb, (window, window), axis=(-2, -1))
+    pa = np.where(pv, pa, 0.0)
+    pb = np.where(pv, pb, 0.0)
     axes = (-2, -1)
-    da = wa - wa.mean(axis=axes, keepdims=True)
-    db = wb - wb.mean(axis=axes, keepdims=True)
-    cov = (da * db).mean(axis=axes)
-    sa = np.sqrt((da * da).mean(axis=axes))
-    sb = np.sqrt((db * db).mean(axis=axes))
-    flat_mask = (wa == wa[..., :1, :1]).all(axis=axes) | (wb == wb[..., :1, :1]).all(axis=axes)
+    wa = sliding_window_view(pa, (window, window), axis=axes)
+    wb = sliding_window_view(pb, (window, window), axis=axes)
+    wv = sliding_window_view(pv, (window, window), axis=axes)
+    count = wv.sum(axis=axes)
     with np.errstate(invalid="ignore", divide="ignore"):
+        ma = (wa * wv).sum(axis=axes, keepdims=True) / count[..., None, None]
+        mb = (wb * wv).sum(axis=axes, keepdims=True) / count[..., None, None]
+        da = np.where(wv, wa - ma, 0.0)
+        db = np.where(wv, wb - mb, 0.0)
+        cov = (da * db).sum(axis=axes) / count
+        sa = np.sqrt((da * da).sum(axis=axes) / count)
+        sb = np.sqrt((db * db).sum(axis=axes) / count)
         out = cov / (sa * sb)
-    out[flat_mask] = flat
+    flat_a = np.where(wv, wa, np.inf).min(axis=axes) == np.where(wv, wa, -np.inf).max(axis=axes)
+    flat_b = np.where(wv, wb, np.inf).min(axis=axes) == np.where(wv, wb, -np.inf).max(axis=axes)
+    out[flat_a | flat_b] = flat
+    too_few = (count == 0) | (count < min_valid * window * window - 1e-9)
+    out[too_few] = np.nan
+    sa[too_few] = np.nan
+    sb[too_few] = np.nan
+    results = [out, count / float(window * window), sa, sb]
     if boundary == "nan":
-        out[..., :r, :] = np.nan
-        out[..., out.shape[-2] - r :, :] = np.nan
-        out[..., :, :r] = np.nan
-        out[..., :, out.shape[-1] - r :] = np.nan
-    return out
+        for res in results:
+            res[..., :r, :] = np.nan
+            res[..., res.shape[-2] - r :, :] = np.nan
+            res[..., :, :r] = np.nan
+            res[..., :, res.shape[-1] - r :] = np.nan
+    return tuple(results) if extras else out
 
 
 def camera() -> np.ndarray:
