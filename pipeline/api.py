@@ -8,8 +8,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .graph import local_ncc_dask
-from .kernel import local_ncc_numpy
+from .errors import InputError
+from .graph import EXTRA_NAMES, local_ncc_dask
+from .kernel import invalid_mask, local_ncc_numpy
 from .validate import check_pair
 
 __all__ = ["local_ncc"]
@@ -22,12 +23,17 @@ def local_ncc(
     *,
     boundary: str = "reflect",
     flat: float = 0.0,
+    nodata: float | tuple[float | None, float | None] | None = None,
+    reference_mask: Any = None,
+    moving_mask: Any = None,
+    min_valid: float = 0.5,
+    extras: bool = False,
 ) -> Any:
     """Per-pixel local normalized cross-correlation of two images.
 
     For each pixel, the signed Pearson correlation of the two ``window x window``
     windows centred there: ``mean((p1 - m1) (p2 - m2)) / (std(p1) std(p2))`` with
-    population standard deviations.
+    population standard deviations, over the pixels valid in both images.
 
     Parameters
     ----------
@@ -43,8 +49,19 @@ def local_ncc(
         edge pixel, ``constant`` pads with zeros, ``nan`` returns NaN wherever the
         window leaves the image.
     flat : float, default 0.0
-        Value where a window is flat (all its values equal) in either image, so
-        the correlation is undefined. May be ``numpy.nan``.
+        Value where a window is flat (all its valid values equal) in either
+        image, so the correlation is undefined. May be ``numpy.nan``.
+    nodata : float or (float, float), optional
+        Value marking missing pixels, for both images or per image
+        ``(reference, moving)``. NaN and +-Inf in float images are always nodata.
+    reference_mask, moving_mask : array of bool, optional
+        Same shape as the images, True where a pixel is valid.
+    min_valid : float, default 0.5
+        Fraction of a window that must be valid in both images; below it the
+        output is NaN.
+    extras : bool, default False
+        Also return the valid fraction and the local (population) std of each
+        image, so "flat", "masked" and "dissimilar" can be told apart.
 
     Returns
     -------
@@ -52,7 +69,9 @@ def local_ncc(
         float32 NCC in [-1, 1]. An xarray input gives a DataArray named ``ncc``
         with the reference's dims, coords and attrs; a dask input gives a lazy
         dask array with the reference's chunks (y/x chunks shorter than the window
-        radius are merged).
+        radius are merged). With ``extras``: a dict of arrays (an
+        ``xarray.Dataset`` for xarray inputs) named ``ncc``, ``valid_fraction``,
+        ``std_reference`` and ``std_moving``.
 
     Examples
     --------
@@ -63,19 +82,41 @@ def local_ncc(
     >>> bool(np.allclose(local_ncc(a, 2 * a + 1, 5), 1.0))
     True
     """
+    options = dict(boundary=boundary, flat=flat, nodata=nodata, min_valid=min_valid, extras=extras)
     if isinstance(reference, xr.DataArray):
         moving_dims = moving.dims if isinstance(moving, xr.DataArray) else None
         check_pair(reference.shape, np.shape(moving), reference.dtype, moving.dtype, window, boundary,
                    reference.dims, moving_dims)
-        mov_data = moving.data if isinstance(moving, xr.DataArray) else moving
-        result = local_ncc(reference.data, mov_data, window, boundary=boundary, flat=flat)
-        return xr.DataArray(result, dims=reference.dims, coords=reference.coords, attrs=dict(reference.attrs),
-                            name="ncc")
+        plain = lambda v: v.data if isinstance(v, xr.DataArray) else v  # noqa: E731
+        result = local_ncc(reference.data, plain(moving), window, reference_mask=plain(reference_mask),
+                           moving_mask=plain(moving_mask), **options)
+        wrap = lambda data, name: xr.DataArray(data, dims=reference.dims, coords=reference.coords,  # noqa: E731
+                                               attrs=dict(reference.attrs), name=name)
+        if extras:
+            return xr.Dataset({name: wrap(data, name) for name, data in result.items()})
+        return wrap(result, "ncc")
     if isinstance(moving, xr.DataArray):
         moving = moving.data
     check_pair(np.shape(reference), np.shape(moving), reference.dtype, moving.dtype, window, boundary)
-    if isinstance(reference, da.Array) or isinstance(moving, da.Array):
-        ref = da.asarray(reference)
-        mov = da.asarray(moving)
-        return local_ncc_dask(ref, mov, window, boundary=boundary, flat=flat)
-    return local_ncc_numpy(np.asarray(reference), np.asarray(moving), window, boundary=boundary, flat=flat)
+    if not 0.0 <= min_valid <= 1.0:
+        raise InputError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
+    for name, mask in (("reference_mask", reference_mask), ("moving_mask", moving_mask)):
+        if mask is not None and np.shape(mask) != np.shape(reference):
+            raise InputError(f"{name} must have the images' shape {np.shape(reference)}, got {np.shape(mask)}")
+    pair_nodata = nodata if isinstance(nodata, tuple) else (nodata, nodata)
+    lazy = any(isinstance(v, da.Array) for v in (reference, moving, reference_mask, moving_mask))
+    if lazy:
+        reference, moving = da.asarray(reference), da.asarray(moving)
+        masks = [None if m is None else da.asarray(m) for m in (reference_mask, moving_mask)]
+    else:
+        reference, moving = np.asarray(reference), np.asarray(moving)
+        masks = [None if m is None else np.asarray(m) for m in (reference_mask, moving_mask)]
+    invalid = invalid_mask(reference, moving, pair_nodata, *masks)
+    kwargs = dict(boundary=boundary, flat=flat, invalid=invalid, min_valid=min_valid, extras=extras)
+    if lazy:
+        result = local_ncc_dask(reference, moving, window, **kwargs)
+        return {name: result[i] for i, name in enumerate(EXTRA_NAMES)} if extras else result
+    result = local_ncc_numpy(reference, moving, window, **kwargs)
+    if extras:
+        return dict(zip(EXTRA_NAMES, (result[0], *result[1])))
+    return result

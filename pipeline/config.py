@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-__all__ = ["ComputeConfig", "PairConfig", "RunConfig", "load_config", "parse_config", "apply_overrides"]
+__all__ = ["ComputeConfig", "NodataConfig", "PairConfig", "RunConfig", "load_config", "parse_config", "apply_overrides"]
 
 _STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -34,13 +34,29 @@ class ComputeConfig(BaseModel):
 
 
 class PairConfig(BaseModel):
-    """One reference/moving pair and where its NCC map goes."""
+    """One reference/moving pair, optional validity masks, and where its NCC map goes."""
 
     model_config = _STRICT
 
     reference: str
     moving: str
     output: str
+    reference_mask: str | None = None
+    moving_mask: str | None = None
+
+
+class NodataConfig(BaseModel):
+    """Nodata values per input (None: the input has no nodata value)."""
+
+    model_config = _STRICT
+
+    reference: float | None = None
+    moving: float | None = None
+
+    @field_validator("reference", "moving", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class RunConfig(BaseModel):
@@ -51,17 +67,22 @@ class RunConfig(BaseModel):
     reference: str | None = None
     moving: str | None = None
     output: str | None = None
+    reference_mask: str | None = None
+    moving_mask: str | None = None
     pairs: list[PairConfig] | None = None
     window: int = 7
     boundary: Literal["reflect", "nearest", "constant", "nan"] = "reflect"
     flat: float = 0.0
+    nodata: float | NodataConfig | None = None
+    min_valid: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    extra_outputs: bool = False
     dims: list[str] | None = None
     chunks: dict[str, PositiveInt] | None = None
     zarr_format: Literal[2, 3] = 3
     compressor: Literal["lz4", "zstd", "none"] = "lz4"
     compute: ComputeConfig = ComputeConfig()
 
-    @field_validator("flat", mode="before")
+    @field_validator("flat", "nodata", "min_valid", mode="before")
     @classmethod
     def _flat_number(cls, value: Any) -> Any:
         # YAML gives ints for "0" and floats for ".nan"; both are fine, a bool is not.
@@ -98,14 +119,15 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_pair_or_batch(self) -> RunConfig:
-        single = [k for k in ("reference", "moving", "output") if getattr(self, k) is not None]
+        single = [k for k in ("reference", "moving", "output", "reference_mask", "moving_mask")
+                  if getattr(self, k) is not None]
         if self.pairs is not None:
             if single:
                 raise ValueError(f"give either 'pairs' or reference/moving/output, not both (found {', '.join(single)} "
                                  "beside pairs); move them into the pairs list")
             if not self.pairs:
                 raise ValueError("'pairs' is empty; list at least one {reference, moving, output}")
-        elif len(single) != 3:
+        elif not {"reference", "moving", "output"} <= set(single):
             missing = [k for k in ("reference", "moving", "output") if k not in single]
             raise ValueError(f"missing required key(s) {', '.join(missing)}: a run needs reference, moving and "
                              "output (or a 'pairs' list)")
@@ -116,8 +138,8 @@ class RunConfig(BaseModel):
                     raise ValueError(f"two pairs write the same output ({p.output!r} and {q.output!r}); "
                                      "give each pair its own output")
         for p in self.all_pairs():
-            for inp in (p.reference, p.moving):
-                if _same_path(inp, p.output):
+            for inp in (p.reference, p.moving, p.reference_mask, p.moving_mask):
+                if inp is not None and _same_path(inp, p.output):
                     raise ValueError(f"output {p.output!r} is also an input; write the map to another path")
         return self
 
@@ -125,7 +147,14 @@ class RunConfig(BaseModel):
         """The pairs of this run, whether given singly or as a batch."""
         if self.pairs is not None:
             return list(self.pairs)
-        return [PairConfig(reference=self.reference, moving=self.moving, output=self.output)]
+        return [PairConfig(reference=self.reference, moving=self.moving, output=self.output,
+                           reference_mask=self.reference_mask, moving_mask=self.moving_mask)]
+
+    def nodata_pair(self) -> tuple[float | None, float | None]:
+        """Nodata values as (reference, moving)."""
+        if isinstance(self.nodata, NodataConfig):
+            return self.nodata.reference, self.nodata.moving
+        return self.nodata, self.nodata
 
 
 def _same_path(a: str, b: str) -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 
 from .kernel import check_window, nan_border, ncc_padded
 
-__all__ = ["local_ncc_dask", "halo_chunks"]
+__all__ = ["local_ncc_dask", "halo_chunks", "EXTRA_NAMES"]
 
 # dask's own names for the boundary modes; 'nan' pads with zeros and blanks the
 # border afterwards, because integer blocks cannot hold NaN.
@@ -43,8 +43,13 @@ def halo_chunks(chunks: tuple[tuple[int, ...], ...], radius: int) -> tuple[tuple
     return tuple(chunks[:-2]) + tuple(_merge_short(c, radius) for c in chunks[-2:])
 
 
-def _block(a, b, *, radius, flat, nan_edges, full_shape, block_info=None):
-    out = ncc_padded(a, b, radius, flat)
+#: Names of the stacked outputs when extras are requested, in order.
+EXTRA_NAMES = ("ncc", "valid_fraction", "std_reference", "std_moving")
+
+
+def _block(a, b, invalid=None, *, radius, flat, nan_edges, full_shape, min_valid, extras, block_info=None):
+    result = ncc_padded(a, b, radius, flat, invalid=invalid, min_valid=min_valid, extras=extras)
+    out = np.concatenate([result[0][None], result[1]]) if extras else result
     if nan_edges:
         start = tuple(loc[0] for loc in block_info[None]["array-location"][-2:])
         nan_border(out, radius, start, full_shape)
@@ -58,37 +63,45 @@ def local_ncc_dask(
     *,
     boundary: str = "reflect",
     flat: float = 0.0,
+    invalid: da.Array | None = None,
+    min_valid: float = 0.5,
+    extras: bool = False,
 ) -> da.Array:
     """Lazy local NCC of two dask arrays; building it computes nothing.
 
     The halo is the window radius on y and x (the last two axes) and 0 on t.
-    ``moving`` is rechunked to ``reference``'s chunks; y/x chunks shorter than
-    the radius are merged with a neighbour. The result has those chunks.
+    ``moving`` (and the nodata mask ``invalid``) are rechunked to
+    ``reference``'s chunks; y/x chunks shorter than the radius are merged with
+    a neighbour. The result has those chunks; with ``extras`` it gains a leading
+    axis of length 4 holding :data:`EXTRA_NAMES` in order.
     """
     radius = check_window(window)
     chunks = halo_chunks(reference.chunks, radius)
-    if chunks != reference.chunks:
-        reference = reference.rechunk(chunks)
-    if moving.chunks != chunks:
-        moving = moving.rechunk(chunks)
+    arrays = [reference, moving] + ([invalid] if invalid is not None else [])
+    arrays = [a if a.chunks == chunks else a.rechunk(chunks) for a in arrays]
     ndim = reference.ndim
     depth = {ax: (radius if ax >= ndim - 2 else 0) for ax in range(ndim)}
-    bound = {ax: (_DASK_BOUNDARY[boundary] if ax >= ndim - 2 else "none") for ax in range(ndim)}
+    data_bound = {ax: (_DASK_BOUNDARY[boundary] if ax >= ndim - 2 else "none") for ax in range(ndim)}
+    # The mask is padded like the data, except that constant padding is valid data (False = valid).
+    mask_bound = {ax: (data_bound[ax] if isinstance(data_bound[ax], str) else False) for ax in range(ndim)}
+    out_chunks = (((4,),) if extras else ()) + chunks
     return da.map_overlap(
         _block,
-        reference,
-        moving,
+        *arrays,
         depth=depth,
-        boundary=bound,
+        boundary=[data_bound, data_bound] + ([mask_bound] if invalid is not None else []),
         trim=False,
         align_arrays=False,
         allow_rechunk=False,
-        chunks=chunks,
+        chunks=out_chunks,
         dtype=np.float32,
-        meta=np.empty((0,) * ndim, dtype=np.float32),
+        meta=np.empty((0,) * (ndim + extras), dtype=np.float32),
         radius=radius,
         flat=float(flat),
         nan_edges=boundary == "nan",
         full_shape=reference.shape[-2:],
+        min_valid=float(min_valid),
+        extras=extras,
         token="local-ncc",
+        **({"new_axis": [0]} if extras else {}),
     )

@@ -186,7 +186,7 @@ def _compressor(name: str, zarr_format: int):
 
 def prepare_output(
     url: str,
-    ncc: xr.DataArray,
+    result: xr.Dataset,
     provenance: dict[str, Any],
     *,
     zarr_format: int = 3,
@@ -194,13 +194,15 @@ def prepare_output(
 ) -> None:
     """Create the output group: metadata, coordinates, provenance and the block ledger.
 
-    The ``ncc`` array's zarr chunks equal the dask blocks of ``ncc`` (whose
-    boundaries must fall on multiples of its first chunk), so each block task
-    writes whole zarr chunks and no two tasks touch the same chunk. No NCC
-    value is written here: :func:`write_block` does that, block by block.
-    The ledger ``_lncc/blocks`` holds one stats vector per block, written after
-    the block's values, so a block is done exactly when its ledger entry exists.
+    ``result`` holds ``ncc`` (and optionally extra variables of the same
+    shape), lazily. Each variable's zarr chunks equal its dask blocks (whose
+    boundaries must fall on multiples of the first chunk), so each block task
+    writes whole zarr chunks and no two tasks touch the same chunk. No value is
+    written here: :func:`write_block` does that, block by block. The ledger
+    ``_lncc/blocks`` holds one stats vector per block, written after the
+    block's values, so a block is done exactly when its ledger entry exists.
     """
+    ncc = result["ncc"]
     chunks = tuple(c[0] for c in ncc.chunks)
     for dim, c, size in zip(ncc.dims, ncc.chunks, chunks):
         starts = np.cumsum((0,) + c[:-1])
@@ -208,10 +210,11 @@ def prepare_output(
             raise ValueError(f"output chunks along {dim} {c} do not start on multiples of the zarr chunk {size}; "
                              "two tasks would write the same zarr chunk")
     codec = _compressor(compressor, zarr_format)
-    encoding = {"ncc": {"chunks": chunks, "compressors": () if codec is None else (codec,)}}
-    ds = ncc.to_dataset(name="ncc")
+    encoding = {name: {"chunks": chunks, "compressors": () if codec is None else (codec,)}
+                for name in result.data_vars}
+    ds = result.copy()
     ds.attrs = {}
-    for name in ds.coords:
+    for name in ds.variables:
         ds[name].encoding = {}
     # compute=False writes metadata and coordinates only; the values go through write_block.
     ds.to_zarr(url, mode="w", compute=False, consolidated=False, zarr_format=zarr_format, encoding=encoding)
@@ -223,14 +226,15 @@ def prepare_output(
     update_provenance(url, provenance)
 
 
-def write_block(url: str, values: np.ndarray, region: tuple[slice, ...], block_index: tuple[int, ...],
+def write_block(url: str, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
                 stats: np.ndarray) -> None:
-    """Write one block's NCC values, then its ledger entry (so the entry proves the values are there).
+    """Write one block of every output variable, then its ledger entry (which proves the values are there).
 
-    Both writes replace whole zarr chunks, so a retried task writes the same bytes.
+    All writes replace whole zarr chunks, so a retried task writes the same bytes.
     """
-    # write_empty_chunks: skip zarr's per-chunk "all fill value?" scan, a full extra pass over every block.
-    zarr.open_array(store=_join(url, "ncc"), mode="r+", config={"write_empty_chunks": True})[region] = values
+    for name, block in values.items():
+        # write_empty_chunks: skip zarr's per-chunk "all fill value?" scan, a full extra pass over every block.
+        zarr.open_array(store=_join(url, name), mode="r+", config={"write_empty_chunks": True})[region] = block
     zarr.open_array(store=_join(url, _STATE_GROUP, _LEDGER), mode="r+")[block_index] = stats
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import dask
 import numpy as np
+import xarray as xr
 
 from . import io
 from .api import local_ncc
@@ -47,6 +48,7 @@ class PairPlan:
     fingerprints: dict[str, str]
     config_hash: str
     action: str  # "fresh", "resume" or "up to date"
+    masks: tuple[io.InputInfo | None, io.InputInfo | None] = (None, None)
 
 
 @dataclass
@@ -148,16 +150,30 @@ def plan_run(config: RunConfig, *, force: bool = False) -> list[PairPlan]:
         if state == "foreign" and not force:
             raise InputError(f"output {pair.output!r} exists and was not written by lncc; "
                              "choose another output path or pass --force to overwrite it")
+        masks = tuple(None if url is None else _check_mask(io.inspect_input(url, config.dims), ref, role)
+                      for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
         chunks = processing_chunks(ref, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
-        fingerprints = {"reference": io.fingerprint(pair.reference), "moving": io.fingerprint(pair.moving)}
+        fingerprints = {role: io.fingerprint(url) for role, url in (
+            ("reference", pair.reference), ("moving", pair.moving),
+            ("reference_mask", pair.reference_mask), ("moving_mask", pair.moving_mask)) if url is not None}
         digest = config_hash(config, pair, chunks)
         action = "fresh"
         if state == "lncc" and not force:
             previous = io.read_provenance(pair.output)
             if previous.get("config_hash") == digest and previous.get("fingerprints") == fingerprints:
                 action = "up to date" if previous.get("status") == "complete" else "resume"
-        plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action))
+        plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks))
     return plans
+
+
+def _check_mask(mask: io.InputInfo, image: io.InputInfo, role: str) -> io.InputInfo:
+    if mask.dtype != np.bool_:
+        raise InputError(f"{role} {mask.url!r} has dtype {mask.dtype}; expected a bool array (true = valid): "
+                         "convert it, e.g. mask = values != 0")
+    if mask.shape != image.shape:
+        raise InputError(f"{role} {mask.url!r} has shape {mask.shape} but the images have {image.shape}; "
+                         "give a mask of the images' shape")
+    return mask
 
 
 def config_hash(config: RunConfig, pair: PairConfig, chunks: tuple[int, ...]) -> str:
@@ -165,8 +181,9 @@ def config_hash(config: RunConfig, pair: PairConfig, chunks: tuple[int, ...]) ->
     import hashlib
     import json
 
-    settings = config.model_dump(mode="json", exclude={"pairs", "reference", "moving", "output", "compute"})
-    settings.update(reference=pair.reference, moving=pair.moving, chunks=list(chunks),
+    settings = config.model_dump(mode="json", exclude={"pairs", "reference", "moving", "output", "compute",
+                                                       "reference_mask", "moving_mask"})
+    settings.update(pair.model_dump(exclude={"output"}), chunks=list(chunks),
                     lncc=_versions().get("lncc", "unknown"))
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -204,9 +221,9 @@ def _provenance(config: RunConfig, plan: PairPlan, started: str) -> dict[str, An
 
 
 @dask.delayed(pure=True)
-def _write_block(values: np.ndarray, url: str, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
+def _write_block(values: dict[str, np.ndarray], url: str, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
     # Stats are taken here, from the block in hand, so no NCC block outlives its write.
-    io.write_block(url, values, region, index, block_stats(values))
+    io.write_block(url, values, region, index, block_stats(values["ncc"]))
 
 
 class _PeakRss:
@@ -295,23 +312,28 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool) -> RunSum
         url = plan.pair.output
         ref = io.open_input(plan.reference, plan.chunks)
         mov = io.open_input(plan.moving, plan.chunks)
-        ncc = local_ncc(ref, mov, config.window, boundary=config.boundary, flat=config.flat)
+        masks = [None if m is None else io.open_input(m, plan.chunks) for m in plan.masks]
+        result = local_ncc(ref, mov, config.window, boundary=config.boundary, flat=config.flat,
+                           nodata=config.nodata_pair(), reference_mask=masks[0], moving_mask=masks[1],
+                           min_valid=config.min_valid, extras=config.extra_outputs)
+        result = result if isinstance(result, xr.Dataset) else result.to_dataset(name="ncc")
         if plan.action == "resume":
             io.clean_partials(url)
             done = ~np.isnan(io.read_ledger(url)[..., -1])
             io.update_provenance(url, {"status": "running", "resumed": started, "pid": os.getpid(),
                                        "host": socket.gethostname()})
         else:
-            io.prepare_output(url, ncc, _provenance(config, plan, started),
+            io.prepare_output(url, result, _provenance(config, plan, started),
                               zarr_format=config.zarr_format, compressor=config.compressor)
-            done = np.zeros(ncc.data.numblocks, dtype=bool)
-        blocks = ncc.data.to_delayed()
-        starts = [np.cumsum((0,) + c[:-1]) for c in ncc.chunks]
-        todo = [index for index in np.ndindex(blocks.shape) if not done[index]]
-        counts[url] = (len(todo), blocks.size)
+            done = np.zeros(result["ncc"].data.numblocks, dtype=bool)
+        blocks = {name: var.data.to_delayed() for name, var in result.data_vars.items()}
+        chunks = result["ncc"].chunks
+        starts = [np.cumsum((0,) + c[:-1]) for c in chunks]
+        todo = [index for index in np.ndindex(done.shape) if not done[index]]
+        counts[url] = (len(todo), done.size)
         for index in todo:
-            region = tuple(slice(int(st[i]), int(st[i]) + c[i]) for st, c, i in zip(starts, ncc.chunks, index))
-            tasks.append(_write_block(blocks[index], url, region, index))
+            region = tuple(slice(int(st[i]), int(st[i]) + c[i]) for st, c, i in zip(starts, chunks, index))
+            tasks.append(_write_block({name: b[index] for name, b in blocks.items()}, url, region, index))
     kwargs = _scheduler_kwargs(config)
     with _PeakRss() as rss:
         if progress and tasks:
