@@ -110,6 +110,71 @@ def nan_border(out: np.ndarray, radius: int, start: tuple[int, int], full_shape:
         out[tuple(index)] = np.nan
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _add_column(j, x, y, cx, cy, cxx, cyy, cxy):
+    cx[j] += x
+    cy[j] += y
+    cxx[j] += x * x
+    cyy[j] += y * y
+    cxy[j] += x * y
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _move_column(j, x, y, xo, yo, cx, cy, cxx, cyy, cxy):
+    """Slide column sums down one row: add (x, y), drop (xo, yo)."""
+    cx[j] += x - xo
+    cy[j] += y - yo
+    cxx[j] += x * x - xo * xo
+    cyy[j] += y * y - yo * yo
+    cxy[j] += x * y - xo * yo
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _row_sums(cx, cy, cxx, cyy, cxy, cc, hx, hy, hxx, hyy, hxy, hc, win, w, restart, counted):
+    """Window sums along one row from the column sums, restarted every ``restart`` columns.
+
+    The six running sums are interleaved so their dependency chains overlap;
+    valid counts (``cc`` into ``hc``) are only summed when ``counted``.
+    """
+    for j0 in range(0, w, restart):
+        zero = cx[j0] - cx[j0]  # zero of the sums' type (int64 or float64)
+        sx = zero
+        sy = zero
+        sxx = zero
+        syy = zero
+        sxy = zero
+        sc = cc[j0] - cc[j0]
+        for q in range(j0, j0 + win - 1):
+            sx += cx[q]
+            sy += cy[q]
+            sxx += cxx[q]
+            syy += cyy[q]
+            sxy += cxy[q]
+            if counted:
+                sc += cc[q]
+        for j in range(j0, min(j0 + restart, w)):
+            jn = j + win - 1
+            sx += cx[jn]
+            sy += cy[jn]
+            sxx += cxx[jn]
+            syy += cyy[jn]
+            sxy += cxy[jn]
+            hx[j] = sx
+            hy[j] = sy
+            hxx[j] = sxx
+            hyy[j] = syy
+            hxy[j] = sxy
+            sx -= cx[j]
+            sy -= cy[j]
+            sxx -= cxx[j]
+            syy -= cyy[j]
+            sxy -= cxy[j]
+            if counted:
+                sc += cc[jn]
+                hc[j] = sc
+                sc -= cc[j]
+
+
 @numba.njit(nogil=True, cache=True, fastmath=False)
 def _finish(out, extra, i, j, n, c, min_count, vx, vy, cov, flat, unit_x=1.0, unit_y=1.0):
     """Write one pixel: NaN below ``min_count`` valid pixels, ``flat`` if either variance is 0.
@@ -176,51 +241,10 @@ def _ncc_int(a, b, m, r, flat, min_count, out, extra):
                         xo *= valid_o
                         yo *= valid_o
                         cc[j] -= valid_o
-                    cx[j] += x - xo
-                    cy[j] += y - yo
-                    cxx[j] += x * x - xo * xo
-                    cyy[j] += y * y - yo * yo
-                    cxy[j] += x * y - xo * yo
+                    _move_column(j, x, y, xo, yo, cx, cy, cxx, cyy, cxy)
                 else:
-                    cx[j] += x
-                    cy[j] += y
-                    cxx[j] += x * x
-                    cyy[j] += y * y
-                    cxy[j] += x * y
-        sx = np.int64(0)
-        sy = np.int64(0)
-        sxx = np.int64(0)
-        syy = np.int64(0)
-        sxy = np.int64(0)
-        sc = np.int64(0)
-        for j in range(win - 1):
-            sx += cx[j]
-            sy += cy[j]
-            sxx += cxx[j]
-            syy += cyy[j]
-            sxy += cxy[j]
-            sc += cc[j]
-        for j in range(w):
-            jn = j + 2 * r
-            sx += cx[jn]
-            sy += cy[jn]
-            sxx += cxx[jn]
-            syy += cyy[jn]
-            sxy += cxy[jn]
-            hx[j] = sx
-            hy[j] = sy
-            hxx[j] = sxx
-            hyy[j] = syy
-            hxy[j] = sxy
-            sx -= cx[j]
-            sy -= cy[j]
-            sxx -= cxx[j]
-            syy -= cyy[j]
-            sxy -= cxy[j]
-            if m is not None:
-                sc += cc[jn]
-                hc[j] = sc
-                sc -= cc[j]
+                    _add_column(j, x, y, cx, cy, cxx, cyy, cxy)
+        _row_sums(cx, cy, cxx, cyy, cxy, cc, hx, hy, hxx, hyy, hxy, hc, win, w, w, m is not None)
         if m is None and extra is None:
             for j in range(w):
                 vx = n * hxx[j] - hx[j] * hx[j]
@@ -344,52 +368,10 @@ def _ncc_float(a, b, m, r, flat, min_count, shift_x, shift_y, inv_x, inv_y, out,
                         xo = xo if valid_o else 0.0
                         yo = yo if valid_o else 0.0
                         cc[j] -= 1.0 if valid_o else 0.0
-                    cx[j] += x - xo
-                    cy[j] += y - yo
-                    cxx[j] += x * x - xo * xo
-                    cyy[j] += y * y - yo * yo
-                    cxy[j] += x * y - xo * yo
+                    _move_column(j, x, y, xo, yo, cx, cy, cxx, cyy, cxy)
                 else:
-                    cx[j] += x
-                    cy[j] += y
-                    cxx[j] += x * x
-                    cyy[j] += y * y
-                    cxy[j] += x * y
-        for j0 in range(0, w, _RESTART):
-            sx = 0.0
-            sy = 0.0
-            sxx = 0.0
-            syy = 0.0
-            sxy = 0.0
-            sc = 0.0
-            for q in range(j0, j0 + win - 1):
-                sx += cx[q]
-                sy += cy[q]
-                sxx += cxx[q]
-                syy += cyy[q]
-                sxy += cxy[q]
-                sc += cc[q]
-            for j in range(j0, min(j0 + _RESTART, w)):
-                jn = j + 2 * r
-                sx += cx[jn]
-                sy += cy[jn]
-                sxx += cxx[jn]
-                syy += cyy[jn]
-                sxy += cxy[jn]
-                hx[j] = sx
-                hy[j] = sy
-                hxx[j] = sxx
-                hyy[j] = syy
-                hxy[j] = sxy
-                sx -= cx[j]
-                sy -= cy[j]
-                sxx -= cxx[j]
-                syy -= cyy[j]
-                sxy -= cxy[j]
-                if m is not None:
-                    sc += cc[jn]
-                    hc[j] = sc
-                    sc -= cc[j]
+                    _add_column(j, x, y, cx, cy, cxx, cyy, cxy)
+        _row_sums(cx, cy, cxx, cyy, cxy, cc, hx, hy, hxx, hyy, hxy, hc, win, w, _RESTART, m is not None)
         fallback = 0
         for j in range(w):
             c = n if m is None else np.float64(round(hc[j]))

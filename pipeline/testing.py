@@ -14,6 +14,7 @@ __all__ = [
     "camera",
     "stereo_pair",
     "sample_pair",
+    "sample_crop",
     "textured",
     "cast_to",
 ]
@@ -127,6 +128,15 @@ def sample_pair(shape: tuple[int, ...], dtype="uint8", seed: int = 0, noise: flo
     ref = np.stack(ref_frames) if len(shape) == 3 else ref_frames[0]
     mov = np.stack(mov_frames) if len(shape) == 3 else mov_frames[0]
     return cast_to(ref, dtype), cast_to(mov, dtype)
+
+
+def sample_crop(shape: tuple[int, ...], dtype="uint8", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A :func:`sample_pair` crop of ``shape`` at a seed-dependent place in the photograph."""
+    rng = np.random.default_rng(seed)
+    oy, ox = (int(v) for v in rng.integers(0, 400, size=2))
+    h, w = shape[-2:]
+    ref, mov = sample_pair(tuple(shape[:-2]) + (h + oy, w + ox), dtype, seed)
+    return ref[..., oy:, ox:], mov[..., oy:, ox:]
 
 
 def textured(shape: tuple[int, ...], dtype="float64", seed: int = 0, flat_fraction: float = 0.3,

@@ -26,25 +26,6 @@ TOL = 1e-6
 # --------------------------------------------------------------------------- helpers
 
 
-def textured(shape, dtype, seed, levels=None):
-    """``pipeline.testing.textured``, retrying another seed on IndexError (an old bug, see test_kernel.py)."""
-    for k in range(50):
-        try:
-            return ptesting.textured(shape, dtype, seed + 7919 * k, levels=levels)
-        except IndexError:
-            continue
-    raise AssertionError("textured() failed for 50 seeds in a row")
-
-
-def sample_crop(shape, dtype, seed):
-    """A crop of ``sample_pair`` at a seed-dependent place in the photograph."""
-    rng = np.random.default_rng(seed)
-    oy, ox = (int(v) for v in rng.integers(0, 400, size=2))
-    h, w = shape[-2:]
-    ref, mov = sample_pair(tuple(shape[:-2]) + (h + oy, w + ox), dtype, seed)
-    return ref[..., oy:, ox:], mov[..., oy:, ox:]
-
-
 def assert_matches(got, expected, tol=TOL):
     """Same shape, identical NaN masks and max |difference| <= tol elsewhere."""
     got = np.asarray(got)
@@ -94,13 +75,13 @@ def chunked_cases(draw, dtype):
     seed = draw(st.integers(0, 2**31 - 1))
     source = draw(st.sampled_from(["textured", "sample", "mixed"]))
     levels = draw(st.integers(2, 6))
-    ref, mov = sample_crop(shape, dtype, seed)
+    ref, mov = ptesting.sample_crop(shape, dtype, seed)
     if source == "textured":
-        a, b = textured(shape, dtype, seed, levels=levels), textured(shape, dtype, seed + 1, levels=levels)
+        a, b = ptesting.textured(shape, dtype, seed, levels=levels), ptesting.textured(shape, dtype, seed + 1, levels=levels)
     elif source == "sample":
         a, b = ref, mov
     else:
-        a, b = textured(shape, dtype, seed, levels=levels), mov
+        a, b = ptesting.textured(shape, dtype, seed, levels=levels), mov
     chunks_a = tuple(draw(partitions(n)) for n in shape)
     same = draw(st.booleans())
     chunks_b = chunks_a if same else tuple(draw(partitions(n)) for n in shape)
@@ -137,7 +118,7 @@ def test_dask_equals_numpy_for_any_chunking(dtype, data):
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_tiny_chunks_smaller_than_radius(dtype, boundary):
     """Chunks of size 1 and 2 next to big ones (window 11, r=5) give the numpy result."""
-    a, b = sample_crop((2, 33, 41), dtype, seed=12)
+    a, b = ptesting.sample_crop((2, 33, 41), dtype, seed=12)
     chunks = ((1, 1), (1, 2, 1, 20, 2, 7), (2, 1, 1, 30, 1, 6))
     result = local_ncc(da.from_array(a, chunks=chunks), da.from_array(b, chunks=((2,), (33,), (41,))), 11,
                        boundary=boundary, flat=np.nan)
@@ -146,7 +127,7 @@ def test_tiny_chunks_smaller_than_radius(dtype, boundary):
 
 def test_numpy_and_dask_inputs_can_be_mixed():
     """A numpy reference with a dask moving image (and vice versa) gives a dask result equal to numpy."""
-    a, b = sample_crop((30, 40), "uint8", seed=4)
+    a, b = ptesting.sample_crop((30, 40), "uint8", seed=4)
     expected = local_ncc(a, b, 5)
     db = da.from_array(b, chunks=(7, 11))
     for ref, mov in ((a, db), (da.from_array(a, chunks=(10, 8)), b)):
@@ -161,7 +142,7 @@ def test_numpy_and_dask_inputs_can_be_mixed():
 
 def test_building_the_graph_computes_nothing():
     """local_ncc on dask inputs builds the graph without running any scheduler."""
-    a, b = sample_crop((2, 40, 50), "uint16", seed=1)
+    a, b = ptesting.sample_crop((2, 40, 50), "uint16", seed=1)
     ref = da.from_array(a, chunks=(1, (1, 13, 26), (20, 2, 28)))  # needs merging of short chunks
     mov = da.from_array(b, chunks=(2, 7, 9))  # needs rechunking to ref's chunks
     with dask.config.set(scheduler=_forbidden_scheduler):
@@ -198,7 +179,7 @@ def test_inputs_whose_blocks_fail_are_not_touched_while_building():
 def test_output_chunks_equal_input_chunks_when_at_least_radius(chunks):
     """With every y/x chunk >= radius (3), the output has exactly the reference's chunks."""
     shape = tuple(sum(c) for c in chunks)
-    a, b = sample_crop(shape, "float32", seed=3)
+    a, b = ptesting.sample_crop(shape, "float32", seed=3)
     result = local_ncc(da.from_array(a, chunks=chunks), da.from_array(b, chunks=-1), 7)
     assert isinstance(result, da.Array) and result.dtype == np.float32
     assert result.chunks == chunks
@@ -209,7 +190,7 @@ def test_output_chunks_equal_input_chunks_when_at_least_radius(chunks):
 
 def test_output_chunks_merge_chunks_shorter_than_radius():
     """Chunks shorter than the radius are merged: a partition of the axis with every chunk >= r."""
-    a, b = sample_crop((40, 50), "uint8", seed=8)
+    a, b = ptesting.sample_crop((40, 50), "uint8", seed=8)
     chunks = ((1, 1, 1, 30, 2, 5), (20, 1, 29))
     result = local_ncc(da.from_array(a, chunks=chunks), da.from_array(b, chunks=chunks), 9)
     for axis, n in zip(result.chunks, a.shape):
@@ -223,7 +204,7 @@ def test_output_chunks_merge_chunks_shorter_than_radius():
 
 def test_threads_and_synchronous_schedulers_agree():
     """The same graph computed with the threads and the synchronous schedulers gives identical arrays."""
-    a, b = sample_crop((3, 50, 60), "float32", seed=2)
+    a, b = ptesting.sample_crop((3, 50, 60), "float32", seed=2)
     result = local_ncc(da.from_array(a, chunks=(1, 17, 23)), da.from_array(b, chunks=(2, 25, 9)), 9,
                        boundary="nan", flat=np.nan)
     threaded = result.compute(scheduler="threads")
@@ -236,7 +217,7 @@ def test_threads_and_synchronous_schedulers_agree():
 
 
 def _video_pair():
-    a, b = sample_crop((3, 32, 40), "uint16", seed=5)
+    a, b = ptesting.sample_crop((3, 32, 40), "uint16", seed=5)
     coords = {
         "t": np.array(["2024-01-01", "2024-01-02", "2024-01-03"], dtype="datetime64[ns]"),
         "y": np.arange(32) * 0.5,

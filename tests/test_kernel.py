@@ -27,31 +27,6 @@ TOL = 1e-6
 # --------------------------------------------------------------------------- helpers
 
 
-def textured(shape, dtype, seed, levels=None):
-    """``pipeline.testing.textured``, retrying another seed on IndexError.
-
-    ``textured`` used to index its 'nearly flat' pixel outside the image (checked by
-    ``test_textured_never_indexes_outside_the_image``); the retry keeps the other
-    tests meaningful, and deterministic, should that bug come back.
-    """
-    for k in range(50):
-        try:
-            return ptesting.textured(shape, dtype, seed + 7919 * k, levels=levels)
-        except IndexError:
-            continue
-    raise AssertionError("textured() failed for 50 seeds in a row")
-
-
-def sample_crop(shape, dtype, seed):
-    """A crop of ``sample_pair`` at a seed-dependent place in the photograph."""
-    rng = np.random.default_rng(seed)
-    oy, ox = (int(v) for v in rng.integers(0, 400, size=2))
-    h, w = shape[-2:]
-    big = shape[:-2] + (h + oy, w + ox)
-    ref, mov = sample_pair(big, dtype, seed)
-    return ref[..., oy:, ox:], mov[..., oy:, ox:]
-
-
 def flat_windows(x, window, boundary="reflect"):
     """Independent flat mask: True where every value of the padded window is equal."""
     r = window // 2
@@ -104,14 +79,14 @@ def numpy_cases(draw, dtype):
     levels = draw(st.integers(2, 6))
     source_a = draw(st.sampled_from(["textured-levels", "textured-normal", "sample"]))
     source_b = draw(st.sampled_from(["textured-levels", "sample", "same-as-a"]))
-    sample_ref, sample_mov = sample_crop((h, w), dtype, seed)
+    sample_ref, sample_mov = ptesting.sample_crop((h, w), dtype, seed)
     a = {
-        "textured-levels": lambda: textured((h, w), dtype, seed, levels=levels),
-        "textured-normal": lambda: textured((h, w), dtype, seed),
+        "textured-levels": lambda: ptesting.textured((h, w), dtype, seed, levels=levels),
+        "textured-normal": lambda: ptesting.textured((h, w), dtype, seed),
         "sample": lambda: sample_ref,
     }[source_a]()
     b = {
-        "textured-levels": lambda: textured((h, w), dtype, seed + 1, levels=levels),
+        "textured-levels": lambda: ptesting.textured((h, w), dtype, seed + 1, levels=levels),
         "sample": lambda: sample_mov,
         "same-as-a": lambda: a.copy(),
     }[source_b]()
@@ -173,7 +148,7 @@ def test_non_contiguous_views_match_reference():
 @pytest.mark.parametrize("dtype", ["float64", "float32", "uint16"])
 def test_tall_wide_image_threads_and_restarts(dtype):
     """A 300x140 image (threaded row strips, running-sum restarts) matches the reference with 1 and 2 threads."""
-    a, b = sample_crop((300, 140), dtype, seed=11)
+    a, b = ptesting.sample_crop((300, 140), dtype, seed=11)
     exp = reference_ncc(a, b, 5)
     one = local_ncc_numpy(a, b, 5, threads=1)
     two = local_ncc_numpy(a, b, 5, threads=2)
@@ -188,7 +163,7 @@ def test_tall_wide_image_threads_and_restarts(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_self_correlation_is_one(dtype, window):
     """ncc(x, x) is 1 (within 1e-6) on every non-flat window and `flat` exactly on flat ones."""
-    x = np.concatenate([textured((24, 30), dtype, 5, levels=3), sample_pair((24, 30), dtype, 5)[0]], axis=0)
+    x = np.concatenate([ptesting.textured((24, 30), dtype, 5, levels=3), sample_pair((24, 30), dtype, 5)[0]], axis=0)
     x[2:12, 3:15] = x[0, 0]  # a flat patch larger than the window
     flat = flat_windows(x, window)
     assert flat.any() and (~flat).any()  # both cases really occur
@@ -210,7 +185,7 @@ def test_self_correlation_is_one(dtype, window):
 )
 def test_affine_change_of_one_image(seed, scale, sign, offset, window, boundary):
     """ncc(x, a*x+b) equals ncc(x, x) for a > 0 and is -1 (on non-flat windows) for a < 0."""
-    x = textured((24, 28), "float64", seed)
+    x = ptesting.textured((24, 28), "float64", seed)
     y = sign * scale * x + offset
     same = local_ncc(x, x, window, boundary=boundary, flat=np.nan)
     got = local_ncc(x, y, window, boundary=boundary, flat=np.nan)
@@ -387,7 +362,7 @@ def test_tiny_variance_region_next_to_large_range_region(dtype):
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_edge_rows_and_columns_match_reference(boundary, window, dtype):
     """The r+1 outermost rows and columns on each side match the reference for every mode."""
-    a, b = sample_crop((26, 31), dtype, seed=31)
+    a, b = ptesting.sample_crop((26, 31), dtype, seed=31)
     r = window // 2
     got = local_ncc(a, b, window, boundary=boundary, flat=np.nan)
     exp = reference_ncc(a, b, window, boundary, np.nan)
@@ -408,7 +383,7 @@ def test_boundary_modes_have_scipy_meaning(boundary, window):
 
 def test_boundary_modes_differ_at_the_edges():
     """The four modes give different edge values (the mode is really applied) but equal interiors."""
-    a, b = sample_crop((30, 30), "float64", seed=5)
+    a, b = ptesting.sample_crop((30, 30), "float64", seed=5)
     outs = {m: local_ncc(a, b, 7, boundary=m) for m in BOUNDARIES}
     for m in BOUNDARIES:
         assert_matches(outs[m][3:-3, 3:-3], outs["reflect"][3:-3, 3:-3].astype(np.float64))
@@ -425,7 +400,7 @@ def test_boundary_modes_differ_at_the_edges():
 ])
 def test_nan_boundary_blanks_exactly_radius_rows_and_cols(shape, window):
     """boundary='nan' gives exactly r NaN rows/cols on each side and no NaN inside (flat=0)."""
-    a, b = sample_crop(shape, "uint8", seed=3)
+    a, b = ptesting.sample_crop(shape, "uint8", seed=3)
     r = window // 2
     out = local_ncc(a, b, window, boundary="nan")
     expected = np.ones(out.shape, bool)
@@ -440,7 +415,7 @@ def test_nan_boundary_blanks_exactly_radius_rows_and_cols(shape, window):
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "float32"])
 def test_video_equals_stacked_frames(dtype, boundary):
     """A (t, y, x) input equals stacking the per-frame 2-D results (frames independent)."""
-    a, b = sample_crop((3, 26, 33), dtype, seed=6)
+    a, b = ptesting.sample_crop((3, 26, 33), dtype, seed=6)
     a = a.copy()
     a[1] = a[1, 0, 0]  # an entirely flat frame must not affect its neighbours
     video = local_ncc(a, b, 5, boundary=boundary, flat=np.nan)
@@ -493,7 +468,7 @@ def test_bad_input_raises_input_error(ref, mov, window, kwargs):
 @pytest.mark.parametrize("shape,window", [((10, 12), 9), ((9, 40), 9), ((3, 3), 3), ((1, 5, 5), 5)])
 def test_largest_allowed_window_is_accepted(shape, window):
     """A window equal to the image's smaller side is valid and matches the reference."""
-    a, b = sample_crop(shape, "uint8", seed=1)
+    a, b = ptesting.sample_crop(shape, "uint8", seed=1)
     assert_matches(local_ncc(a, b, window), reference_ncc(a, b, window))
 
 
@@ -501,7 +476,7 @@ def test_largest_allowed_window_is_accepted(shape, window):
 
 
 def test_textured_never_indexes_outside_the_image():
-    """textured() returns an image of the requested shape for every shape and seed."""
+    """ptesting.textured() returns an image of the requested shape for every shape and seed."""
     for h in range(3, 41):
         for seed in range(20):
             assert ptesting.textured((h, h), "uint8", seed, levels=3).shape == (h, h)
