@@ -131,6 +131,9 @@ def inspect(output: Annotated[str, typer.Argument(help="An lncc output (zarr gro
 
 def main() -> None:
     """Console-script entry point."""
+    # When a process-pool worker dies, multiprocessing's resource tracker (its own process, started
+    # with these options) warns about leaked semaphores after lncc has reported the failure on one line.
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
     app(prog_name="lncc")
 
 
