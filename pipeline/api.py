@@ -98,6 +98,8 @@ def local_ncc(
     if isinstance(moving, xr.DataArray):
         moving = moving.data
     check_pair(np.shape(reference), np.shape(moving), reference.dtype, moving.dtype, window, boundary)
+    if not (np.isnan(flat) or -1.0 <= flat <= 1.0):
+        raise InputError(f"flat must be in [-1, 1] or NaN (NCC values lie in [-1, 1]), got {flat}")
     if not 0.0 <= min_valid <= 1.0:
         raise InputError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
     for name, mask in (("reference_mask", reference_mask), ("moving_mask", moving_mask)):

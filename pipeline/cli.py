@@ -95,7 +95,11 @@ def run(
 
 
 @app.command()
-def validate(config: ConfigArg, set_: SetOpt = None) -> None:
+def validate(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Accept outputs not written by lncc, as run --force.")] = False,
+) -> None:
     """Check CONFIG and its inputs without computing or writing anything."""
 
     def body():
@@ -103,7 +107,7 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
         from .run import plan_run
 
         cfg = load_config(config, set_ or [])
-        plans = plan_run(cfg)
+        plans = plan_run(cfg, force=force)
         for plan in plans:
             typer.echo(f"ok: {plan.pair.reference} x {plan.pair.moving} -> {plan.pair.output}  "
                        f"shape {plan.reference.shape} {plan.reference.dtype}/{plan.moving.dtype}  "

@@ -103,8 +103,8 @@ class RunConfig(BaseModel):
     @field_validator("flat")
     @classmethod
     def _finite_or_nan(cls, value: float) -> float:
-        if math.isinf(value):
-            raise ValueError(f"expected a finite number or .nan, got {value}")
+        if not (math.isnan(value) or -1.0 <= value <= 1.0):
+            raise ValueError(f"expected a number in [-1, 1] or .nan (NCC values lie in [-1, 1]), got {value}")
         return value
 
     @field_validator("dims")
@@ -134,13 +134,17 @@ class RunConfig(BaseModel):
         pairs = self.all_pairs()
         for i, p in enumerate(pairs):
             for q in pairs[i + 1 :]:
-                if _same_path(p.output, q.output):
-                    raise ValueError(f"two pairs write the same output ({p.output!r} and {q.output!r}); "
+                if _same_path(p.output, q.output) or _overlaps(p.output, q.output):
+                    raise ValueError(f"two pairs write the same or nested outputs ({p.output!r} and {q.output!r}); "
                                      "give each pair its own output")
-        for p in self.all_pairs():
-            for inp in (p.reference, p.moving, p.reference_mask, p.moving_mask):
-                if inp is not None and _same_path(inp, p.output):
+        inputs = [i for p in pairs for i in (p.reference, p.moving, p.reference_mask, p.moving_mask) if i]
+        for p in pairs:
+            for inp in inputs:
+                if _same_path(inp, p.output):
                     raise ValueError(f"output {p.output!r} is also an input; write the map to another path")
+                if _overlaps(inp, p.output):
+                    raise ValueError(f"output {p.output!r} and input {inp!r} are nested in one another: writing "
+                                     "the output would destroy the input; write the map to another path")
         return self
 
     def all_pairs(self) -> list[PairConfig]:
@@ -157,10 +161,22 @@ class RunConfig(BaseModel):
         return self.nodata, self.nodata
 
 
+def _normalise(path: str) -> str:
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    if "://" in path:
+        return path.rstrip("/")
+    return str(Path(path).resolve())
+
+
 def _same_path(a: str, b: str) -> bool:
-    if "://" in a or "://" in b:
-        return a.rstrip("/") == b.rstrip("/")
-    return Path(a).resolve() == Path(b).resolve()
+    return _normalise(a) == _normalise(b)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """True when one path lies inside the other (not when they are equal)."""
+    a, b = _normalise(a).rstrip("/") + "/", _normalise(b).rstrip("/") + "/"
+    return a != b and (a.startswith(b) or b.startswith(a))
 
 
 def _describe(value: Any) -> str:
@@ -237,9 +253,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = raw
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
-            child = dict(child) if isinstance(child, dict) else {}
+            if child is not None and not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {item}: {where} is {child!r}, not a mapping; set {where}=... as a whole")
+            child = dict(child or {})
             node[part] = child
             node = child
         node[parts[-1]] = value

@@ -213,7 +213,9 @@ def prepare_output(
     encoding = {name: {"chunks": chunks, "compressors": () if codec is None else (codec,)}
                 for name in result.data_vars}
     ds = result.copy()
-    ds.attrs = {}
+    # The provenance goes in with the group's first metadata, so that no kill can leave a group
+    # that looks foreign (and would then be refused instead of resumed).
+    ds.attrs = {PROVENANCE_KEY: _json_safe(provenance)}
     for name in ds.variables:
         ds[name].encoding = {}
     # compute=False writes metadata and coordinates only; the values go through write_block.
@@ -223,7 +225,7 @@ def prepare_output(
     grid = tuple(len(c) for c in ncc.chunks)
     ledger.create_array(_LEDGER, shape=grid + (STATS_LENGTH,), chunks=(1,) * len(grid) + (STATS_LENGTH,),
                         dtype="float64", fill_value=np.nan)
-    update_provenance(url, provenance)
+    update_provenance(url, {})  # refreshes the consolidated metadata
 
 
 def write_block(url: str, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
@@ -399,34 +401,62 @@ class OutputLock:
         import json
         import os
         import socket
+        import uuid
         from datetime import datetime, timezone
 
         if self.path is None:
             return self  # remote outputs: no atomic create-if-absent in fsspec; see the README
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat()}
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(),
+                   "started": datetime.now(timezone.utc).isoformat(), "token": uuid.uuid4().hex}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and not _is_stale(holder):
-                    raise InputError(
-                        f"output {self.url!r} is being written by another lncc run (host {holder.get('host')}, "
-                        f"pid {holder.get('pid')}, started {holder.get('started')}); wait for it to finish, or "
-                        f"delete {str(self.path)!r} if that run is gone") from None
-                # Stale (its process is dead) or unreadable: remove it and race for a fresh create.
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self.held = True
-            return self
+        # Write the holder first, then link it into place: the lock file never exists without its content.
+        temp = self.path.with_name(f"{self.path.name}.{self.me['token']}.tmp")
+        temp.write_text(json.dumps(self.me))
+        try:
+            for _ in range(3):
+                try:
+                    os.link(temp, self.path)
+                except FileExistsError:
+                    holder = self._holder()
+                    if holder is None or not _is_stale(holder):
+                        who = (f"host {holder.get('host')}, pid {holder.get('pid')}, started {holder.get('started')}"
+                               if holder else "unreadable lock file")
+                        raise InputError(
+                            f"output {self.url!r} is being written by another lncc run ({who}); wait for it to "
+                            f"finish, or delete {str(self.path)!r} if that run is gone") from None
+                    self._take_over(holder)
+                    continue
+                self.held = True
+                return self
+        finally:
+            temp.unlink(missing_ok=True)
         raise InputError(f"could not lock output {self.url!r}: another run took {str(self.path)!r} first; retry")
+
+    def _take_over(self, stale: dict[str, Any]) -> None:
+        """Move a stale lock aside; if what was moved is not the stale lock read, put it back."""
+        import json
+        import os
+
+        aside = self.path.with_name(f"{self.path.name}.{self.me['token']}.stale")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return  # another contender moved it first
+        try:
+            moved = json.loads(aside.read_text())
+        except (OSError, ValueError):
+            moved = None
+        if moved != stale:  # a live lock slipped in between: restore it
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+        aside.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self.held and self.path is not None:
-            self.path.unlink(missing_ok=True)
+            if self._holder() == self.me:  # never delete a lock another run holds now
+                self.path.unlink(missing_ok=True)
             self.held = False
 
     def __enter__(self) -> OutputLock:

@@ -156,6 +156,7 @@ def plan_run(config: RunConfig, *, force: bool = False) -> list[PairPlan]:
         fingerprints = {role: io.fingerprint(url) for role, url in (
             ("reference", pair.reference), ("moving", pair.moving),
             ("reference_mask", pair.reference_mask), ("moving_mask", pair.moving_mask)) if url is not None}
+        fingerprints["coordinates"] = _coords_digest(ref)  # the output's coordinates come from the reference
         digest = config_hash(config, pair, chunks)
         action = "fresh"
         if state == "lncc" and not force:
@@ -164,6 +165,29 @@ def plan_run(config: RunConfig, *, force: bool = False) -> list[PairPlan]:
                 action = "up to date" if previous.get("status") == "complete" else "resume"
         plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks))
     return plans
+
+
+def _resumable_blocks(url: str, grid: tuple[int, ...]) -> np.ndarray | None:
+    """Blocks already done in an incomplete output, or None when its ledger is missing or of another grid
+    (a run killed while creating the output): then the output is written afresh."""
+    try:
+        ledger = io.read_ledger(url)
+    except Exception:
+        return None
+    if ledger.shape[:-1] != tuple(grid):
+        return None
+    return ~np.isnan(ledger[..., -1])
+
+
+def _coords_digest(info: io.InputInfo) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for dim in sorted(info.coords):
+        values = np.asarray(info.coords[dim].values)
+        h.update(f"{dim}:{values.dtype}:{values.shape};".encode())
+        h.update(values.tobytes())
+    return h.hexdigest()
 
 
 def _check_mask(mask: io.InputInfo, image: io.InputInfo, role: str) -> io.InputInfo:
@@ -317,9 +341,9 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool) -> RunSum
                            nodata=config.nodata_pair(), reference_mask=masks[0], moving_mask=masks[1],
                            min_valid=config.min_valid, extras=config.extra_outputs)
         result = result if isinstance(result, xr.Dataset) else result.to_dataset(name="ncc")
-        if plan.action == "resume":
+        done = _resumable_blocks(url, result["ncc"].data.numblocks) if plan.action == "resume" else None
+        if done is not None:
             io.clean_partials(url)
-            done = ~np.isnan(io.read_ledger(url)[..., -1])
             io.update_provenance(url, {"status": "running", "resumed": started, "pid": os.getpid(),
                                        "host": socket.gethostname()})
         else:

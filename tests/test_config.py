@@ -109,7 +109,7 @@ def test_batch_of_pairs(tmp_path):
         pytest.param("window: 1\n", ["window:", ">= 3"], id="window-1"),
         pytest.param("boundary: wrap\n", ["boundary:", "'wrap'", "reflect", "nearest", "constant", "nan"],
                      id="boundary-unknown"),
-        pytest.param("flat: .inf\n", ["flat:", "finite"], id="flat-inf"),
+        pytest.param("flat: .inf\n", ["flat:", "[-1, 1]"], id="flat-inf"),
         pytest.param("dims: [y]\n", ["dims:", "2 names"], id="dims-length"),
         pytest.param("dims: [y, y]\n", ["dims:", "distinct"], id="dims-duplicate"),
         pytest.param("chunks: {y: 0}\n", ["chunks.y:", "0"], id="chunk-zero"),
@@ -196,7 +196,7 @@ def test_duplicate_outputs_in_pairs(tmp_path):
         "  - {reference: c.zarr, moving: d.zarr, output: same.zarr}\n"
     )
     message = config_error(tmp_path, text)
-    assert "'same.zarr'" in message and "same output" in message
+    assert "'same.zarr'" in message and "same or nested outputs" in message
 
 
 def test_duplicate_outputs_spelled_differently(tmp_path):
@@ -207,7 +207,7 @@ def test_duplicate_outputs_spelled_differently(tmp_path):
         "  - {reference: c.zarr, moving: d.zarr, output: ./same.zarr}\n"
     )
     message = config_error(tmp_path, text)
-    assert "same output" in message
+    assert "same or nested outputs" in message
 
 
 @pytest.mark.parametrize("output", ["ref.zarr", "./ref.zarr", "mov.zarr/"], ids=["same", "dot-slash", "trailing"])
@@ -332,3 +332,42 @@ def test_models_are_frozen(tmp_path):
     assert cfg.window == 7
     assert cfg.compute.workers is None
     assert cfg.pairs[0].output == "o.zarr"
+
+
+# --- outputs that would destroy inputs, flat range, --set on scalars (review findings) ---------------
+
+
+@pytest.mark.parametrize("data", [
+    {"reference": "out/x.zarr/ncc", "moving": "b.zarr", "output": "out/x.zarr"},
+    {"reference": "a.zarr", "moving": "b.zarr", "output": "."},
+    {"reference": "a.zarr", "moving": "b.zarr", "output": "c.zarr", "moving_mask": "c.zarr/mask"},
+    {"pairs": [{"reference": "a.zarr", "moving": "b.zarr", "output": "o1.zarr"},
+               {"reference": "c.zarr", "moving": "d.zarr", "output": "a.zarr"}]},
+    {"pairs": [{"reference": "a.zarr", "moving": "b.zarr", "output": "o.zarr"},
+               {"reference": "c.zarr", "moving": "d.zarr", "output": "o.zarr/inner"}]},
+], ids=["input-inside-output", "output-is-cwd", "mask-inside-output", "cross-pair", "nested-outputs"])
+def test_outputs_that_would_destroy_an_input_are_refused(data):
+    """An output equal to, containing or inside any input, mask or other output of the run is an error."""
+    with pytest.raises(ConfigError, match="output"):
+        parse_config(data)
+
+
+def test_file_url_spelling_of_an_input_is_recognised(tmp_path):
+    """file:// and relative spellings of the same path are the same path."""
+    import os
+
+    with pytest.raises(ConfigError, match="also an input"):
+        parse_config({"reference": f"file://{os.getcwd()}/a.zarr", "moving": "b.zarr", "output": "a.zarr"})
+
+
+@pytest.mark.parametrize("flat", [2.0, -1.5])
+def test_flat_outside_the_ncc_range_is_refused(flat):
+    """flat must lie in [-1, 1] (or be NaN), so the map stays within [-1, 1]."""
+    with pytest.raises(ConfigError, match=r"flat: expected a number in \[-1, 1\]"):
+        parse_config({"reference": "a", "moving": "b", "output": "c", "flat": flat})
+
+
+def test_set_below_a_scalar_is_refused():
+    """--set nodata.reference=0 when nodata is a number would silently drop the moving nodata: refused."""
+    with pytest.raises(ConfigError, match="nodata is 5, not a mapping"):
+        apply_overrides({"nodata": 5}, ["nodata.reference=0"])

@@ -166,7 +166,7 @@ def test_provenance_records_the_run(tmp_path: Path, pair):
     prov = json.loads(lncc("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])
     assert prov["status"] == "complete"
     assert prov["config"]["window"] == 5 and len(prov["config_hash"]) == 64
-    assert set(prov["fingerprints"]) == {"reference", "moving"}
+    assert set(prov["fingerprints"]) == {"reference", "moving", "coordinates"}
     assert {"numpy", "dask", "zarr", "xarray", "lncc"} <= set(prov["dependencies"])
     assert prov["started"] <= prov["finished"]
     assert prov["host"] == socket.gethostname()
@@ -251,3 +251,55 @@ def test_a_dead_worker_process_fails_clearly_or_is_retried_and_nothing_is_lost(t
         assert "resumed:" in rerun.stdout
     assert "complete (256 of 256 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
     np.testing.assert_array_equal(zarr.open_array(str(out / "ncc"))[...], local_ncc(ref, mov, 7))
+
+
+def test_unreadable_lock_is_held_and_a_foreign_lock_is_never_released(tmp_path: Path, pair):
+    """A lock file that cannot be read counts as held; releasing never deletes another run's lock."""
+    from pipeline.errors import InputError
+    from pipeline.io import OutputLock
+
+    out = str(tmp_path / "out.zarr")
+    (tmp_path / "out.zarr.lock").write_text("")
+    with pytest.raises(InputError, match="unreadable lock file"):
+        OutputLock(out).acquire()
+    (tmp_path / "out.zarr.lock").unlink()
+    mine = OutputLock(out).acquire()
+    theirs = {"host": socket.gethostname(), "pid": os.getpid(), "started": "later", "token": "other"}
+    (tmp_path / "out.zarr.lock").write_text(json.dumps(theirs))  # as if another run took over
+    mine.release()
+    assert json.loads((tmp_path / "out.zarr.lock").read_text()) == theirs
+
+
+def test_changed_coordinates_recompute(tmp_path: Path):
+    """The output's coordinates come from the reference's group: changing them is a change of input."""
+    ref, mov = sample_pair((40, 50), "uint8", seed=2)
+    coords = {"y": np.arange(40.0), "x": np.arange(50.0)}
+    ref_url = write_array(str(tmp_path / "g.zarr"), ref, name="a", coords=coords)
+    mov_url = write_array(str(tmp_path / "h.zarr"), mov, name="b")
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=ref_url, moving=mov_url, output=str(out))
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    zarr.open_array(str(tmp_path / "g.zarr" / "x"), mode="r+")[...] = np.arange(50.0) * 10
+    result = lncc("run", str(cfg), cwd=tmp_path)
+    assert result.returncode == 0 and "computed: 1 blocks" in result.stdout
+    import xarray as xr
+
+    assert float(xr.open_zarr(out)["x"][1]) == 10.0
+
+
+def test_output_without_ledger_is_rewritten_not_refused(tmp_path: Path, pair):
+    """A run killed while creating its output (provenance written, ledger not yet) is redone on rerun."""
+    import shutil
+
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out),
+                       chunks={"y": 64, "x": 64})
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    expected = zarr.open_array(str(out / "ncc"))[...]
+    shutil.rmtree(out / "_lncc")
+    group = zarr.open_group(str(out), mode="r+")
+    group.attrs["lncc"] = {**dict(group.attrs["lncc"]), "status": "running"}
+    result = lncc("run", str(cfg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(out / "ncc"))[...], expected)
+    assert "complete (30 of 30 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
