@@ -117,7 +117,7 @@ def sample_pair(shape: tuple[int, ...], dtype="uint8", seed: int = 0, noise: flo
     frames = shape[0] if len(shape) == 3 else 1
     h, w = shape[-2:]
     ref_frames, mov_frames = [], []
-    for f in range(frames):
+    for _ in range(frames):
         reps = (-(-(h + 8) // base.shape[0]), -(-(w + 8) // base.shape[1]))
         tiled = np.tile(base, reps)
         dy, dx = rng.integers(0, 8, size=2)

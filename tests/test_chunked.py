@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from pipeline import InputError, local_ncc
 from pipeline import testing as ptesting
-from pipeline.testing import sample_pair
 
 DTYPES = ["uint8", "uint16", "int16", "float32", "float64"]
 BOUNDARIES = ["reflect", "nearest", "constant", "nan"]
