@@ -9,11 +9,11 @@ import numpy as np
 import xarray as xr
 
 from .errors import InputError
-from .graph import EXTRA_NAMES, local_ncc_dask
+from .graph import EXTRA_NAMES, local_ncc_dask, local_ncc_sink
 from .kernel import invalid_mask, local_ncc_numpy
 from .validate import check_pair
 
-__all__ = ["local_ncc"]
+__all__ = ["local_ncc", "local_ncc_into"]
 
 
 def local_ncc(
@@ -97,6 +97,34 @@ def local_ncc(
         return wrap(result, "ncc")
     if isinstance(moving, xr.DataArray):
         moving = moving.data
+    lazy, reference, moving, kwargs = _prepare(reference, moving, window, reference_mask, moving_mask, **options)
+    if lazy:
+        result = local_ncc_dask(reference, moving, window, **kwargs)
+        return {name: result[i] for i, name in enumerate(EXTRA_NAMES)} if extras else result
+    result = local_ncc_numpy(reference, moving, window, **kwargs)
+    if extras:
+        return dict(zip(EXTRA_NAMES, (result[0], *result[1])))
+    return result
+
+
+def local_ncc_into(sink, reference: da.Array, moving: da.Array, window: int = 7, *, boundary: str = "reflect",
+                   flat: float = 0.0, nodata=None, reference_mask=None, moving_mask=None, min_valid: float = 0.5,
+                   extras: bool = False) -> da.Array:
+    """Lazy local NCC of dask inputs whose blocks go to ``sink`` inside their own tasks.
+
+    Same options as :func:`local_ncc`; see :func:`pipeline.graph.local_ncc_sink`
+    for ``sink`` and the result (one done-marker per block). Used by
+    :func:`pipeline.run.run` to write each block where it is computed.
+    """
+    _, reference, moving, kwargs = _prepare(reference, moving, window, reference_mask, moving_mask,
+                                            boundary=boundary, flat=flat, nodata=nodata, min_valid=min_valid,
+                                            extras=extras, lazy=True)
+    return local_ncc_sink(sink, reference, moving, window, **kwargs)
+
+
+def _prepare(reference, moving, window, reference_mask, moving_mask, *, boundary, flat, nodata, min_valid, extras,
+             lazy=None):
+    """Check the options, make both inputs numpy or both dask, and build the nodata mask."""
     check_pair(np.shape(reference), np.shape(moving), reference.dtype, moving.dtype, window, boundary)
     if not (np.isnan(flat) or -1.0 <= flat <= 1.0):
         raise InputError(f"flat must be in [-1, 1] or NaN (NCC values lie in [-1, 1]), got {flat}")
@@ -106,7 +134,8 @@ def local_ncc(
         if mask is not None and np.shape(mask) != np.shape(reference):
             raise InputError(f"{name} must have the images' shape {np.shape(reference)}, got {np.shape(mask)}")
     pair_nodata = nodata if isinstance(nodata, tuple) else (nodata, nodata)
-    lazy = any(isinstance(v, da.Array) for v in (reference, moving, reference_mask, moving_mask))
+    if lazy is None:
+        lazy = any(isinstance(v, da.Array) for v in (reference, moving, reference_mask, moving_mask))
     if lazy:
         reference, moving = da.asarray(reference), da.asarray(moving)
         masks = [None if m is None else da.asarray(m) for m in (reference_mask, moving_mask)]
@@ -115,10 +144,4 @@ def local_ncc(
         masks = [None if m is None else np.asarray(m) for m in (reference_mask, moving_mask)]
     invalid = invalid_mask(reference, moving, pair_nodata, *masks)
     kwargs = dict(boundary=boundary, flat=flat, invalid=invalid, min_valid=min_valid, extras=extras)
-    if lazy:
-        result = local_ncc_dask(reference, moving, window, **kwargs)
-        return {name: result[i] for i, name in enumerate(EXTRA_NAMES)} if extras else result
-    result = local_ncc_numpy(reference, moving, window, **kwargs)
-    if extras:
-        return dict(zip(EXTRA_NAMES, (result[0], *result[1])))
-    return result
+    return lazy, reference, moving, kwargs

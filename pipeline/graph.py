@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import dask.array as da
 import numpy as np
 
 from .kernel import check_window, nan_border, ncc_padded
 
-__all__ = ["local_ncc_dask", "halo_chunks", "EXTRA_NAMES"]
+__all__ = ["local_ncc_dask", "local_ncc_sink", "halo_chunks", "EXTRA_NAMES"]
 
 # dask's own names for the boundary modes; 'nan' pads with zeros and blanks the
 # border afterwards, because integer blocks cannot hold NaN.
@@ -48,12 +50,54 @@ EXTRA_NAMES = ("ncc", "valid_fraction", "std_reference", "std_moving")
 
 
 def _block(a, b, invalid=None, *, radius, flat, nan_edges, full_shape, min_valid, extras, block_info=None):
-    result = ncc_padded(a, b, radius, flat, invalid=invalid, min_valid=min_valid, extras=extras)
-    out = np.concatenate([result[0][None], result[1]]) if extras else result
+    out = _compute(a, b, invalid, radius, flat, min_valid, extras, None)
     if nan_edges:
-        start = tuple(loc[0] for loc in block_info[None]["array-location"][-2:])
-        nan_border(out, radius, start, full_shape)
+        nan_border(out, radius, _start(block_info), full_shape)
     return out
+
+
+def _compute(a, b, invalid, radius, flat, min_valid, extras, buffer):
+    if buffer is not None:
+        ncc_padded(a, b, radius, flat, invalid=invalid, min_valid=min_valid, extras=extras,
+                   out=buffer[0] if extras else buffer, extra_out=buffer[1:] if extras else None)
+        return buffer
+    result = ncc_padded(a, b, radius, flat, invalid=invalid, min_valid=min_valid, extras=extras)
+    return np.concatenate([result[0][None], result[1]]) if extras else result
+
+
+def _start(block_info) -> tuple[int, int]:
+    return tuple(loc[0] for loc in block_info[None]["array-location"][-2:])
+
+
+_local = threading.local()
+
+
+def _buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 output buffer for this thread, reused from block to block.
+
+    Allocating a fresh 64 MB block per task costs page faults (kernel time)
+    comparable to the kernel itself; a sink consumes the block before the
+    thread's next task, so one buffer per thread and shape suffices.
+    """
+    size = int(np.prod(shape))
+    cached = getattr(_local, "buffer", None)
+    if cached is None or cached.size < size:
+        cached = _local.buffer = np.empty(size, dtype=np.float32)
+    return cached[:size].reshape(shape)
+
+
+def _sink_block(a, b, invalid=None, *, sink, block_chunks, radius, flat, nan_edges, full_shape, min_valid, extras,
+                block_info=None):
+    # block_info[None] describes the one-element marker block, so the NCC block's place comes from `block_chunks`.
+    index = tuple(block_info[None]["chunk-location"])
+    starts = [sum(c[:i]) for c, i in zip(block_chunks, index)]
+    region = tuple(slice(s, s + c[i]) for s, c, i in zip(starts, block_chunks, index))
+    shape = tuple(r.stop - r.start for r in region)
+    out = _compute(a, b, invalid, radius, flat, min_valid, extras, _buffer(((4,) if extras else ()) + shape))
+    if nan_edges:
+        nan_border(out, radius, tuple(starts[-2:]), full_shape)
+    sink(out, region, index)
+    return np.ones((1,) * a.ndim, dtype=bool)
 
 
 def local_ncc_dask(
@@ -77,6 +121,49 @@ def local_ncc_dask(
     """
     radius = check_window(window)
     chunks = halo_chunks(reference.chunks, radius)
+    out_chunks = (((4,),) if extras else ()) + chunks
+    return _wire(_block, reference, moving, radius, chunks, out_chunks, np.float32, boundary=boundary, flat=flat,
+                 invalid=invalid, min_valid=min_valid, extras=extras,
+                 token="local-ncc", **({"new_axis": [0]} if extras else {}))
+
+
+def local_ncc_sink(
+    sink,
+    reference: da.Array,
+    moving: da.Array,
+    window: int = 7,
+    *,
+    boundary: str = "reflect",
+    flat: float = 0.0,
+    invalid: da.Array | None = None,
+    min_valid: float = 0.5,
+    extras: bool = False,
+) -> da.Array:
+    """Like :func:`local_ncc_dask`, but each block goes to ``sink`` inside its own task.
+
+    ``sink(values, region, index)`` receives the block's float32 values (with
+    ``extras``, stacked on a leading axis of 4 as in :func:`local_ncc_dask`),
+    its position in the full array as a tuple of slices and its block index.
+    ``values`` is a buffer reused by the thread's next block: the sink must
+    consume it (e.g. write it) before returning. No NCC block leaves its task,
+    so nothing large is held between tasks or moved between workers.
+
+    Returns
+    -------
+    dask.array.Array of bool
+        One element per block (True once the sink returned); its blocks match
+        the NCC's, so ``.to_delayed()[index]`` runs just that block.
+    """
+    radius = check_window(window)
+    chunks = halo_chunks(reference.chunks, radius)
+    marks = tuple((1,) * len(c) for c in chunks)
+    return _wire(_sink_block, reference, moving, radius, chunks, marks, bool, boundary=boundary, flat=flat,
+                 invalid=invalid, min_valid=min_valid, extras=extras, sink=sink, block_chunks=chunks,
+                 token="local-ncc-sink")
+
+
+def _wire(func, reference, moving, radius, chunks, out_chunks, dtype, *, boundary, flat, invalid, min_valid,
+          extras, **kwargs):
     arrays = [reference, moving] + ([invalid] if invalid is not None else [])
     arrays = [a if a.chunks == chunks else a.rechunk(chunks) for a in arrays]
     ndim = reference.ndim
@@ -84,9 +171,8 @@ def local_ncc_dask(
     data_bound = {ax: (_DASK_BOUNDARY[boundary] if ax >= ndim - 2 else "none") for ax in range(ndim)}
     # The mask is padded like the data, except that constant padding is valid data (False = valid).
     mask_bound = {ax: (data_bound[ax] if isinstance(data_bound[ax], str) else False) for ax in range(ndim)}
-    out_chunks = (((4,),) if extras else ()) + chunks
     return da.map_overlap(
-        _block,
+        func,
         *arrays,
         depth=depth,
         boundary=[data_bound, data_bound] + ([mask_bound] if invalid is not None else []),
@@ -94,14 +180,13 @@ def local_ncc_dask(
         align_arrays=False,
         allow_rechunk=False,
         chunks=out_chunks,
-        dtype=np.float32,
-        meta=np.empty((0,) * (ndim + extras), dtype=np.float32),
+        dtype=dtype,
+        meta=np.empty((0,) * len(out_chunks), dtype=dtype),
         radius=radius,
         flat=float(flat),
         nan_edges=boundary == "nan",
         full_shape=reference.shape[-2:],
         min_valid=float(min_valid),
         extras=extras,
-        token="local-ncc",
-        **({"new_axis": [0]} if extras else {}),
+        **kwargs,
     )

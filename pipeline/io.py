@@ -8,6 +8,8 @@ way: an ``ncc`` variable plus dimension coordinates, readable with
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ __all__ = [
     "output_state",
     "prepare_output",
     "write_block",
+    "OutputWriter",
     "read_ledger",
     "update_provenance",
     "read_provenance",
@@ -228,16 +231,108 @@ def prepare_output(
     update_provenance(url, {})  # refreshes the consolidated metadata
 
 
+class OutputWriter:
+    """Writes blocks of an output prepared by :func:`prepare_output`, then their ledger entries.
+
+    For a local output whose encoding it knows (the ones :func:`prepare_output`
+    makes), each zarr chunk is encoded here and written to a temporary file
+    renamed into place, by the calling thread. This is what zarr itself would
+    write, but it skips zarr's shared event loop, which otherwise serialises the
+    writes of all dask threads and copies each chunk. Anything else goes
+    through zarr. Every write replaces whole chunks, so a retried block writes
+    the same bytes.
+    """
+
+    def __init__(self, url: str, names: tuple[str, ...]):
+        self.url = url
+        self.names = tuple(names)
+        self._arrays: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "names": self.names, "_arrays": {}}  # workers open their own
+
+    def _array(self, name: str):
+        if name not in self._arrays:
+            array = zarr.open_array(store=_join(self.url, name), mode="r+", config={"write_empty_chunks": True})
+            self._arrays[name] = (array, _direct_codec(array) if _is_local(self.url) else None)
+        return self._arrays[name]
+
+    def write(self, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
+              stats: np.ndarray) -> None:
+        """Write one block of every output variable, then its ledger entry (which proves the values are there)."""
+        for name, block in values.items():
+            array, codec = self._array(name)
+            if codec is None:
+                array[region] = block
+            else:
+                _write_chunks(array, codec, _local_path(_join(self.url, name)), block, region)
+        zarr.open_array(store=_join(self.url, _STATE_GROUP, _LEDGER), mode="r+")[block_index] = stats
+
+
 def write_block(url: str, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
                 stats: np.ndarray) -> None:
-    """Write one block of every output variable, then its ledger entry (which proves the values are there).
+    """Write one block of every output variable, then its ledger entry (see :class:`OutputWriter`)."""
+    OutputWriter(url, tuple(values)).write(values, region, block_index, stats)
 
-    All writes replace whole zarr chunks, so a retried task writes the same bytes.
-    """
-    for name, block in values.items():
-        # write_empty_chunks: skip zarr's per-chunk "all fill value?" scan, a full extra pass over every block.
-        zarr.open_array(store=_join(url, name), mode="r+", config={"write_empty_chunks": True})[region] = block
-    zarr.open_array(store=_join(url, _STATE_GROUP, _LEDGER), mode="r+")[block_index] = stats
+
+_NO_COMPRESSION = object()
+
+
+def _direct_codec(array: zarr.Array):
+    """The numcodecs codec that encodes ``array``'s chunks (or _NO_COMPRESSION), or None if not a known layout."""
+    from numcodecs import Blosc, Zstd
+    from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+
+    meta = array.metadata
+    if array.dtype != np.float32:
+        return None
+    if meta.zarr_format == 2:
+        if meta.order != "C" or meta.filters or meta.dtype.to_native_dtype().byteorder == ">":
+            return None
+        if meta.compressor is None:
+            return _NO_COMPRESSION
+        return meta.compressor if isinstance(meta.compressor, (Blosc, Zstd)) else None
+    if type(meta.chunk_grid).__name__ != "RegularChunkGrid":
+        return None
+    codecs = list(meta.codecs)
+    if not codecs or not isinstance(codecs[0], BytesCodec) or getattr(codecs[0].endian, "value", "little") != "little":
+        return None
+    if len(codecs) == 1:
+        return _NO_COMPRESSION
+    if len(codecs) > 2:
+        return None
+    codec = codecs[1]
+    if isinstance(codec, BloscCodec):
+        shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
+        return Blosc(cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffle[codec.shuffle.value],
+                     blocksize=codec.blocksize)
+    if isinstance(codec, ZstdCodec):
+        return Zstd(level=codec.level, checksum=codec.checksum)
+    return None
+
+
+def _write_chunks(array: zarr.Array, codec, root, block: np.ndarray, region: tuple[slice, ...]) -> None:
+    """Encode and write the zarr chunks that ``region`` (a union of whole chunks, clipped at the edges) covers."""
+    chunk = array.chunks
+    first = [r.start // c for r, c in zip(region, chunk)]
+    last = [-(-r.stop // c) for r, c in zip(region, chunk)]
+    for coords in np.ndindex(*[hi - lo for lo, hi in zip(first, last)]):
+        coords = tuple(lo + k for lo, k in zip(first, coords))
+        inside = tuple(slice(k * c - r.start, min((k + 1) * c, s) - r.start)
+                       for k, c, r, s in zip(coords, chunk, region, array.shape))
+        part = block[inside]
+        if part.shape != chunk:  # an edge chunk: zarr stores it whole, padded with the fill value
+            whole = np.full(chunk, array.fill_value, dtype=np.float32)
+            whole[tuple(slice(0, n) for n in part.shape)] = part
+            part = whole
+        part = np.ascontiguousarray(part, dtype="<f4")
+        data = part.data if codec is _NO_COMPRESSION else codec.encode(part)
+        path = root / array.metadata.encode_chunk_key(coords)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.partial")
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
 
 
 def read_ledger(url: str) -> np.ndarray:

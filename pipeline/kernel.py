@@ -494,6 +494,8 @@ def ncc_padded(
     invalid: np.ndarray | None = None,
     min_valid: float = 0.5,
     extras: bool = False,
+    out: np.ndarray | None = None,
+    extra_out: np.ndarray | None = None,
 ):
     """Local NCC of two blocks already padded by ``radius`` on their last two axes.
 
@@ -517,6 +519,9 @@ def ncc_padded(
     extras : bool
         Also return, stacked in a float32 array of shape ``(3,) + out.shape``,
         the valid fraction and the local (population) std of each image.
+    out, extra_out : ndarray of float32, optional
+        C-contiguous arrays to write the result (and the extras) into, e.g.
+        buffers reused from block to block; new arrays if not given.
 
     Returns
     -------
@@ -531,8 +536,8 @@ def ncc_padded(
     if invalid is not None and invalid.any():
         valid = np.ascontiguousarray(~np.asarray(invalid, dtype=bool)).view(np.uint8)
     shape = a.shape[:-2] + (a.shape[-2] - 2 * radius, a.shape[-1] - 2 * radius)
-    out = np.empty(shape, dtype=np.float32)
-    extra = np.empty((3,) + shape, dtype=np.float32) if extras else None
+    out = _output(out, shape, "out")
+    extra = _output(extra_out, (3,) + shape, "extra_out") if extras else None
     if out.size:
         n = (2 * radius + 1) ** 2
         min_count = float(math.ceil(min_valid * n - 1e-9))
@@ -541,6 +546,15 @@ def ncc_padded(
             _frame(a[t], b[t], None if valid is None else valid[t], radius, flat, min_count, out[t],
                    None if extra is None else extra[(slice(None),) + t], threads)
     return (out, extra) if extras else out
+
+
+def _output(given: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if given is None:
+        return np.empty(shape, dtype=np.float32)
+    if given.shape != shape or given.dtype != np.float32 or not given.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous float32 array of shape {shape}, "
+                         f"got {given.dtype} {given.shape}")
+    return given
 
 
 def local_ncc_numpy(

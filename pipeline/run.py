@@ -14,11 +14,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
 from . import io
-from .api import local_ncc
+from .api import local_ncc_into
+from .graph import EXTRA_NAMES, halo_chunks
 from .config import PairConfig, RunConfig
 from .errors import ConfigError, InputError
 from .stats import block_stats, summarize
@@ -244,10 +246,22 @@ def _provenance(config: RunConfig, plan: PairPlan, started: str) -> dict[str, An
     }
 
 
-@dask.delayed(pure=True)
-def _write_block(values: dict[str, np.ndarray], url: str, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
-    # Stats are taken here, from the block in hand, so no NCC block outlives its write.
-    io.write_block(url, values, region, index, block_stats(values["ncc"]))
+def _template(reference: xr.DataArray, names: tuple[str, ...], chunks) -> xr.Dataset:
+    """The output's layout (dims, coords, chunks, float32) with no values: metadata for prepare_output."""
+    data = da.empty(reference.shape, chunks=chunks, dtype=np.float32)
+    return xr.Dataset({name: (reference.dims, data, dict(reference.attrs)) for name in names}, coords=reference.coords)
+
+
+class _BlockWriter:
+    """The sink of a run: writes one block's values and stats where the block was computed."""
+
+    def __init__(self, url: str, names: tuple[str, ...]):
+        self.names = names
+        self.output = io.OutputWriter(url, names)
+
+    def __call__(self, values: np.ndarray, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
+        blocks = dict(zip(self.names, values)) if len(self.names) > 1 else {self.names[0]: values}
+        self.output.write(blocks, region, index, block_stats(blocks["ncc"]))
 
 
 class _PeakRss:
@@ -337,27 +351,26 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool) -> RunSum
         ref = io.open_input(plan.reference, plan.chunks)
         mov = io.open_input(plan.moving, plan.chunks)
         masks = [None if m is None else io.open_input(m, plan.chunks) for m in plan.masks]
-        result = local_ncc(ref, mov, config.window, boundary=config.boundary, flat=config.flat,
-                           nodata=config.nodata_pair(), reference_mask=masks[0], moving_mask=masks[1],
-                           min_valid=config.min_valid, extras=config.extra_outputs)
-        result = result if isinstance(result, xr.Dataset) else result.to_dataset(name="ncc")
-        done = _resumable_blocks(url, result["ncc"].data.numblocks) if plan.action == "resume" else None
+        names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
+        marks = local_ncc_into(_BlockWriter(url, names), ref.data, mov.data, config.window,
+                               boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
+                               reference_mask=None if masks[0] is None else masks[0].data,
+                               moving_mask=None if masks[1] is None else masks[1].data,
+                               min_valid=config.min_valid, extras=config.extra_outputs)
+        done = _resumable_blocks(url, marks.numblocks) if plan.action == "resume" else None
         if done is not None:
             io.clean_partials(url)
             io.update_provenance(url, {"status": "running", "resumed": started, "pid": os.getpid(),
                                        "host": socket.gethostname()})
         else:
-            io.prepare_output(url, result, _provenance(config, plan, started),
-                              zarr_format=config.zarr_format, compressor=config.compressor)
-            done = np.zeros(result["ncc"].data.numblocks, dtype=bool)
-        blocks = {name: var.data.to_delayed() for name, var in result.data_vars.items()}
-        chunks = result["ncc"].chunks
-        starts = [np.cumsum((0,) + c[:-1]) for c in chunks]
+            io.prepare_output(url, _template(ref, names, halo_chunks(ref.data.chunks, plan.radius)),
+                              _provenance(config, plan, started), zarr_format=config.zarr_format,
+                              compressor=config.compressor)
+            done = np.zeros(marks.numblocks, dtype=bool)
         todo = [index for index in np.ndindex(done.shape) if not done[index]]
         counts[url] = (len(todo), done.size)
-        for index in todo:
-            region = tuple(slice(int(st[i]), int(st[i]) + c[i]) for st, c, i in zip(starts, chunks, index))
-            tasks.append(_write_block({name: b[index] for name, b in blocks.items()}, url, region, index))
+        delayed = marks.to_delayed()
+        tasks.extend(delayed[index] for index in todo)
     kwargs = _scheduler_kwargs(config)
     with _PeakRss() as rss:
         if progress and tasks:

@@ -379,3 +379,35 @@ def test_run_refuses_foreign_zarr_output(tmp_path):
     np.testing.assert_array_equal(zarr.open_array(out, mode="r")[...], np.full((3, 3), 7, np.uint8))
     run(cfg, force=True)
     assert read_provenance(out)["status"] == "complete"
+
+
+@pytest.mark.parametrize("zarr_format", FORMATS)
+@pytest.mark.parametrize("compressor", ["lz4", "zstd", "none"])
+@pytest.mark.parametrize("shape", [(37, 53), (3, 20, 30)])
+def test_output_writer_direct_chunks_equal_zarr_writes(tmp_path, zarr_format, compressor, shape):
+    """Chunks lncc encodes itself read back through zarr exactly, edge chunks and multi-chunk blocks included."""
+    import dask.array as da
+
+    from pipeline.io import OutputWriter, _direct_codec, prepare_output, read_ledger
+    from pipeline.stats import STATS_LENGTH
+
+    rng = np.random.default_rng(1)
+    values = rng.uniform(-1, 1, shape).astype(np.float32)
+    values[..., 0, :3] = np.nan
+    # blocks: 16-row chunks whose last block spans two chunks (as when a short chunk is merged)
+    ychunks = (16, 21) if shape[-2] == 37 else (16, 4)
+    chunks = shape[:-2] + (ychunks, (16, 16, 16, shape[-1] - 48) if shape[-1] > 48 else (16, shape[-1] - 16))
+    template = xr.Dataset({"ncc": (("t", "y", "x")[-len(shape):], da.empty(shape, chunks=chunks, dtype=np.float32))})
+    url = str(tmp_path / "out.zarr")
+    prepare_output(url, template, {"status": "running"}, zarr_format=zarr_format, compressor=compressor)
+    assert _direct_codec(zarr.open_array(store=url + "/ncc")) is not None  # the fast path is taken
+    writer = OutputWriter(url, ("ncc",))
+    block_chunks = template["ncc"].data.chunks
+    for index in np.ndindex(*template["ncc"].data.numblocks):
+        starts = [sum(c[:i]) for c, i in zip(block_chunks, index)]
+        region = tuple(slice(s, s + c[i]) for s, c, i in zip(starts, block_chunks, index))
+        writer.write({"ncc": values[region]}, region, index, np.ones(STATS_LENGTH))
+    back = zarr.open_array(store=url + "/ncc", mode="r")[...]
+    np.testing.assert_array_equal(back, values)
+    assert not np.isnan(read_ledger(url)).any()
+    assert not list((tmp_path / "out.zarr").rglob("*.partial"))
