@@ -79,7 +79,7 @@ class RunConfig(BaseModel):
     dims: list[str] | None = None
     chunks: dict[str, PositiveInt] | None = None
     zarr_format: Literal[2, 3] = 3
-    compressor: Literal["lz4", "zstd", "none"] = "lz4"
+    compressor: Literal["lz4", "zstd", "none"] = "none"
     compute: ComputeConfig = ComputeConfig()
 
     @field_validator("flat", "nodata", "min_valid", mode="before")

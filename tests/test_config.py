@@ -42,7 +42,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     assert cfg.flat == 0.0 and isinstance(cfg.flat, float)
     assert cfg.dims is None and cfg.chunks is None
     assert cfg.zarr_format == 3
-    assert cfg.compressor == "lz4"
+    assert cfg.compressor == "none"
     assert cfg.compute == ComputeConfig(scheduler="threads", workers=None)
     assert cfg.all_pairs() == [PairConfig(reference="ref.zarr", moving="mov.zarr", output="out.zarr")]
 
