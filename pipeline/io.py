@@ -252,9 +252,10 @@ class OutputWriter:
         self.url = url
         self.names = tuple(names)
         self._arrays: dict[str, Any] = {}
+        self._ledger = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "names": self.names, "_arrays": {}}  # workers open their own
+        return {"url": self.url, "names": self.names, "_arrays": {}, "_ledger": None}  # workers open their own
 
     def _array(self, name: str):
         if name not in self._arrays:
@@ -271,7 +272,9 @@ class OutputWriter:
                 array[region] = block
             else:
                 _write_chunks(array, codec, _local_path(_join(self.url, name)), block, region)
-        zarr.open_array(store=_join(self.url, _STATE_GROUP, _LEDGER), mode="r+")[block_index] = stats
+        if self._ledger is None:
+            self._ledger = zarr.open_array(store=_join(self.url, _STATE_GROUP, _LEDGER), mode="r+")
+        self._ledger[block_index] = stats
 
 
 def write_block(url: str, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],

@@ -303,3 +303,43 @@ def test_bad_dask_input_raises_input_error_without_computing(ref, mov, window):
     with dask.config.set(scheduler=_forbidden_scheduler):
         with pytest.raises(InputError):
             local_ncc(ref, mov, window)
+
+
+# --------------------------------------------------------------------------- blocks written by a sink
+
+
+class _Collect:
+    """A sink that copies each block into one in-memory array (the values buffer is reused)."""
+
+    def __init__(self, shape):
+        self.out = np.full(shape, -7.0, dtype=np.float32)
+        self.indices = []
+
+    def __call__(self, values, region, index):
+        self.out[(slice(None),) * (self.out.ndim - len(region)) + region] = values
+        self.indices.append(index)
+
+
+@settings(max_examples=30)
+@given(data=st.data(), boundary=st.sampled_from(BOUNDARIES), extras=st.booleans(), video=st.booleans(),
+       nodata=st.sampled_from([None, 0]))
+def test_sink_blocks_equal_in_memory(data, boundary, extras, video, nodata):
+    """Every block a run's sink receives, put in its region, rebuilds the in-memory result exactly."""
+    from pipeline.api import local_ncc_into
+
+    h = data.draw(st.integers(3, 40), label="h")
+    w = data.draw(st.integers(3, 40), label="w")
+    window = data.draw(st.sampled_from([k for k in (3, 5, 7, 9) if k <= min(h, w)]), label="window")
+    shape = ((2,) if video else ()) + (h, w)
+    ref, mov = ptesting.sample_pair(shape, "uint8", seed=h * 41 + w)
+    chunks = ((1,) if video else ()) + (data.draw(partitions(h), label="ychunks"),
+                                        data.draw(partitions(w), label="xchunks"))
+    options = dict(boundary=boundary, nodata=nodata, extras=extras)
+    expected = local_ncc(ref, mov, window, **options)
+    expected = np.stack([expected[k] for k in expected]) if extras else expected
+    sink = _Collect(expected.shape)
+    marks = local_ncc_into(sink, da.from_array(ref, chunks=chunks), da.from_array(mov, chunks=chunks), window,
+                           **options)
+    assert marks.compute(scheduler="threads").all()
+    assert len(sink.indices) == len(set(sink.indices)) == np.prod(marks.numblocks)
+    assert_matches(sink.out, expected)
