@@ -94,9 +94,6 @@ def kernel_table(size: int, windows: list[int], repeats: int) -> tuple[list[list
         cells["scipy32"].append(f"{px / t / 1e6:.1f}")
         errors["scipy32"].append(float(np.abs(textbook(a, b, w, np.float32)[0] - ref)[mask].max()))
         local_ncc_numpy(a, b, w)  # compile / warm
-        t = best_of(lambda: local_ncc_numpy(a, b, w), repeats)
-        ours_rate[w] = px / t / 1e6
-        cells["ours"].append(f"{px / t / 1e6:.1f}")
         errors["ours"].append(float(np.abs(local_ncc_numpy(a, b, w) - ref)[mask].max()))
         t = best_of(lambda: local_ncc_numpy(a, b, w, threads=1), repeats)
         cells["ours1"].append(f"{px / t / 1e6:.1f}")
@@ -105,6 +102,15 @@ def kernel_table(size: int, windows: list[int], repeats: int) -> tuple[list[list
         t = best_of(lambda: local_ncc_numpy(af, bf, w), repeats)
         cells["ours_f32"].append(f"{px / t / 1e6:.1f}")
         errors["ours_f32"].append(float(np.abs(local_ncc_numpy(af, bf, w) - ref)[mask].max()))
+    # The main row goes last and round-robin over the windows, so that a slow spell of this shared
+    # VM (or the memory churn of the rows above) does not land on one window only.
+    best = {w: float("inf") for w in windows}
+    for _ in range(repeats):
+        for w in windows:
+            best[w] = min(best[w], best_of(lambda: local_ncc_numpy(a, b, w), 1))
+    for w in windows:
+        ours_rate[w] = px / best[w] / 1e6
+        cells["ours"].append(f"{ours_rate[w]:.1f}")
     labels = {
         "naive": "naive double loop over windows (96x96 crop)",
         "scipy64": "scipy uniform_filter x5, float64 (textbook)",
@@ -200,7 +206,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=4096, help="kernel benchmark image side (default 4096)")
-    parser.add_argument("--windows", type=int, nargs="+", default=[3, 7, 31])
+    parser.add_argument("--windows", type=int, nargs="+", default=[3, 7, 31, 63])
     parser.add_argument("--repeats", type=int, default=5, help="best of N for the lncc kernel (default 5)")
     parser.add_argument("--e2e-size", type=int, default=16384, help="end-to-end pair side (default 16384)")
     parser.add_argument("--e2e-chunk", type=int, default=None, help="processing chunk (default: lncc's own)")
