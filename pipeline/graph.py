@@ -127,19 +127,8 @@ def local_ncc_dask(
                  token="local-ncc", **({"new_axis": [0]} if extras else {}))
 
 
-def local_ncc_sink(
-    sink,
-    reference: da.Array,
-    moving: da.Array,
-    window: int = 7,
-    *,
-    boundary: str = "reflect",
-    flat: float = 0.0,
-    invalid: da.Array | None = None,
-    min_valid: float = 0.5,
-    extras: bool = False,
-) -> da.Array:
-    """Like :func:`local_ncc_dask`, but each block goes to ``sink`` inside its own task.
+def local_ncc_sink(sink, reference: da.Array, moving: da.Array, window: int = 7, **options) -> da.Array:
+    """Like :func:`local_ncc_dask` (same options), but each block goes to ``sink`` inside its own task.
 
     ``sink(values, region, index)`` receives the block's float32 values (with
     ``extras``, stacked on a leading axis of 4 as in :func:`local_ncc_dask`),
@@ -157,9 +146,9 @@ def local_ncc_sink(
     radius = check_window(window)
     chunks = halo_chunks(reference.chunks, radius)
     marks = tuple((1,) * len(c) for c in chunks)
-    return _wire(_sink_block, reference, moving, radius, chunks, marks, bool, boundary=boundary, flat=flat,
-                 invalid=invalid, min_valid=min_valid, extras=extras, sink=sink, block_chunks=chunks,
-                 token="local-ncc-sink")
+    options = {"boundary": "reflect", "flat": 0.0, "invalid": None, "min_valid": 0.5, "extras": False, **options}
+    return _wire(_sink_block, reference, moving, radius, chunks, marks, bool, sink=sink, block_chunks=chunks,
+                 token="local-ncc-sink", **options)
 
 
 def _wire(func, reference, moving, radius, chunks, out_chunks, dtype, *, boundary, flat, invalid, min_valid,
