@@ -29,7 +29,6 @@ __all__ = [
     "open_input",
     "output_state",
     "prepare_output",
-    "write_block",
     "OutputWriter",
     "read_ledger",
     "update_provenance",
@@ -201,7 +200,7 @@ def prepare_output(
     shape), lazily. Each variable's zarr chunks equal its dask blocks (whose
     boundaries must fall on multiples of the first chunk), so each block task
     writes whole zarr chunks and no two tasks touch the same chunk. No value is
-    written here: :func:`write_block` does that, block by block. The ledger
+    written here: :class:`OutputWriter` does that, block by block. The ledger
     ``_lncc/blocks`` holds one stats vector per block, written after the
     block's values, so a block is done exactly when its ledger entry exists.
     """
@@ -275,12 +274,6 @@ class OutputWriter:
         if self._ledger is None:
             self._ledger = zarr.open_array(store=_join(self.url, _STATE_GROUP, _LEDGER), mode="r+")
         self._ledger[block_index] = stats
-
-
-def write_block(url: str, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
-                stats: np.ndarray) -> None:
-    """Write one block of every output variable, then its ledger entry (see :class:`OutputWriter`)."""
-    OutputWriter(url, tuple(values)).write(values, region, block_index, stats)
 
 
 _NO_COMPRESSION = object()
