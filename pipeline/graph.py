@@ -82,7 +82,10 @@ def _buffer(shape: tuple[int, ...]) -> np.ndarray:
     size = int(np.prod(shape))
     cached = getattr(_local, "buffer", None)
     if cached is None or cached.size < size:
-        cached = _local.buffer = np.empty(size, dtype=np.float32)
+        # Page-aligned, so a sink may hand whole chunks to the OS (O_DIRECT) without a copy.
+        raw = np.empty(size + 1024, dtype=np.float32)
+        skip = (-raw.ctypes.data % 4096) // 4
+        cached = _local.buffer = raw[skip:skip + size]
     return cached[:size].reshape(shape)
 
 

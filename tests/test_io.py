@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import parse_config
 from pipeline.errors import InputError
@@ -411,3 +413,104 @@ def test_output_writer_direct_chunks_equal_zarr_writes(tmp_path, zarr_format, co
     np.testing.assert_array_equal(back, values)
     assert not np.isnan(read_ledger(url)).any()
     assert not list((tmp_path / "out.zarr").rglob("*.partial"))
+
+
+# --- lncc's own chunk reading and direct file writes -------------------------------------------------------------
+
+_READ_LAYOUTS = [
+    (2, None), (2, "zstd"), (2, "blosc"), (2, "lz4"),
+    (3, None), (3, "zstd"), (3, "blosc"), (3, "gzip"),
+]
+
+
+def _stored_array(path, data, chunks, zarr_format, compressor, fill_value, drop=()):
+    """A zarr array written by zarr itself, with some chunk files removed (they read as the fill value)."""
+    from numcodecs import LZ4, Blosc, Zstd
+
+    if compressor is None:
+        kwargs = {"compressors": None}
+    elif zarr_format == 2:
+        kwargs = {"compressors": {"zstd": Zstd(level=1), "blosc": Blosc(cname="lz4", shuffle=Blosc.BITSHUFFLE),
+                                  "lz4": LZ4()}[compressor]}
+    else:
+        from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+        kwargs = {"compressors": {"zstd": ZstdCodec(level=1), "blosc": BloscCodec(cname="lz4"),
+                                  "gzip": GzipCodec(level=1)}[compressor]}
+    array = zarr.create_array(store=str(path), shape=data.shape, chunks=chunks, dtype=data.dtype,
+                              zarr_format=zarr_format, fill_value=fill_value, **kwargs)
+    array[...] = data
+    for coords in drop:
+        (path / array.metadata.encode_chunk_key(coords)).unlink(missing_ok=True)  # zarr skips fill-only chunks
+    return array
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), layout=st.sampled_from(_READ_LAYOUTS),
+       dtype=st.sampled_from(["uint8", "<u2", ">u2", "int16", "<f4", ">f8", "bool"]))
+def test_chunk_reader_equals_zarr(tmp_path_factory, data, layout, dtype):
+    """Any region read by lncc's own chunk reader equals zarr's read: edge chunks, missing chunks, byte orders."""
+    from pipeline.io import _ChunkReader
+
+    zarr_format, compressor = layout
+    ndim = data.draw(st.integers(2, 3))
+    shape = tuple(data.draw(st.integers(1, 23)) for _ in range(ndim))
+    chunks = tuple(data.draw(st.integers(1, n + 3)) for n in shape)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    values = (rng.integers(0, 2, shape) if dtype == "bool" else rng.uniform(0, 200, shape)).astype(dtype)
+    grid = [-(-n // c) for n, c in zip(shape, chunks)]
+    every = list(np.ndindex(*grid))
+    drop = data.draw(st.lists(st.sampled_from(every), max_size=3, unique=True))
+    fill = None if (zarr_format == 2 and data.draw(st.booleans())) else (True if dtype == "bool" else 7)
+    path = tmp_path_factory.mktemp("read") / "a.zarr"
+    _stored_array(path, values, chunks, zarr_format, compressor, fill, drop)
+    reader = _ChunkReader.for_array(zarr.open_array(store=str(path), mode="r"), str(path))
+    assert reader is not None
+    lo = [data.draw(st.integers(0, n - 1)) for n in shape]
+    hi = [data.draw(st.integers(a + 1, n)) for a, n in zip(lo, shape)]
+    key = tuple(slice(a, b) for a, b in zip(lo, hi))
+    expected = zarr.open_array(store=str(path), mode="r")[key]
+    got = reader[key]
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_chunk_reader_declines_layouts_it_does_not_know(tmp_path):
+    """Sharded, filtered or Fortran-ordered arrays go through zarr, and open_input still reads them right."""
+    import numcodecs
+
+    from pipeline.io import _ChunkReader, open_input
+
+    values = np.arange(40 * 30, dtype=np.uint16).reshape(40, 30)
+    sharded = zarr.create_array(store=str(tmp_path / "s.zarr"), shape=values.shape, chunks=(10, 10),
+                                shards=(20, 30), dtype=values.dtype)
+    filtered = zarr.create_array(store=str(tmp_path / "f.zarr"), shape=values.shape, chunks=(10, 10),
+                                 dtype=values.dtype, zarr_format=2, filters=[numcodecs.Delta(dtype="u2")])
+    fortran = zarr.create_array(store=str(tmp_path / "o.zarr"), shape=values.shape, chunks=(10, 10),
+                                dtype=values.dtype, zarr_format=2, order="F")
+    for array in (sharded, filtered, fortran):
+        array[...] = values
+        url = str(array.store_path.store.root)
+        assert _ChunkReader.for_array(zarr.open_array(store=url, mode="r"), url) is None
+        lazy = open_input(inspect_input(url), (16, 16))
+        np.testing.assert_array_equal(lazy.values, values)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 2**20 - 1, 2**20, 2**20 + 4096 + 7, 3 * 2**20])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_write_file_writes_exact_bytes(tmp_path, size, offset):
+    """Direct (page-cache bypassing) writes keep every byte, for unaligned sizes and unaligned sources."""
+    import os
+
+    from pipeline import io as lio
+
+    data = np.random.default_rng(size).integers(0, 256, size + offset, dtype=np.uint8)[offset:]
+    path = tmp_path / "chunk.bin"
+    lio._write_file(path, data)
+    assert path.read_bytes() == data.tobytes()
+    if getattr(os, "O_DIRECT", 0):
+        try:  # the file system here takes O_DIRECT: then lio must not have fallen back to buffered writes
+            os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
+        except OSError:
+            return
+        assert os.stat(tmp_path).st_dev not in lio._no_direct
