@@ -35,6 +35,7 @@ __all__ = [
     "BOUNDARIES",
     "local_ncc_numpy",
     "ncc_padded",
+    "warm_up",
     "pad",
     "nan_border",
     "check_window",
@@ -546,6 +547,22 @@ def ncc_padded(
             _frame(a[t], b[t], None if valid is None else valid[t], radius, flat, min_count, out[t],
                    None if extra is None else extra[(slice(None),) + t], threads)
     return (out, extra) if extras else out
+
+
+def warm_up(reference_dtype, moving_dtype, radius: int, *, masked: bool = False, extras: bool = False) -> None:
+    """Load (or compile) the compiled kernel for these inputs, on a tiny block.
+
+    numba loads a kernel specialisation on its first call: ~0.3 s here, paid by
+    every thread that reaches it meanwhile. A run calls this in the background
+    while it prepares its outputs, so the first blocks do not wait.
+    """
+    side = 2 * radius + 2
+    a = np.zeros((side, side), dtype=reference_dtype)
+    b = np.zeros((side, side), dtype=moving_dtype)
+    invalid = np.zeros((side, side), dtype=bool) if masked else None
+    if masked:
+        invalid[0, 0] = True  # an all-valid mask is skipped, which would warm the unmasked kernel instead
+    ncc_padded(a, b, radius, invalid=invalid, extras=extras)
 
 
 def _output(given: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray:

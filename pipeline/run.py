@@ -7,6 +7,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from .api import local_ncc_into
 from .graph import EXTRA_NAMES, halo_chunks
 from .config import PairConfig, RunConfig
 from .errors import ConfigError, InputError
+from .kernel import warm_up
 from .stats import block_stats, summarize
 from .validate import check_pair
 
@@ -339,9 +341,25 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
         return _execute(config, plans, progress)
 
 
+def _warm_up(config: RunConfig, plans: list[PairPlan]) -> None:
+    kinds = set()
+    for plan in plans:
+        masked = (config.nodata is not None or any(m is not None for m in plan.masks)
+                  or "f" in (plan.reference.dtype.kind, plan.moving.dtype.kind))  # float inputs may hold NaN
+        kinds.add((plan.reference.dtype, plan.moving.dtype, plan.radius, masked))
+    for reference, moving, radius, masked in kinds:
+        warm_up(reference, moving, radius, masked=masked, extras=config.extra_outputs)
+    block_stats(np.zeros(4, dtype=np.float32))
+
+
 def _execute(config: RunConfig, plans: list[PairPlan], progress: bool) -> RunSummary:
     started_wall = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat()
+    # Threads of the threaded scheduler share this process's compiled kernels: load them while the outputs are
+    # prepared instead of in the first block of every thread.
+    warming = threading.Thread(target=_warm_up, args=(config, [p for p in plans if p.action != "up to date"]),
+                               daemon=True)
+    warming.start()
     tasks = []
     counts = {}
     for plan in plans:
@@ -372,6 +390,7 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool) -> RunSum
         delayed = marks.to_delayed()
         tasks.extend(delayed[index] for index in todo)
     kwargs = _scheduler_kwargs(config)
+    warming.join()
     with _PeakRss() as rss:
         if progress and tasks:
             from dask.diagnostics import ProgressBar
