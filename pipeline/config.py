@@ -11,15 +11,75 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 
-__all__ = ["ComputeConfig", "NodataConfig", "PairConfig", "RunConfig", "load_config", "parse_config", "apply_overrides"]
+__all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "PairConfig", "RunConfig", "load_config", "parse_config", "apply_overrides"]
 
 _STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _bytes(value: Any) -> Any:
+    """A size as an int of bytes, from an int or a string such as '2GB' or '512MiB'."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 2GB or 512MiB, got {value} (bool)")
+    if isinstance(value, str):
+        from dask.utils import parse_bytes
+
+        try:
+            value = parse_bytes(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"expected a size such as 2GB or 512MiB, got {value!r}") from None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive size such as 2GB or 512MiB, got {_describe(value)}")
+    return value
+
+
+Size = Annotated[int, BeforeValidator(_bytes)]
+
+#: The dask-jobqueue cluster classes by batch system name.
+JOBQUEUE_SYSTEMS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster",
+                    "htcondor": "HTCondorCluster", "moab": "MoabCluster", "oar": "OARCluster"}
+
+
+class JobqueueConfig(BaseModel):
+    """A dask-jobqueue cluster on a batch system: each job runs dask workers that connect back to this run."""
+
+    model_config = _STRICT
+
+    system: Literal["slurm", "pbs", "sge", "lsf", "htcondor", "moab", "oar"]
+    """Batch system; selects the dask-jobqueue cluster class."""
+    cores: PositiveInt
+    """Cores per job."""
+    memory: Size
+    """Memory per job, e.g. 16GB."""
+    jobs: PositiveInt = 1
+    """Number of jobs to submit (``cluster.scale(jobs=...)``)."""
+    processes: PositiveInt | None = None
+    """Worker processes per job (default: dask-jobqueue's choice, about sqrt(cores))."""
+    walltime: str | None = None
+    """Wall time per job in the system's format, e.g. '01:00:00'."""
+    queue: str | None = None
+    """Queue or partition."""
+    account: str | None = None
+    """Account or project charged."""
+    job_extra_directives: list[str] = []
+    """Extra lines for the job script header, e.g. ['--gres=gpu:0']."""
+    job_script_prologue: list[str] = []
+    """Shell lines run before the worker starts, e.g. ['source /opt/venvs/lncc/bin/activate']."""
+    interface: str | None = None
+    """Network interface the workers and scheduler use, e.g. ib0."""
+    local_directory: str | None = None
+    """Worker scratch directory on the compute nodes."""
+
+
+_SCHEDULER_NAMES = ("threads", "processes", "synchronous", "local", "jobqueue")
 
 
 class ComputeConfig(BaseModel):
@@ -27,10 +87,57 @@ class ComputeConfig(BaseModel):
 
     model_config = _STRICT
 
-    scheduler: Literal["threads", "processes", "synchronous"] = "threads"
-    """dask scheduler: ``threads`` (default), ``processes`` or ``synchronous`` (debugging)."""
+    scheduler: str = "threads"
+    """``threads`` (default), ``processes``, ``synchronous`` (debugging), ``local`` (a dask.distributed
+    LocalCluster), ``jobqueue`` (a batch-system cluster, see ``jobqueue``) or the address of a running
+    dask scheduler, e.g. ``tcp://scheduler.example.org:8786``."""
     workers: PositiveInt | None = None
-    """Number of threads or processes; default: the CPUs available to this process."""
+    """Threads (threads), processes (processes) or worker processes (local); default: the CPUs available."""
+    threads_per_worker: PositiveInt | None = None
+    """Threads in each worker process (local; default 1 with several workers)."""
+    memory_limit: Size | None = None
+    """dask's memory limit per worker (local); default: ``memory`` if given, else dask's default."""
+    memory: Size | None = None
+    """Memory budget per worker process (for threads/processes/synchronous: this process), e.g. 2GB. It picks
+    the processing block size; explicit ``chunks`` that do not fit are an error."""
+    jobqueue: JobqueueConfig | None = None
+    """The batch-system cluster, required with ``scheduler: jobqueue``."""
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str) -> str:
+        if value in _SCHEDULER_NAMES or _is_address(value):
+            return value
+        raise ValueError(f"expected one of {', '.join(_SCHEDULER_NAMES)} or a scheduler address such as "
+                         f"tcp://host:8786, got {value!r}")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ComputeConfig:
+        if self.scheduler == "jobqueue" and self.jobqueue is None:
+            raise ValueError("scheduler: jobqueue needs a compute.jobqueue section (system, cores, memory, ...); "
+                             "see configs/cluster-slurm.yaml")
+        if self.jobqueue is not None and self.scheduler != "jobqueue":
+            raise ValueError(f"compute.jobqueue is given but scheduler is {self.scheduler!r}; "
+                             "set scheduler: jobqueue or remove the jobqueue section")
+        only_local = [k for k in ("threads_per_worker", "memory_limit") if getattr(self, k) is not None]
+        if only_local and self.scheduler != "local":
+            raise ValueError(f"{', '.join(only_local)} only apply to scheduler: local (got scheduler "
+                             f"{self.scheduler!r}); remove them or use scheduler: local")
+        if self.workers is not None and (self.scheduler == "jobqueue" or _is_address(self.scheduler)):
+            raise ValueError(f"workers does not apply to scheduler {self.scheduler!r} (the cluster has its own "
+                             "workers); remove it, or set jobqueue.jobs for a jobqueue cluster")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        """True when the run goes through a dask.distributed cluster."""
+        return self.scheduler in ("local", "jobqueue") or _is_address(self.scheduler)
+
+
+def _is_address(value: str) -> bool:
+    import re
+
+    return re.fullmatch(r"(tcp|tls|ucx|inproc|ws|wss)://[^\s/]+(:\d+)?/?", value) is not None
 
 
 class PairConfig(BaseModel):
@@ -81,6 +188,9 @@ class RunConfig(BaseModel):
     zarr_format: Literal[2, 3] = 3
     compressor: Literal["lz4", "zstd", "none"] = "none"
     compute: ComputeConfig = ComputeConfig()
+    storage_options: dict[str, Any] | None = None
+    """fsspec options for URL inputs and outputs (e.g. ``endpoint_url``, ``profile``). Never printed nor stored
+    in the output; prefer credentials from the environment or a profile to keys in the file."""
 
     @field_validator("flat", "nodata", "min_valid", mode="before")
     @classmethod

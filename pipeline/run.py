@@ -210,7 +210,7 @@ def config_hash(config: RunConfig, pair: PairConfig, chunks: tuple[int, ...]) ->
     import json
 
     settings = config.model_dump(mode="json", exclude={"pairs", "reference", "moving", "output", "compute",
-                                                       "reference_mask", "moving_mask"})
+                                                       "reference_mask", "moving_mask", "storage_options"})
     settings.update(pair.model_dump(exclude={"output"}), chunks=list(chunks),
                     lncc=_versions().get("lncc", "unknown"))
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
@@ -236,7 +236,8 @@ def _provenance(config: RunConfig, plan: PairPlan, started: str) -> dict[str, An
         "software": "lncc",
         "version": _versions().get("lncc", "unknown"),
         "dependencies": _versions(),
-        "config": config.model_dump(mode="python"),
+        # storage_options may hold credentials: never stored
+        "config": config.model_dump(mode="python", exclude={"storage_options"}),
         "config_hash": plan.config_hash,
         "fingerprints": plan.fingerprints,
         "pair": plan.pair.model_dump(),
