@@ -116,6 +116,25 @@ def validate(
     _guarded(body)
 
 
+@app.command("job-script")
+def job_script(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Print the batch script one job of CONFIG's jobqueue cluster would run (nothing is submitted)."""
+
+    def body():
+        from .cluster import job_script as build
+        from .config import load_config
+        from .errors import ConfigError
+
+        cfg = load_config(config, set_ or [])
+        if cfg.compute.jobqueue is None:
+            raise ConfigError(f"config {str(config)!r} has compute.scheduler {cfg.compute.scheduler!r}; a job "
+                              "script needs scheduler: jobqueue and a compute.jobqueue section "
+                              "(see configs/cluster-slurm.yaml)")
+        typer.echo(build(cfg.compute.jobqueue))
+
+    _guarded(body)
+
+
 @app.command()
 def inspect(output: Annotated[str, typer.Argument(help="An lncc output (zarr group path or URL).",
                                                   show_default=False)]) -> None:

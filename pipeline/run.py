@@ -6,7 +6,6 @@ import contextlib
 import math
 import os
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,13 +13,14 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
 from . import io
 from .api import local_ncc_into
+from . import budget as budget_
+from .cluster import Executor, executor, worker_count
 from .graph import EXTRA_NAMES, halo_chunks
 from .config import PairConfig, RunConfig
 from .errors import ConfigError, InputError
@@ -133,8 +133,47 @@ def processing_chunks(info: io.InputInfo, config_chunks: dict[str, int] | None, 
     return tuple(chunks)
 
 
-def plan_run(config: RunConfig, *, force: bool = False) -> list[PairPlan]:
+def _fit_budget(config: RunConfig, info: io.InputInfo, chunks: tuple[int, ...], radius: int, dtypes, threads: int
+                ) -> tuple[int, ...]:
+    """Processing chunks within ``compute.memory`` per worker process: the default shrunk to fit, or the
+    config's own checked."""
+    budget = config.compute.memory
+    image = info.shape[-2:]
+    in_bytes = budget_.bytes_per_pixel(dtypes) + (1 if config.nodata is not None or "f" in {np.dtype(d).kind
+                                                                                               for d in dtypes} else 0)
+    out_bytes = 4 * (len(EXTRA_NAMES) if config.extra_outputs else 1)
+    frames = chunks[0] if len(chunks) == 3 else 1
+    need = budget_.estimate_peak(chunks[-2:], image, in_bytes, out_bytes, threads, frames)
+    if need <= budget:
+        return chunks
+    where = f"compute.memory {budget_.format_bytes(budget)}"
+    if config.chunks and set(config.chunks) & set(info.dims[-2:]):
+        raise ConfigError(f"config error: chunks {dict(config.chunks)} need about {budget_.format_bytes(need)} per "
+                          f"worker with {threads} thread(s), over {where}; use smaller chunks or raise "
+                          "compute.memory")
+    step = min(info.zarr_chunks[-1], info.zarr_chunks[-2])
+    step = step if step <= 1024 else 256  # huge zarr chunks: give up alignment rather than the budget
+    side = budget_.largest_block_side(budget, image, in_bytes, out_bytes, threads, step, max(chunks[-2:]))
+    if side is None or side < radius:
+        smallest = budget_.estimate_peak((min(step, image[0]), min(step, image[1])), image, in_bytes, out_bytes,
+                                         threads)
+        raise ConfigError(f"config error: {where} is too small: one worker with {threads} thread(s) needs about "
+                          f"{budget_.format_bytes(smallest)} even with {step} x {step} blocks; raise compute.memory "
+                          "or use fewer threads per worker")
+    spatial = (min(side, image[0]), min(side, image[1]))
+    if len(chunks) == 3:
+        frames = max(1, min(frames, MAX_BLOCK_PIXELS // (spatial[0] * spatial[1])))
+        while frames > 1 and budget_.estimate_peak(spatial, image, in_bytes, out_bytes, threads, frames) > budget:
+            frames -= 1
+        return (frames,) + spatial
+    return spatial
+
+
+def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = None) -> list[PairPlan]:
     """Read every input's metadata and check the whole run before anything is written.
+
+    ``threads`` is the number of threads per worker process, for the memory
+    budget; by default what the config implies.
 
     Raises
     ------
@@ -157,6 +196,9 @@ def plan_run(config: RunConfig, *, force: bool = False) -> list[PairPlan]:
         masks = tuple(None if url is None else _check_mask(io.inspect_input(url, config.dims), ref, role)
                       for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
         chunks = processing_chunks(ref, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
+        if config.compute.memory is not None:
+            chunks = _fit_budget(config, ref, chunks, radius, [ref.dtype, mov.dtype] + [m.dtype for m in masks if m],
+                                 threads or worker_count(config.compute)[1])
         fingerprints = {role: io.fingerprint(url) for role, url in (
             ("reference", pair.reference), ("moving", pair.moving),
             ("reference_mask", pair.reference_mask), ("moving_mask", pair.moving_mask)) if url is not None}
@@ -310,13 +352,6 @@ class _PeakRss:
         return self.peak / 1e6
 
 
-def _scheduler_kwargs(config: RunConfig) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"scheduler": config.compute.scheduler}
-    if config.compute.workers is not None and config.compute.scheduler != "synchronous":
-        kwargs["num_workers"] = config.compute.workers
-    return kwargs
-
-
 def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> RunSummary:
     """Run a whole config: every pair's graph is built first, then computed at once.
 
@@ -339,27 +374,42 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
         for plan in plans:
             if plan.action != "up to date":
                 locks.enter_context(io.OutputLock(plan.pair.output))
-        return _execute(config, plans, progress)
+        with executor(config.compute) as ex:
+            threads = ex.threads_per_worker()
+            if config.compute.memory is not None and threads != worker_count(config.compute)[1]:
+                plans = plan_run(config, force=force, threads=threads)  # the cluster's workers differ from the guess
+            return _execute(config, plans, progress, ex)
 
 
-def _warm_up(config: RunConfig, plans: list[PairPlan]) -> None:
+def _warm_up(ex: Executor, config: RunConfig, plans: list[PairPlan]) -> None:
     kinds = set()
     for plan in plans:
         masked = (config.nodata is not None or any(m is not None for m in plan.masks)
                   or "f" in (plan.reference.dtype.kind, plan.moving.dtype.kind))  # float inputs may hold NaN
         kinds.add((plan.reference.dtype, plan.moving.dtype, plan.radius, masked))
+    ex.warm_up(_warm_kernels, sorted(kinds, key=str), config.extra_outputs)
+
+
+def _warm_kernels(kinds, extras: bool) -> None:
     for reference, moving, radius, masked in kinds:
-        warm_up(reference, moving, radius, masked=masked, extras=config.extra_outputs)
+        warm_up(reference, moving, radius, masked=masked, extras=extras)
     block_stats(np.zeros(4, dtype=np.float32))
 
 
-def _execute(config: RunConfig, plans: list[PairPlan], progress: bool) -> RunSummary:
+def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Executor) -> RunSummary:
     started_wall = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat()
     # Threads of the threaded scheduler share this process's compiled kernels: load them while the outputs are
     # prepared instead of in the first block of every thread.
-    warming = threading.Thread(target=_warm_up, args=(config, [p for p in plans if p.action != "up to date"]),
-                               daemon=True)
+    failures: list[BaseException] = []
+
+    def warm() -> None:
+        try:
+            _warm_up(ex, config, [p for p in plans if p.action != "up to date"])
+        except BaseException as exc:  # re-raised in this thread: e.g. workers that cannot import lncc
+            failures.append(exc)
+
+    warming = threading.Thread(target=warm, daemon=True)
     warming.start()
     tasks = []
     counts = {}
@@ -390,16 +440,11 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool) -> RunSum
         counts[url] = (len(todo), done.size)
         delayed = marks.to_delayed()
         tasks.extend(delayed[index] for index in todo)
-    kwargs = _scheduler_kwargs(config)
     warming.join()
+    if failures:
+        raise failures[0]
     with _PeakRss() as rss:
-        if progress and tasks:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(out=sys.stderr, minimum=1.0):
-                dask.compute(tasks, **kwargs)
-        elif tasks:
-            dask.compute(tasks, **kwargs)
+        ex.run(tasks, progress=progress)
     summary = RunSummary(seconds=time.perf_counter() - started_wall, peak_rss_mb=rss.mb)
     finished = datetime.now(timezone.utc).isoformat()
     for plan in plans:

@@ -1,0 +1,167 @@
+"""Where a run's graph is computed: dask's local schedulers or a dask.distributed cluster.
+
+``compute.scheduler`` picks one of
+
+- ``threads``, ``processes``, ``synchronous``: dask's schedulers in this process;
+- ``local``: a :class:`distributed.LocalCluster` started for the run (worker
+  processes on this machine, stopped at the end);
+- an address such as ``tcp://host:8786``: a running dask scheduler, whose
+  workers must reach the inputs and outputs by the same paths or URLs;
+- ``jobqueue``: a dask-jobqueue cluster that submits batch jobs running dask
+  workers which connect back to a scheduler in this process.
+
+Nothing here is home-made scheduling: a distributed run is one
+``client.compute`` of the whole graph, and dask retries the tasks of a worker
+that dies. Every task rewrites whole chunks and then its ledger entry, so a
+retried task writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .config import JOBQUEUE_SYSTEMS, ComputeConfig, JobqueueConfig
+from .errors import InputError
+
+__all__ = ["Executor", "executor", "jobqueue_cluster", "job_script", "worker_count"]
+
+
+def worker_count(compute: ComputeConfig) -> tuple[int, int]:
+    """(worker processes, threads per worker) that a local run uses; the cluster's own for remote ones."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if compute.scheduler == "local":
+        threads = compute.threads_per_worker or 1
+        return compute.workers or max(1, cpus // threads), threads
+    if compute.scheduler == "jobqueue":
+        jq = compute.jobqueue
+        processes = jq.processes or 1
+        return jq.jobs * processes, max(1, jq.cores // processes)
+    if compute.scheduler == "processes":
+        return compute.workers or cpus, 1
+    if compute.scheduler == "synchronous":
+        return 1, 1
+    return 1, compute.workers or cpus  # threads; for an address, the caller asks the scheduler
+
+
+class Executor:
+    """Computes lists of dask tasks where the config says; a distributed client when there is one."""
+
+    def __init__(self, compute: ComputeConfig, client=None):
+        self.compute = compute
+        self.client = client
+
+    def run(self, tasks: list, progress: bool = False) -> list:
+        """Compute ``tasks`` (dask collections or delayed objects) and return their results."""
+        if not tasks:
+            return []
+        if self.client is None:
+            kwargs: dict[str, Any] = {"scheduler": self.compute.scheduler}
+            if self.compute.workers is not None and self.compute.scheduler != "synchronous":
+                kwargs["num_workers"] = self.compute.workers
+            import dask
+
+            if progress:
+                import sys
+
+                from dask.diagnostics import ProgressBar
+
+                with ProgressBar(out=sys.stderr, minimum=1.0):
+                    return list(dask.compute(tasks, **kwargs)[0])
+            return list(dask.compute(tasks, **kwargs)[0])
+        futures = self.client.compute(tasks)
+        if progress:
+            from distributed import progress as show
+
+            show(futures)
+        return self.client.gather(futures)
+
+    def threads_per_worker(self) -> int:
+        """Threads per worker process: the most any connected worker has, or the local scheduler's."""
+        if self.client is None:
+            return worker_count(self.compute)[1]
+        counts = self.client.nthreads().values()
+        return max(counts) if counts else worker_count(self.compute)[1]
+
+    def warm_up(self, func, *args) -> None:
+        """Run ``func(*args)`` in every worker process (e.g. to load compiled kernels) or here."""
+        if self.client is None:
+            func(*args)
+        else:
+            self.client.run(func, *args)
+
+
+@contextlib.contextmanager
+def executor(compute: ComputeConfig) -> Iterator[Executor]:
+    """An :class:`Executor` for the config; a cluster started here is stopped on exit.
+
+    Raises
+    ------
+    InputError
+        If a scheduler address cannot be reached, or dask-jobqueue is missing.
+    """
+    if not compute.distributed:
+        yield Executor(compute)
+        return
+    from distributed import Client
+
+    with contextlib.ExitStack() as stack:
+        if compute.scheduler == "local":
+            cluster = stack.enter_context(_local_cluster(compute))
+            client = stack.enter_context(Client(cluster))
+        elif compute.scheduler == "jobqueue":
+            cluster = stack.enter_context(jobqueue_cluster(compute.jobqueue))
+            cluster.scale(jobs=compute.jobqueue.jobs)
+            client = stack.enter_context(Client(cluster))
+        else:
+            client = stack.enter_context(_connect(compute.scheduler))
+        yield Executor(compute, client)
+
+
+def _local_cluster(compute: ComputeConfig):
+    from distributed import LocalCluster
+
+    workers, threads = worker_count(compute)
+    limit = compute.memory_limit or compute.memory
+    return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                        memory_limit=limit if limit is not None else "auto", host="127.0.0.1",
+                        dashboard_address=None, silence_logs=40)
+
+
+def _connect(address: str):
+    from distributed import Client
+
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"compute.scheduler: cannot reach the dask scheduler at {address} ({exc}); start it "
+                         "(dask scheduler) and its workers, or fix the address") from None
+
+
+def jobqueue_cluster(jq: JobqueueConfig):
+    """The dask-jobqueue cluster object for ``jq`` (its scheduler runs in this process; no job is submitted)."""
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise InputError("compute.scheduler: jobqueue needs the dask-jobqueue package; pip install "
+                         "dask-jobqueue") from None
+    cls = getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[jq.system])
+    kwargs: dict[str, Any] = {"cores": jq.cores, "memory": f"{jq.memory}B"}
+    for key in ("processes", "walltime", "queue", "account", "interface", "local_directory"):
+        if getattr(jq, key) is not None:
+            kwargs[key] = getattr(jq, key)
+    if jq.job_extra_directives:
+        kwargs["job_extra_directives"] = list(jq.job_extra_directives)
+    if jq.job_script_prologue:
+        kwargs["job_script_prologue"] = list(jq.job_script_prologue)
+    # The scheduler lives in this process; no dashboard, so runs never fight over its port.
+    kwargs["scheduler_options"] = {"dashboard_address": None}
+    return cls(**kwargs)
+
+
+def job_script(jq: JobqueueConfig) -> str:
+    """The batch script one job of ``jq`` would run, built without submitting anything."""
+    with jobqueue_cluster(jq) as cluster:
+        return cluster.job_script()
