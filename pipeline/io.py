@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -369,15 +370,45 @@ class OutputWriter:
     def write(self, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
               stats: np.ndarray) -> None:
         """Write one block of every output variable, then its ledger entry (which proves the values are there)."""
+        self.commit(self.submit(values, region), block_index, stats)
+
+    def submit(self, values: dict[str, np.ndarray], region: tuple[slice, ...]) -> list[Future]:
+        """Start writing one block of every output variable in the background; see :meth:`commit`.
+
+        The caller must leave ``values`` unchanged until :meth:`commit` returns
+        (reading them meanwhile, e.g. for statistics, is fine): the block's
+        write then overlaps with the caller's own work instead of stalling it.
+        """
+        pending = []
         for name, block in values.items():
             array, codec = self._array(name)
             if codec is None:
-                array[region] = block
+                pending.append(_writer_pool().submit(array.__setitem__, region, block))
             else:
-                _write_chunks(array, codec, _local_path(_join(self.url, name)), block, region)
+                pending.append(_writer_pool().submit(_write_chunks, array, codec, _local_path(_join(self.url, name)),
+                                                     block, region))
+        return pending
+
+    def commit(self, pending: list[Future], block_index: tuple[int, ...], stats: np.ndarray) -> None:
+        """Wait for a block's writes (raising their errors), then record it in the ledger."""
+        for future in pending:
+            future.result()
         if self._ledger is None:
             self._ledger = zarr.open_array(store=_join(self.url, _STATE_GROUP, _LEDGER), mode="r+")
         self._ledger[block_index] = stats
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _writer_pool() -> ThreadPoolExecutor:
+    """This process's block-writing threads: they mostly wait on the disk, so they do not compete for cores."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lncc-write")
+        return _pool
 
 
 _NO_COMPRESSION = object()

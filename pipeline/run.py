@@ -306,7 +306,9 @@ class _BlockWriter:
 
     def __call__(self, values: np.ndarray, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
         blocks = dict(zip(self.names, values)) if len(self.names) > 1 else {self.names[0]: values}
-        self.output.write(blocks, region, index, block_stats(blocks["ncc"]))
+        pending = self.output.submit(blocks, region)
+        stats = block_stats(blocks["ncc"])  # while the block is being written
+        self.output.commit(pending, index, stats)
 
 
 class _PeakRss:

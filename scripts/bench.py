@@ -15,6 +15,7 @@ Run it alone: other load on the machine skews every figure.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -148,32 +149,86 @@ def make_e2e_pair(directory: Path, size: int, chunk: int) -> tuple[str, str]:
     return ref_url, mov_url
 
 
-def e2e(directory: Path, out_dir: Path, size: int, window: int, chunk: int | None, workers: int) -> dict[str, float]:
+def e2e(directory: Path, out_dir: Path, size: int, window: int, chunk: int | None, workers: int,
+        compute: dict | None = None) -> dict[str, float]:
+    """One `lncc run` of the size^2 pair as a subprocess; its own timing, RSS, and the CPU-seconds of all its processes."""
+    import resource
+
     ref_url, mov_url = make_e2e_pair(directory, size, 1024)
     out = out_dir / f"ncc-{size}.zarr"
     config = directory / "bench.yaml"
     chunks = f"chunks: {{y: {chunk}, x: {chunk}}}" if chunk else ""
+    compute = compute or {"scheduler": "threads", "workers": workers}
     config.write_text(textwrap.dedent(f"""\
         reference: {ref_url}
         moving: {mov_url}
         output: {out}
         window: {window}
         {chunks}
-        compute: {{scheduler: threads, workers: {workers}}}
-        """))
+        """) + f"compute: {json.dumps(compute)}\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config), "--force"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
         raise SystemExit(f"end-to-end run failed: {stderr}")
     shutil.rmtree(out, ignore_errors=True)
     # lncc prints its own peak RSS (all its processes) in the summary; take it from there.
     compute_s = float(stdout.split(" in ")[1].split(" s")[0].replace(",", ""))
     peak_mb = float(stdout.split("peak RSS ")[1].split(" MB")[0].replace(",", ""))
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": wall, "compute_s": compute_s, "mpx_s": size * size / compute_s / 1e6,
-            "peak_rss_mb": peak_mb, "summary": stdout}
+            "peak_rss_mb": peak_mb, "cpu_s": cpu_s, "summary": stdout}
+
+
+def scale_out(args, kernel_rate: float) -> list[str]:
+    """Gigapixel runs (threads and a LocalCluster, each with a memory budget) and a scaling table."""
+    gp = args.scale_size
+    lines = ["", f"### Scale out: {gp} x {gp} uint8 pair ({gp * gp / 1e9:.2f} gigapixel, zarr 3, 1024^2 input "
+                 f"chunks, window {args.e2e_window}, output on disk, raw float32 map of {gp * gp * 4 / 1e9:.1f} GB)", "",
+             f"Best of {args.e2e_repeats} runs (median in brackets). CPU s: user + system time of every process of "
+             "the run (start-up included), per gigapixel pair.", "",
+             "| scheduler | compute.memory | blocks | compute s | Mpx/s | vs threads | peak RSS, all processes | "
+             "CPU s per gigapixel pair |", "|---|---|---|---|---|---|---|---|"]
+    variants = [("threads, 2 threads", {"scheduler": "threads", "workers": 2, "memory": "2GB"}),
+                ("local, 2 workers x 1 thread", {"scheduler": "local", "workers": 2, "threads_per_worker": 1,
+                                                 "memory": "900MB"})]
+    threads_rate = None
+    for label, compute in variants:
+        runs = sorted((e2e(args.data, args.data, gp, args.e2e_window, None, 2, compute)
+                       for _ in range(args.e2e_repeats)), key=lambda r: r["compute_s"])
+        res, mid = runs[0], runs[len(runs) // 2]
+        threads_rate = threads_rate or res["mpx_s"]
+        block = _blocks(res["summary"])
+        lines.append(f"| {label} | {compute['memory']} | {block} | {res['compute_s']:.1f} ({mid['compute_s']:.1f}) | "
+                     f"{res['mpx_s']:.0f} ({mid['mpx_s']:.0f}) | {res['mpx_s'] / threads_rate:.2f}x | "
+                     f"{max(r['peak_rss_mb'] for r in runs):.0f} MB | "
+                     f"{min(r['cpu_s'] for r in runs) / (gp * gp / 1e9):.1f} |")
+        print(lines[-1], flush=True)
+    size = args.e2e_size
+    lines += ["", f"#### Scaling, {size} x {size} uint8 pair (Mpx/s, one run each; peak RSS in brackets)", "",
+              "| processing block | threads, 1 | threads, 2 | local, 1 worker | local, 2 workers |",
+              "|---|---|---|---|---|"]
+    for chunk in args.scale_chunks:
+        cells = []
+        for compute in ({"scheduler": "threads", "workers": 1}, {"scheduler": "threads", "workers": 2},
+                        {"scheduler": "local", "workers": 1, "threads_per_worker": 1},
+                        {"scheduler": "local", "workers": 2, "threads_per_worker": 1}):
+            r = e2e(args.data, args.data, size, args.e2e_window, chunk, 2, compute)
+            cells.append(f"{r['mpx_s']:.0f} ({r['peak_rss_mb']:.0f} MB)")
+        lines.append(f"| {chunk}^2 | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def _blocks(summary: str) -> str:
+    try:
+        return summary.split("computed: ")[1].split(" blocks")[0]
+    except IndexError:
+        return "?"
 
 
 def disk_speed(directory: Path) -> float:
@@ -214,49 +269,61 @@ def main() -> None:
     parser.add_argument("--e2e-repeats", type=int, default=3, help="best of N end-to-end runs (default 3)")
     parser.add_argument("--data", type=Path, default=ROOT / "bench-data", help="where the e2e pair is kept")
     parser.add_argument("--markdown", type=Path, help="append the tables to this file")
+    parser.add_argument("--scale-size", type=int, default=32768, help="gigapixel pair side (default 32768)")
+    parser.add_argument("--scale-chunks", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument("--sections", nargs="+", default=["kernel", "e2e", "scale"],
+                        choices=["kernel", "e2e", "scale"], help="what to measure (default: all)")
     args = parser.parse_args()
 
     header = f"## {date.today().isoformat()}: {machine()}"
     print(header, flush=True)
-    rows, ours = kernel_table(args.size, args.windows, args.repeats)
-    lines = [f"### Kernel, {args.size} x {args.size} uint8 pair, reflect borders (Mpx/s)", "",
-             "| implementation | " + " | ".join(f"{w}x{w}" for w in args.windows) + " | max error |",
-             "|---" * (len(args.windows) + 2) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    scipy_rates = [float(c) for c in rows[1][1 : 1 + len(args.windows)]]
-    ratio = [ours[w] / s for w, s in zip(args.windows, scipy_rates)]
-    spread = (max(ours.values()) - min(ours.values())) / max(ours.values())
-    lines += ["", f"lncc / scipy float64 textbook: {', '.join(f'{r:.0f}x' for r in ratio)}; "
-                  f"spread of lncc rate across windows: {100 * spread:.0f}%"]
-    print("\n".join(lines), flush=True)
+    lines: list[str] = []
+    kernel_rate = float("nan")
+    if "kernel" in args.sections:
+        rows, ours = kernel_table(args.size, args.windows, args.repeats)
+        lines += [f"### Kernel, {args.size} x {args.size} uint8 pair, reflect borders (Mpx/s)", "",
+                  "| implementation | " + " | ".join(f"{w}x{w}" for w in args.windows) + " | max error |",
+                  "|---" * (len(args.windows) + 2) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        scipy_rates = [float(c) for c in rows[1][1 : 1 + len(args.windows)]]
+        ratio = [ours[w] / s for w, s in zip(args.windows, scipy_rates)]
+        spread = (max(ours.values()) - min(ours.values())) / max(ours.values())
+        lines += ["", f"lncc / scipy float64 textbook: {', '.join(f'{r:.0f}x' for r in ratio)}; "
+                      f"spread of lncc rate across windows: {100 * spread:.0f}%"]
+        kernel_rate = ours.get(args.e2e_window) or next(iter(ours.values()))
+        print("\n".join(lines), flush=True)
 
     args.data.mkdir(parents=True, exist_ok=True)
     workers = len(os.sched_getaffinity(0))
-    kernel_rate = ours.get(args.e2e_window) or next(iter(ours.values()))
-    chunk_text = f"{args.e2e_chunk}^2" if args.e2e_chunk else "default"
-    e2e_lines = [
-        "", f"### End to end zarr -> zarr, {args.e2e_size} x {args.e2e_size} uint8 pair "
-            f"(zarr 3, 1024^2 input chunks, {chunk_text} processing chunks, window {args.e2e_window}, "
-            f"{workers} threads)", "",
-        f"Disk write speed (dd, 1 GiB, fdatasync): {disk_speed(args.data):.0f} MB/s. "
-        f"The float32 map alone is {args.e2e_size ** 2 * 4 / 1e9:.1f} GB.", "",
-        f"Best of {args.e2e_repeats} runs (median in brackets); this VM's timings vary by up to 2x from run to run.",
-        "",
-        "| output on | compute s | wall s (incl. start-up) | Mpx/s | vs in-memory kernel | peak RSS |",
-        "|---|---|---|---|---|---|",
-    ]
-    targets = [("disk", args.data)] + ([("tmpfs (/dev/shm)", Path("/dev/shm"))] if Path("/dev/shm").is_dir() else [])
-    for label, out_dir in targets:
-        runs = sorted((e2e(args.data, out_dir, args.e2e_size, args.e2e_window, args.e2e_chunk, workers)
-                       for _ in range(args.e2e_repeats)), key=lambda r: r["compute_s"])
-        res, mid = runs[0], runs[len(runs) // 2]
-        e2e_lines.append(f"| {label} | {res['compute_s']:.2f} ({mid['compute_s']:.2f}) | {res['wall_s']:.1f} | "
-                         f"{res['mpx_s']:.0f} ({mid['mpx_s']:.0f}) | {res['mpx_s'] / kernel_rate:.2f}x "
-                         f"({mid['mpx_s'] / kernel_rate:.2f}x) | {max(r['peak_rss_mb'] for r in runs):.0f} MB |")
-    print("\n".join(e2e_lines), flush=True)
+    if "e2e" in args.sections:
+        chunk_text = f"{args.e2e_chunk}^2" if args.e2e_chunk else "default"
+        e2e_lines = [
+            "", f"### End to end zarr -> zarr, {args.e2e_size} x {args.e2e_size} uint8 pair "
+                f"(zarr 3, 1024^2 input chunks, {chunk_text} processing chunks, window {args.e2e_window}, "
+                f"{workers} threads)", "",
+            f"Disk write speed (dd, 1 GiB, fdatasync): {disk_speed(args.data):.0f} MB/s. "
+            f"The float32 map alone is {args.e2e_size ** 2 * 4 / 1e9:.1f} GB.", "",
+            f"Best of {args.e2e_repeats} runs (median in brackets); this VM's timings vary by up to 2x from run "
+            "to run.", "",
+            "| output on | compute s | wall s (incl. start-up) | Mpx/s | vs in-memory kernel | peak RSS |",
+            "|---|---|---|---|---|---|",
+        ]
+        targets = [("disk", args.data)] + ([("tmpfs (/dev/shm)", Path("/dev/shm"))]
+                                           if Path("/dev/shm").is_dir() else [])
+        for label, out_dir in targets:
+            runs = sorted((e2e(args.data, out_dir, args.e2e_size, args.e2e_window, args.e2e_chunk, workers)
+                           for _ in range(args.e2e_repeats)), key=lambda r: r["compute_s"])
+            res, mid = runs[0], runs[len(runs) // 2]
+            e2e_lines.append(f"| {label} | {res['compute_s']:.2f} ({mid['compute_s']:.2f}) | {res['wall_s']:.1f} | "
+                             f"{res['mpx_s']:.0f} ({mid['mpx_s']:.0f}) | {res['mpx_s'] / kernel_rate:.2f}x "
+                             f"({mid['mpx_s'] / kernel_rate:.2f}x) | {max(r['peak_rss_mb'] for r in runs):.0f} MB |")
+        print("\n".join(e2e_lines), flush=True)
+        lines += e2e_lines
+    if "scale" in args.sections:
+        lines += scale_out(args, kernel_rate)
     if args.markdown:
         with args.markdown.open("a") as fh:
-            fh.write("\n" + header + "\n\n" + "\n".join(lines + e2e_lines) + "\n")
+            fh.write("\n" + header + "\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
