@@ -17,6 +17,7 @@ __all__ = [
     "sample_crop",
     "textured",
     "cast_to",
+    "S3Server",
 ]
 
 _NUMPY_MODE = {"reflect": "symmetric", "nearest": "edge", "constant": "constant", "nan": "constant"}
@@ -159,3 +160,81 @@ def textured(shape: tuple[int, ...], dtype="float64", seed: int = 0, flat_fracti
         if rng.random() < 0.5 and hh > 2 and ww > 2:  # a nearly flat patch: one pixel one level up
             x[..., cy, cx] = value + 1.0
     return cast_to(x, dtype) if np.dtype(dtype).kind != "f" else x.astype(dtype)
+
+
+class S3Server:
+    """moto's S3-compatible server in a subprocess on 127.0.0.1, at a free port, for tests of URL stores.
+
+    Use as a context manager: it starts the server, waits until it answers and
+    creates ``bucket``; on exit it stops the server (its data lives in memory
+    and goes with it). moto accepts any credentials: :attr:`credentials` are the
+    fake ones the tests put in the environment.
+
+    Examples
+    --------
+    >>> with S3Server("demo") as s3:                         # doctest: +SKIP
+    ...     url = f"s3://demo/pair.zarr/ref"
+    ...     options = {"endpoint_url": s3.endpoint_url}
+    """
+
+    credentials = {"AWS_ACCESS_KEY_ID": "lncc-test-key", "AWS_SECRET_ACCESS_KEY": "lncc-test-secret",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def __init__(self, bucket: str = "lncc-test", *, timeout: float = 30.0):
+        self.bucket = bucket
+        self.timeout = timeout
+        self.process = None
+        self.endpoint_url = ""
+
+    def __enter__(self) -> S3Server:
+        for _ in range(3):  # the free port may be taken between finding it and moto binding it: retry
+            if self._start():
+                break
+        else:
+            raise RuntimeError("moto's S3 server did not start on 127.0.0.1; is moto[server] installed?")
+        import s3fs
+
+        fs = s3fs.S3FileSystem(endpoint_url=self.endpoint_url, key=self.credentials["AWS_ACCESS_KEY_ID"],
+                               secret=self.credentials["AWS_SECRET_ACCESS_KEY"], skip_instance_cache=True)
+        fs.mkdir(self.bucket)
+        return self
+
+    def _start(self) -> bool:
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
+                return True
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        """Stop the server (and wait for it)."""
+        import subprocess
+
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
