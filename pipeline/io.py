@@ -375,7 +375,10 @@ def output_state(url: str, *, storage_options: dict[str, Any] | None = None) -> 
     else:
         try:
             if _remote_is_empty(url, storage_options):
+                _check_bucket(url, storage_options)
                 return "absent"
+        except InputError:
+            raise
         except Exception as exc:
             raise InputError(f"output {url!r} cannot be listed ({_one_line(exc, storage_options)}); check the URL, "
                              "the credentials and storage_options (e.g. endpoint_url)") from None
@@ -386,6 +389,17 @@ def output_state(url: str, *, storage_options: dict[str, Any] | None = None) -> 
     if isinstance(node, zarr.Group) and PROVENANCE_KEY in node.attrs:
         return "lncc"
     return "foreign"
+
+
+def _check_bucket(url: str, storage_options: dict[str, Any] | None) -> None:
+    """Refuse an output in a bucket that does not exist (writing would fail only after planning)."""
+    fs, root = _filesystem(url, storage_options)
+    if not hasattr(fs, "split_path"):  # not an object store with buckets (s3fs, gcsfs and adlfs have it)
+        return
+    bucket = fs.split_path(root)[0]
+    if bucket and not fs.exists(bucket):
+        raise InputError(f"output {url!r}: bucket {bucket!r} does not exist; create it, or fix the URL "
+                         "(and storage_options.endpoint_url)")
 
 
 def _compressor(name: str, zarr_format: int):
