@@ -140,13 +140,16 @@ def _one_line(exc: BaseException, storage_options: dict[str, Any] | None) -> str
 
 
 def _remote_is_empty(url: str, storage_options: dict[str, Any] | None) -> bool:
-    """True when nothing is stored under a URL (no object with it as prefix, or no such bucket)."""
+    """True when no object is stored under a URL.
+
+    Raises FileNotFoundError when the URL's bucket does not exist (s3fs does: a
+    missing prefix lists empty, a missing bucket raises), and whatever the store
+    raises when it cannot be listed at all.
+    """
     fs, root = _filesystem(url, storage_options)
-    try:
-        fs.invalidate_cache(root)
-        return not fs.find(root, maxdepth=1, withdirs=True)
-    except FileNotFoundError:
-        return True
+    fs.invalidate_cache(root)
+    # A whole listing, not maxdepth=1: s3fs lists a missing bucket as empty with maxdepth but raises without.
+    return not fs.find(root)
 
 
 def _open_array(url: str, storage_options: dict[str, Any] | None = None) -> zarr.Array:
@@ -171,6 +174,8 @@ def _unreadable_input(url: str, exc: Exception, storage_options: dict[str, Any] 
                           "give the path of a zarr array (format 2 or 3)")
     try:
         empty = _remote_is_empty(url, storage_options)
+    except FileNotFoundError:  # no such bucket
+        empty = True
     except Exception as listing:  # no access at all: report that, it is what needs fixing first
         return InputError(f"input {url!r} cannot be read ({_one_line(listing, storage_options)}); check the URL, "
                           "the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile) and "
@@ -375,10 +380,10 @@ def output_state(url: str, *, storage_options: dict[str, Any] | None = None) -> 
     else:
         try:
             if _remote_is_empty(url, storage_options):
-                _check_bucket(url, storage_options)
                 return "absent"
-        except InputError:
-            raise
+        except FileNotFoundError as exc:  # no such bucket: nothing could be written there
+            raise InputError(f"output {url!r} cannot be written ({_one_line(exc, storage_options)}); create its "
+                             "bucket, or fix the URL (and storage_options.endpoint_url)") from None
         except Exception as exc:
             raise InputError(f"output {url!r} cannot be listed ({_one_line(exc, storage_options)}); check the URL, "
                              "the credentials and storage_options (e.g. endpoint_url)") from None
@@ -389,17 +394,6 @@ def output_state(url: str, *, storage_options: dict[str, Any] | None = None) -> 
     if isinstance(node, zarr.Group) and PROVENANCE_KEY in node.attrs:
         return "lncc"
     return "foreign"
-
-
-def _check_bucket(url: str, storage_options: dict[str, Any] | None) -> None:
-    """Refuse an output in a bucket that does not exist (writing would fail only after planning)."""
-    fs, root = _filesystem(url, storage_options)
-    if not hasattr(fs, "split_path"):  # not an object store with buckets (s3fs, gcsfs and adlfs have it)
-        return
-    bucket = fs.split_path(root)[0]
-    if bucket and not fs.exists(bucket):
-        raise InputError(f"output {url!r}: bucket {bucket!r} does not exist; create it, or fix the URL "
-                         "(and storage_options.endpoint_url)")
 
 
 def _compressor(name: str, zarr_format: int):
