@@ -31,9 +31,38 @@ SetOpt = Annotated[
 ]
 
 
+#: The storage_options of the config being run, hidden from every error line: they may hold credentials.
+_storage_options: dict | None = None
+
+
+def _hide(storage_options: dict | None) -> None:
+    global _storage_options
+    _storage_options = storage_options
+
+
 def _fail(code: int, message: str) -> None:
+    if _storage_options:
+        from .io import redact
+
+        message = redact(message, _storage_options)
     typer.echo(f"lncc: error: {message}", err=True)
+    _silence_abandoned_requests()
     raise typer.Exit(code)
+
+
+def _silence_abandoned_requests() -> None:
+    """Keep the error to its one line: requests to an object store that zarr left pending when a read
+    failed are finalised at exit, and aiobotocore then raises from them ("Exception ignored in:
+    <coroutine ...>" with a multi-line traceback). They have nothing left to report."""
+    import inspect
+
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not inspect.iscoroutine(unraisable.object):
+            default(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def _guarded(func):
@@ -87,6 +116,7 @@ def run(
         from .run import run as run_config
 
         cfg = load_config(config, set_ or [])
+        _hide(cfg.storage_options)
         summary = run_config(cfg, force=force, progress=not quiet and sys.stderr.isatty())
         if not quiet:
             typer.echo(_format_summary(summary))
@@ -107,6 +137,7 @@ def validate(
         from .run import plan_run
 
         cfg = load_config(config, set_ or [])
+        _hide(cfg.storage_options)
         plans = plan_run(cfg, force=force)
         for plan in plans:
             typer.echo(f"ok: {plan.pair.reference} x {plan.pair.moving} -> {plan.pair.output}  "

@@ -4,6 +4,12 @@ Inputs are zarr arrays (format 2 or 3) given as a path or URL, possibly inside a
 group (``store.zarr/path/to/array``). Outputs are zarr groups written the xarray
 way: an ``ncc`` variable plus dimension coordinates, readable with
 ``xarray.open_zarr(path)["ncc"]``.
+
+Every function that takes a URL also takes ``storage_options``: the fsspec
+options (``endpoint_url``, ``profile``, ``anon``, ``client_kwargs``, ...) used to
+open URL stores (``s3://``, ``gs://``, ``memory://`` ...). They are ignored for
+local paths, and never put in an error message nor in an output's attributes:
+they may hold credentials.
 """
 
 from __future__ import annotations
@@ -40,7 +46,20 @@ __all__ = [
     "clean_partials",
     "OutputLock",
     "PROVENANCE_KEY",
+    "redact",
 ]
+
+
+def _ignore_zarr_warnings() -> None:
+    """zarr 3 warns that consolidated metadata is an extension of its spec (xarray reads it either way)."""
+    warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+    warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
+
+
+# Filtered for good rather than in a catch_warnings block around the calls: such a block is not thread-safe,
+# and another thread's (numba compiles in one while outputs are prepared) may restore filters without ours
+# while zarr consolidates.
+_ignore_zarr_warnings()
 
 #: Group attribute that holds the run's provenance; its presence marks an lncc output.
 PROVENANCE_KEY = "lncc"
@@ -59,6 +78,8 @@ class InputInfo:
     zarr_chunks: tuple[int, ...]
     zarr_format: int
     coords: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Kept so that open_input opens the array as inspect_input did; out of repr because it may hold secrets.
+    storage_options: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _is_local(url: str) -> bool:
@@ -71,20 +92,100 @@ def _local_path(url: str):
     return Path(url.removeprefix("file://"))
 
 
-def _open_array(url: str) -> zarr.Array:
+def _store_kwargs(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """``storage_options=`` for zarr and xarray, for URLs only: zarr refuses them with a local path."""
+    return {"storage_options": dict(storage_options)} if storage_options and not _is_local(url) else {}
+
+
+def _filesystem(url: str, storage_options: dict[str, Any] | None):
+    """The fsspec filesystem of a URL and the path inside it."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **(storage_options if not _is_local(url) and storage_options else {}))
+
+
+def _secrets(storage_options: dict[str, Any] | None) -> set[str]:
+    """Every string in ``storage_options`` worth hiding, with the host parts of URL values (an endpoint)."""
+    from urllib.parse import urlsplit
+
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and len(value) >= 4:  # shorter values are no secret and would garble text
+            found.add(value)
+            parts = urlsplit(value)
+            if parts.netloc:
+                found.update(p for p in (parts.netloc, parts.hostname) if p and len(p) >= 4)
+
+    walk(storage_options)
+    return found
+
+
+def redact(text: str, storage_options: dict[str, Any] | None) -> str:
+    """``text`` with every value of ``storage_options`` (keys, secrets, endpoints) replaced by ``***``."""
+    for secret in sorted(_secrets(storage_options), key=len, reverse=True):  # longest first: a URL before its host
+        text = text.replace(secret, "***")
+    return text
+
+
+def _one_line(exc: BaseException, storage_options: dict[str, Any] | None) -> str:
+    """``Type: message`` of an exception, on one line, without any storage option in it."""
+    message = " ".join(str(exc).split())
+    return redact(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, storage_options)
+
+
+def _remote_is_empty(url: str, storage_options: dict[str, Any] | None) -> bool:
+    """True when no object is stored under a URL.
+
+    Raises FileNotFoundError when the URL's bucket does not exist (s3fs does: a
+    missing prefix lists empty, a missing bucket raises), and whatever the store
+    raises when it cannot be listed at all.
+    """
+    fs, root = _filesystem(url, storage_options)
+    fs.invalidate_cache(root)
+    # A whole listing, not maxdepth=1: s3fs lists a missing bucket as empty with maxdepth but raises without.
+    return not fs.find(root)
+
+
+def _open_array(url: str, storage_options: dict[str, Any] | None = None) -> zarr.Array:
     if _is_local(url) and not _local_path(url).exists():
         raise InputError(f"input {url!r} does not exist; check the path")
     try:
-        node = zarr.open(store=url, mode="r")
+        node = zarr.open(store=url, mode="r", **_store_kwargs(url, storage_options))
     except Exception as exc:  # zarr raises several types (some FileNotFoundError) for "not a zarr node"
-        raise InputError(f"input {url!r} is not a readable zarr array ({type(exc).__name__}: {exc}); "
-                         "give the path of a zarr array (format 2 or 3)") from None
+        raise _unreadable_input(url, exc, storage_options) from None
     if isinstance(node, zarr.Group):
         names = sorted(name for name, _ in node.arrays())
         hint = f" (arrays in it: {', '.join(names[:8])})" if names else ""
         raise InputError(f"input {url!r} is a zarr group, not an array; give the array inside it, "
                          f"e.g. {url.rstrip('/')}/{names[0] if names else 'NAME'}{hint}")
     return node
+
+
+def _unreadable_input(url: str, exc: Exception, storage_options: dict[str, Any] | None) -> InputError:
+    """The one-line error for an input zarr cannot open: missing, not zarr, or (URLs) not reachable."""
+    if _is_local(url):
+        return InputError(f"input {url!r} is not a readable zarr array ({_one_line(exc, None)}); "
+                          "give the path of a zarr array (format 2 or 3)")
+    try:
+        empty = _remote_is_empty(url, storage_options)
+    except FileNotFoundError:  # no such bucket
+        empty = True
+    except Exception as listing:  # no access at all: report that, it is what needs fixing first
+        return InputError(f"input {url!r} cannot be read ({_one_line(listing, storage_options)}); check the URL, "
+                          "the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile) and "
+                          "storage_options (e.g. endpoint_url)")
+    if empty:
+        return InputError(f"input {url!r} does not exist (nothing is stored under it); check the bucket and path, "
+                          "and storage_options.endpoint_url for a store that is not AWS")
+    return InputError(f"input {url!r} is not a readable zarr array ({_one_line(exc, storage_options)}); "
+                      "give the URL of a zarr array (format 2 or 3)")
 
 
 def _metadata_dims(array: zarr.Array) -> tuple[str, ...] | None:
@@ -97,14 +198,16 @@ def _metadata_dims(array: zarr.Array) -> tuple[str, ...] | None:
     return None
 
 
-def _dimension_coords(url: str, dims: tuple[str, ...], shape: tuple[int, ...]) -> dict[str, Any]:
+def _dimension_coords(url: str, dims: tuple[str, ...], shape: tuple[int, ...],
+                      storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """1-D coordinate variables named like the dims, from the array's parent group (xarray layout)."""
     parent, sep, _ = url.rstrip("/").rpartition("/")
-    if not sep or not parent:
+    if not sep or not parent or parent.endswith(":/"):  # "s3://name": the array is a bucket's root
         return {}
     try:
         # mask_and_scale=False: a coordinate equal to the fill value (often 0) is a value, not missing.
-        ds = xr.open_zarr(parent, consolidated=False, chunks=None, mask_and_scale=False)
+        ds = xr.open_zarr(parent, consolidated=False, chunks=None, mask_and_scale=False,
+                          **_store_kwargs(parent, storage_options))
     except Exception:  # the parent is not an xarray-readable group: the input simply has no coordinates
         return {}
     coords = {}
@@ -114,11 +217,13 @@ def _dimension_coords(url: str, dims: tuple[str, ...], shape: tuple[int, ...]) -
     return coords
 
 
-def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None) -> InputInfo:
+def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None, *,
+                  storage_options: dict[str, Any] | None = None) -> InputInfo:
     """Read an input's metadata: shape, dtype, dims, chunks and dimension coordinates.
 
     ``dims`` (from the config) overrides the metadata; without either, the dims
-    are ``(y, x)`` or ``(t, y, x)``.
+    are ``(y, x)`` or ``(t, y, x)``. ``storage_options`` (fsspec, for URLs) are
+    kept in the returned info for :func:`open_input`.
 
     Raises
     ------
@@ -126,7 +231,7 @@ def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None) -> 
         If the input is missing, unreadable, not a zarr array, or ``dims`` does
         not match its number of dimensions.
     """
-    array = _open_array(url)
+    array = _open_array(url, storage_options)
     shape = tuple(int(s) for s in array.shape)
     if dims is not None:
         if len(dims) != len(shape):
@@ -142,7 +247,8 @@ def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None) -> 
         dims=names,
         zarr_chunks=tuple(int(c) for c in array.chunks),
         zarr_format=int(array.metadata.zarr_format),
-        coords=_dimension_coords(url, names, shape),
+        coords=_dimension_coords(url, names, shape, storage_options),
+        storage_options=storage_options,
     )
 
 
@@ -152,7 +258,7 @@ def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
     The values are the stored values, undecoded (no fill-value masking or
     scaling), so integer images stay integers.
     """
-    array = zarr.open_array(store=info.url, mode="r")
+    array = zarr.open_array(store=info.url, mode="r", **_store_kwargs(info.url, info.storage_options))
     direct = _ChunkReader.for_array(array, info.url)
     if direct is None:
         data = da.from_zarr(array, chunks=chunks, inline_array=True)
@@ -260,16 +366,32 @@ def _v3_compressor(meta):
     return None
 
 
-def output_state(url: str) -> str:
-    """Say what is at an output path: ``absent``, ``lncc`` (an lncc output) or ``foreign``."""
+def output_state(url: str, *, storage_options: dict[str, Any] | None = None) -> str:
+    """Say what is at an output path or URL: ``absent``, ``lncc`` (an lncc output) or ``foreign``.
+
+    Raises
+    ------
+    InputError
+        If a URL cannot be listed (no access, unreachable endpoint).
+    """
     if _is_local(url):
         path = _local_path(url)
         if not path.exists() or (path.is_dir() and not any(path.iterdir())):
             return "absent"
+    else:
+        try:
+            if _remote_is_empty(url, storage_options):
+                return "absent"
+        except FileNotFoundError as exc:  # no such bucket: nothing could be written there
+            raise InputError(f"output {url!r} cannot be written ({_one_line(exc, storage_options)}); create its "
+                             "bucket, or fix the URL (and storage_options.endpoint_url)") from None
+        except Exception as exc:
+            raise InputError(f"output {url!r} cannot be listed ({_one_line(exc, storage_options)}); check the URL, "
+                             "the credentials and storage_options (e.g. endpoint_url)") from None
     try:
-        node = zarr.open(store=url, mode="r")
-    except Exception:  # something is there (locally) or nothing is (remotely): zarr cannot tell us which
-        return "foreign" if _is_local(url) else "absent"
+        node = zarr.open(store=url, mode="r", **_store_kwargs(url, storage_options))
+    except Exception:  # something is there, and it is not zarr
+        return "foreign"
     if isinstance(node, zarr.Group) and PROVENANCE_KEY in node.attrs:
         return "lncc"
     return "foreign"
@@ -298,6 +420,7 @@ def prepare_output(
     *,
     zarr_format: int = 3,
     compressor: str = "none",
+    storage_options: dict[str, Any] | None = None,
 ) -> None:
     """Create the output group: metadata, coordinates, provenance and the block ledger.
 
@@ -324,8 +447,9 @@ def prepare_output(
     coords = xr.Dataset(coords=result.coords, attrs={PROVENANCE_KEY: _json_safe(provenance)})
     for name in coords.variables:
         coords[name].encoding = {}
-    coords.to_zarr(url, mode="w", consolidated=False, zarr_format=zarr_format)
-    group = zarr.open_group(store=url, mode="r+")
+    options = _store_kwargs(url, storage_options)
+    coords.to_zarr(url, mode="w", consolidated=False, zarr_format=zarr_format, **options)
+    group = zarr.open_group(store=url, mode="r+", **options)
     for name, var in result.data_vars.items():
         attrs = _json_safe(dict(var.attrs))
         if zarr_format == 2:
@@ -337,7 +461,7 @@ def prepare_output(
     grid = tuple(len(c) for c in ncc.chunks)
     ledger.create_array(_LEDGER, shape=grid + (STATS_LENGTH,), chunks=(1,) * len(grid) + (STATS_LENGTH,),
                         dtype="float64", fill_value=np.nan)
-    update_provenance(url, {})  # refreshes the consolidated metadata
+    update_provenance(url, {}, storage_options=storage_options)  # refreshes the consolidated metadata
 
 
 class OutputWriter:
@@ -349,21 +473,30 @@ class OutputWriter:
     write, but it skips zarr's shared event loop, which otherwise serialises the
     writes of all dask threads and copies each chunk. Anything else goes
     through zarr. Every write replaces whole chunks, so a retried block writes
-    the same bytes.
+    the same bytes: for URL outputs each chunk is one whole-object PUT.
+    It is pickled to dask workers with its URL, names and ``storage_options``,
+    never with open arrays.
     """
 
-    def __init__(self, url: str, names: tuple[str, ...]):
+    def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None):
         self.url = url
         self.names = tuple(names)
+        self.storage_options = storage_options
         self._arrays: dict[str, Any] = {}
         self._ledger = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "names": self.names, "_arrays": {}, "_ledger": None}  # workers open their own
+        # workers open their own arrays
+        return {"url": self.url, "names": self.names, "storage_options": self.storage_options,
+                "_arrays": {}, "_ledger": None}
+
+    def __repr__(self) -> str:  # never the storage options
+        return f"OutputWriter({self.url!r}, {self.names!r})"
 
     def _array(self, name: str):
         if name not in self._arrays:
-            array = zarr.open_array(store=_join(self.url, name), mode="r+", config={"write_empty_chunks": True})
+            array = zarr.open_array(store=_join(self.url, name), mode="r+", config={"write_empty_chunks": True},
+                                    **_store_kwargs(self.url, self.storage_options))
             self._arrays[name] = (array, _direct_codec(array) if _is_local(self.url) else None)
         return self._arrays[name]
 
@@ -394,7 +527,8 @@ class OutputWriter:
         for future in pending:
             future.result()
         if self._ledger is None:
-            self._ledger = zarr.open_array(store=_join(self.url, _STATE_GROUP, _LEDGER), mode="r+")
+            self._ledger = zarr.open_array(store=_join(self.url, _STATE_GROUP, _LEDGER), mode="r+",
+                                           **_store_kwargs(self.url, self.storage_options))
         self._ledger[block_index] = stats
 
 
@@ -534,27 +668,26 @@ def _write_file(path, data: np.ndarray) -> None:
         f.write(view)
 
 
-def read_ledger(url: str) -> np.ndarray:
+def read_ledger(url: str, *, storage_options: dict[str, Any] | None = None) -> np.ndarray:
     """The block ledger of an output: one stats vector per block, NaN where the block is not done."""
-    return zarr.open_array(store=_join(url, _STATE_GROUP, _LEDGER), mode="r")[...]
+    return zarr.open_array(store=_join(url, _STATE_GROUP, _LEDGER), mode="r",
+                           **_store_kwargs(url, storage_options))[...]
 
 
 def _join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *parts])
 
 
-def update_provenance(url: str, updates: dict[str, Any]) -> None:
+def update_provenance(url: str, updates: dict[str, Any], *,
+                      storage_options: dict[str, Any] | None = None) -> None:
     """Merge ``updates`` into the output group's provenance attribute."""
-    group = zarr.open_group(store=url, mode="r+")
+    group = zarr.open_group(store=url, mode="r+", **_store_kwargs(url, storage_options))
     current = dict(group.attrs.get(PROVENANCE_KEY, {}))
     current.update(_json_safe(updates))
     group.attrs[PROVENANCE_KEY] = current
     # Refreshed on every update so that xarray.open_zarr(path) opens quickly and never sees stale metadata.
-    with warnings.catch_warnings():
-        # zarr 3 warns that consolidated metadata is an extension of its spec; xarray reads it either way.
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
-        zarr.consolidate_metadata(url)
+    _ignore_zarr_warnings()  # again: a catch_warnings block left since import (pytest's) may have dropped them
+    zarr.consolidate_metadata(group.store_path)  # the open store: it carries the storage options
 
 
 def _json_safe(value: Any) -> Any:
@@ -572,9 +705,9 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def read_provenance(url: str) -> dict[str, Any]:
+def read_provenance(url: str, *, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The provenance attribute of an lncc output (empty if there is none)."""
-    group = zarr.open_group(store=url, mode="r")
+    group = zarr.open_group(store=url, mode="r", **_store_kwargs(url, storage_options))
     return dict(group.attrs.get(PROVENANCE_KEY, {}))
 
 
@@ -587,6 +720,7 @@ def write_array(
     zarr_format: int = 3,
     name: str | None = None,
     coords: dict[str, np.ndarray] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> str:
     """Write an image (numpy or dask) as a zarr array, for demo, test and benchmark inputs.
 
@@ -600,7 +734,7 @@ def write_array(
     if name is None:
         store_url, array_path, group = url, None, None
     else:
-        group = zarr.open_group(store=url, mode="a", zarr_format=zarr_format)
+        group = zarr.open_group(store=url, mode="a", zarr_format=zarr_format, **_store_kwargs(url, storage_options))
         store_url, array_path = url, name
     kwargs: dict[str, Any] = {}
     if zarr_format == 3:
@@ -610,7 +744,8 @@ def write_array(
                                    overwrite=True, **kwargs)
     else:
         array = zarr.create_array(store=store_url, shape=np.shape(data), chunks=chunks, dtype=data.dtype,
-                                  zarr_format=zarr_format, overwrite=True, **kwargs)
+                                  zarr_format=zarr_format, overwrite=True, **kwargs,
+                                  **_store_kwargs(url, storage_options))
     if zarr_format == 2:
         array.attrs["_ARRAY_DIMENSIONS"] = list(dims)
     if isinstance(data, da.Array):
@@ -630,38 +765,69 @@ def write_array(
     return url if name is None else f"{url.rstrip('/')}/{name}"
 
 
-def fingerprint(url: str) -> str:
-    """Content fingerprint of a zarr array: its metadata and the bytes of every stored chunk.
+#: Listing fields that change whenever an object's bytes do (S3 and most object stores: ETag; GCS: md5Hash,
+#: crc32c; Azure: etag). An object listed without any is read and hashed instead.
+_OBJECT_TAGS = ("ETag", "etag", "md5Hash", "crc32c", "checksum")
 
-    Chunk objects are hashed with CRC-32 in parallel threads (zlib releases the
-    GIL), then combined with their keys and sizes into one SHA-256: a change of
-    any stored byte changes it, file times never do.
+
+def fingerprint(url: str, *, storage_options: dict[str, Any] | None = None) -> str:
+    """Content fingerprint of a zarr array: its metadata and every stored chunk.
+
+    Local chunk files are hashed with CRC-32 in parallel threads (zlib releases
+    the GIL). URL stores are listed once (no data read): each object counts with
+    its key, size and ETag (or the store's checksum), which the store changes
+    with the bytes; objects listed without one are read and hashed like files.
+    Everything is combined into one SHA-256: a change of any stored byte changes
+    it, modification times never do.
     """
     import hashlib
-    import zlib
-    from concurrent.futures import ThreadPoolExecutor
 
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url)
-    files = sorted(fs.find(root))
-
-    def digest(path: str) -> tuple[str, int, int]:
-        data = fs.cat_file(path)
-        return path[len(root):], len(data), zlib.crc32(data)
-
-    with ThreadPoolExecutor(4) as pool:
-        parts = list(pool.map(digest, files))
+    fs, root = _filesystem(url, storage_options)
+    if _is_local(url):
+        parts = _content_digests(fs, root, sorted(fs.find(root)))
+    else:
+        fs.invalidate_cache(root)  # the listing must be of now, not of an earlier call in this process
+        listing = fs.find(root, detail=True)
+        tagged = {path: _object_tag(info) for path, info in listing.items()}
+        untagged = sorted(path for path, tag in tagged.items() if tag is None)
+        parts = [(path[len(root):], int(listing[path].get("size") or 0), tag)
+                 for path, tag in tagged.items() if tag is not None]
+        parts = sorted(parts + _content_digests(fs, root, untagged))
     h = hashlib.sha256()
-    for key, size, crc in parts:
-        h.update(f"{key}:{size}:{crc:08x};".encode())
+    for key, size, tag in parts:
+        h.update(f"{key}:{size}:{tag};".encode())
     return h.hexdigest()
 
 
-def clean_partials(url: str) -> int:
-    """Delete temporary ``*.partial`` files a killed writer left in a local output; return how many."""
+def _object_tag(info: dict[str, Any]) -> str | None:
+    for name in _OBJECT_TAGS:
+        if info.get(name):
+            return f"{name}={str(info[name]).strip(chr(34))}"
+    return None
+
+
+def _content_digests(fs, root: str, paths: list[str]) -> list[tuple[str, int, str]]:
+    """(key, size, CRC-32) of each object, read in parallel threads."""
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    def digest(path: str) -> tuple[str, int, str]:
+        data = fs.cat_file(path)
+        return path[len(root):], len(data), f"{zlib.crc32(data):08x}"
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(digest, paths))
+
+
+def clean_partials(url: str, *, storage_options: dict[str, Any] | None = None) -> int:
+    """Delete temporary ``*.partial`` files a killed writer left in a local output; return how many.
+
+    URL outputs have none (0): each chunk is written by one whole-object PUT, so
+    a kill leaves either the old object or the new one, never part of it.
+    ``storage_options`` is accepted so that every URL function takes it.
+    """
     if not _is_local(url):
-        return 0  # object stores write whole objects: nothing partial survives a kill
+        return 0
     removed = 0
     for path in _local_path(url).rglob("*.partial"):
         path.unlink(missing_ok=True)
@@ -676,9 +842,14 @@ class OutputLock:
     (same host, pid not alive) is stale and is taken over; any other existing
     lock makes :meth:`acquire` raise :class:`~pipeline.errors.InputError`
     naming its holder.
+
+    Only local outputs are locked: object stores offer no atomic
+    create-if-absent through fsspec, so a URL output is not locked (documented
+    in the README) and ``storage_options`` is accepted only so that every URL
+    function takes it.
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None):
         self.url = url
         self.path = _local_path(url.rstrip("/") + ".lock") if _is_local(url) else None
         self.held = False

@@ -181,43 +181,46 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
         On the first problem found, naming the input and the fix.
     """
     plans = []
+    options = config.storage_options
     for pair in config.all_pairs():
-        ref = io.inspect_input(pair.reference, config.dims)
-        mov = io.inspect_input(pair.moving, config.dims)
+        ref = io.inspect_input(pair.reference, config.dims, storage_options=options)
+        mov = io.inspect_input(pair.moving, config.dims, storage_options=options)
         try:
             radius = check_pair(ref.shape, mov.shape, ref.dtype, mov.dtype, config.window, config.boundary,
                                 ref.dims, mov.dims)
         except InputError as exc:
             raise InputError(f"{pair.reference} / {pair.moving}: {exc}") from None
-        state = io.output_state(pair.output)
+        state = io.output_state(pair.output, storage_options=options)
         if state == "foreign" and not force:
             raise InputError(f"output {pair.output!r} exists and was not written by lncc; "
                              "choose another output path or pass --force to overwrite it")
-        masks = tuple(None if url is None else _check_mask(io.inspect_input(url, config.dims), ref, role)
+        masks = tuple(None if url is None else _check_mask(io.inspect_input(url, config.dims,
+                                                                            storage_options=options), ref, role)
                       for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
         chunks = processing_chunks(ref, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
         if config.compute.memory is not None:
             chunks = _fit_budget(config, ref, chunks, radius, [ref.dtype, mov.dtype] + [m.dtype for m in masks if m],
                                  threads or worker_count(config.compute)[1])
-        fingerprints = {role: io.fingerprint(url) for role, url in (
+        fingerprints = {role: io.fingerprint(url, storage_options=options) for role, url in (
             ("reference", pair.reference), ("moving", pair.moving),
             ("reference_mask", pair.reference_mask), ("moving_mask", pair.moving_mask)) if url is not None}
         fingerprints["coordinates"] = _coords_digest(ref)  # the output's coordinates come from the reference
         digest = config_hash(config, pair, chunks)
         action = "fresh"
         if state == "lncc" and not force:
-            previous = io.read_provenance(pair.output)
+            previous = io.read_provenance(pair.output, storage_options=options)
             if previous.get("config_hash") == digest and previous.get("fingerprints") == fingerprints:
                 action = "up to date" if previous.get("status") == "complete" else "resume"
         plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks))
     return plans
 
 
-def _resumable_blocks(url: str, grid: tuple[int, ...]) -> np.ndarray | None:
+def _resumable_blocks(url: str, grid: tuple[int, ...],
+                      storage_options: dict[str, Any] | None = None) -> np.ndarray | None:
     """Blocks already done in an incomplete output, or None when its ledger is missing or of another grid
     (a run killed while creating the output): then the output is written afresh."""
     try:
-        ledger = io.read_ledger(url)
+        ledger = io.read_ledger(url, storage_options=storage_options)
     except Exception:
         return None
     if ledger.shape[:-1] != tuple(grid):
@@ -300,9 +303,9 @@ def _template(reference: xr.DataArray, names: tuple[str, ...], chunks) -> xr.Dat
 class _BlockWriter:
     """The sink of a run: writes one block's values and stats where the block was computed."""
 
-    def __init__(self, url: str, names: tuple[str, ...]):
+    def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None):
         self.names = names
-        self.output = io.OutputWriter(url, names)
+        self.output = io.OutputWriter(url, names, storage_options)
 
     def __call__(self, values: np.ndarray, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
         blocks = dict(zip(self.names, values)) if len(self.names) > 1 else {self.names[0]: values}
@@ -375,7 +378,7 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
     with contextlib.ExitStack() as locks:
         for plan in plans:
             if plan.action != "up to date":
-                locks.enter_context(io.OutputLock(plan.pair.output))
+                locks.enter_context(io.OutputLock(plan.pair.output, storage_options=config.storage_options))
         with executor(config.compute) as ex:
             threads = ex.threads_per_worker()
             if config.compute.memory is not None and threads != worker_count(config.compute)[1]:
@@ -423,20 +426,20 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
         mov = io.open_input(plan.moving, plan.chunks)
         masks = [None if m is None else io.open_input(m, plan.chunks) for m in plan.masks]
         names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
-        marks = local_ncc_into(_BlockWriter(url, names), ref.data, mov.data, config.window,
+        marks = local_ncc_into(_BlockWriter(url, names, config.storage_options), ref.data, mov.data, config.window,
                                boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
                                reference_mask=None if masks[0] is None else masks[0].data,
                                moving_mask=None if masks[1] is None else masks[1].data,
                                min_valid=config.min_valid, extras=config.extra_outputs)
-        done = _resumable_blocks(url, marks.numblocks) if plan.action == "resume" else None
+        done = _resumable_blocks(url, marks.numblocks, config.storage_options) if plan.action == "resume" else None
         if done is not None:
-            io.clean_partials(url)
+            io.clean_partials(url, storage_options=config.storage_options)
             io.update_provenance(url, {"status": "running", "resumed": started, "pid": os.getpid(),
-                                       "host": socket.gethostname()})
+                                       "host": socket.gethostname()}, storage_options=config.storage_options)
         else:
             io.prepare_output(url, _template(ref, names, halo_chunks(ref.data.chunks, plan.radius)),
                               _provenance(config, plan, started), zarr_format=config.zarr_format,
-                              compressor=config.compressor)
+                              compressor=config.compressor, storage_options=config.storage_options)
             done = np.zeros(marks.numblocks, dtype=bool)
         todo = [index for index in np.ndindex(done.shape) if not done[index]]
         counts[url] = (len(todo), done.size)
@@ -451,13 +454,14 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
     finished = datetime.now(timezone.utc).isoformat()
     for plan in plans:
         url = plan.pair.output
-        ledger = io.read_ledger(url)
+        ledger = io.read_ledger(url, storage_options=config.storage_options)
         if np.isnan(ledger[..., -1]).any():
             raise RuntimeError(f"output {url!r} is missing blocks after the run; rerun to finish it")
         stats = summarize(ledger)
         if plan.action != "up to date":
             # The completion marker: written last, after every block and its ledger entry.
-            io.update_provenance(url, {"status": "complete", "finished": finished, "summary": stats})
+            io.update_provenance(url, {"status": "complete", "finished": finished, "summary": stats},
+                                 storage_options=config.storage_options)
         quantiles = {k: v for k, v in stats.items() if k.startswith("q")}
         computed, total = counts.get(url, (0, ledger[..., -1].size))
         summary.pairs.append(PairResult(url, plan.reference.shape, int(np.prod(plan.reference.shape)),

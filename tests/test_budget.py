@@ -19,9 +19,7 @@ from pipeline.config import parse_config
 from pipeline.errors import ConfigError
 from pipeline.io import write_array
 from pipeline.run import plan_run
-from pipeline.testing import sample_pair
-
-from test_operations import chunk_files, write_config
+from pipeline.testing import sample_pair, write_config
 
 
 @settings(max_examples=60, deadline=None)

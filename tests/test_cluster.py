@@ -3,7 +3,6 @@ workers killed with kill -9, and dask-jobqueue job scripts built without submitt
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,61 +17,14 @@ import zarr
 
 from pipeline.config import parse_config
 from pipeline.io import read_ledger, write_array
-from pipeline.testing import reference_ncc, sample_pair
-
-from test_operations import chunk_files, lncc, write_config
-
-
-def _dask(*args: str, log: Path) -> subprocess.Popen:
-    # Its own session, so the test can kill a worker's whole process tree (nanny and worker).
-    return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_" + args[0], *args[1:]],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-class DaskCluster:
-    """A dask scheduler and worker processes started with dask's own CLI on 127.0.0.1 (random free ports)."""
-
-    def __init__(self, root: Path, workers: int = 2):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.file = root / "scheduler.json"
-        self.scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(self.file), log=root / "scheduler.log")
-        deadline = time.monotonic() + 60
-        while not self.file.exists() or not self.file.read_text().strip():
-            assert time.monotonic() < deadline and self.scheduler.poll() is None, (root / "scheduler.log").read_text()
-            time.sleep(0.1)
-        self.address = json.loads(self.file.read_text())["address"]
-        self.workers = [self.add_worker(i) for i in range(workers)]
-        self.wait_for_workers(workers)
-
-    def add_worker(self, i: int) -> subprocess.Popen:
-        return _dask("worker", "--scheduler-file", str(self.file), "--host", "127.0.0.1", "--nworkers", "1",
-                     "--nthreads", "1", "--no-dashboard", "--memory-limit", "0",
-                     "--local-directory", str(self.root / f"w{i}"), log=self.root / f"worker{i}.log")
-
-    def wait_for_workers(self, n: int) -> None:
-        from distributed import Client
-
-        with Client(self.address, timeout="20s") as client:
-            client.wait_for_workers(n, timeout=60)
-
-    def close(self) -> None:
-        for proc in [*self.workers, self.scheduler]:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in [*self.workers, self.scheduler]:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+from pipeline.testing import DaskCluster, chunk_files, reference_ncc, sample_pair, write_config
+from pipeline.testing import run_cli as lncc
 
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    c = DaskCluster(tmp_path / "cluster")
-    yield c
-    c.close()
+    with DaskCluster(tmp_path / "cluster") as c:
+        yield c
 
 
 def _pair(tmp_path: Path, shape=(1024, 1024), chunks=(128, 128), seed=11):
@@ -124,9 +76,7 @@ def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_ident
     while time.monotonic() < deadline and proc.poll() is None and _done(out) < 20:
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before a worker could be killed: make the pair larger"
-    victim = cluster.workers[0]
-    for p in [psutil.Process(victim.pid), *psutil.Process(victim.pid).children(recursive=True)]:
-        p.kill()  # SIGKILL: no goodbye to the scheduler
+    cluster.kill_worker(0)
     done_at_kill = _done(out)
     stdout, stderr = proc.communicate(timeout=300)
     assert done_at_kill < 256, "the run ended before a worker was killed"

@@ -19,18 +19,8 @@ import pytest
 import zarr
 
 from pipeline.io import read_ledger, write_array
-from pipeline.testing import sample_pair
-
-
-def lncc(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
-
-
-def write_config(path: Path, **settings) -> Path:
-    lines = [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from pipeline.testing import chunk_files, sample_pair, write_config
+from pipeline.testing import run_cli as lncc
 
 
 @pytest.fixture
@@ -38,10 +28,6 @@ def pair(tmp_path: Path) -> tuple[str, str]:
     ref, mov = sample_pair((300, 340), "uint8", seed=3)
     return (write_array(str(tmp_path / "in.zarr"), ref, chunks=(64, 64), name="ref"),
             write_array(str(tmp_path / "in.zarr"), mov, chunks=(64, 64), name="mov"))
-
-
-def chunk_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "ncc").rglob("*")) if p.is_file()}
 
 
 def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Path):
