@@ -133,8 +133,11 @@ def _local_cluster(compute: ComputeConfig):
 def _connect(address: str):
     from distributed import Client
 
+    import dask
+
     try:
-        return Client(address, timeout="10s")
+        # dask's connect timeout (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT; 30s by default) bounds the wait.
+        return Client(address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
     except (OSError, TimeoutError) as exc:
         raise InputError(f"compute.scheduler: cannot reach the dask scheduler at {address} ({exc}); start it "
                          "(dask scheduler) and its workers, or fix the address") from None

@@ -64,7 +64,7 @@ def test_run_through_a_scheduler_address_equals_the_threaded_run(tmp_path: Path,
 def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_identical(tmp_path: Path, cluster):
     """kill -9 of a worker process (and its nanny) mid-run: dask retries its tasks on the other worker, or the
     run exits 1 with one line; a rerun then resumes. Either way the output equals an uninterrupted run."""
-    _, _, (ref_url, mov_url) = _pair(tmp_path, shape=(2048, 2048), seed=12)
+    _, _, (ref_url, mov_url) = _pair(tmp_path, shape=(1536, 1536), seed=12)
     common = dict(reference=ref_url, moving=mov_url, window=9, chunks={"y": 128, "x": 128})
     out = tmp_path / "killed.zarr"
     killed = write_config(tmp_path / "killed.yaml", output=str(out), compute={"scheduler": cluster.address},
@@ -79,7 +79,7 @@ def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_ident
     cluster.kill_worker(0)
     done_at_kill = _done(out)
     stdout, stderr = proc.communicate(timeout=300)
-    assert done_at_kill < 256, "the run ended before a worker was killed"
+    assert done_at_kill < 144, "the run ended before a worker was killed"
     assert proc.returncode in (0, 1), stderr
     if proc.returncode == 1:
         assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
@@ -87,16 +87,16 @@ def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_ident
         assert rerun.returncode == 0, rerun.stderr
         assert "resumed:" in rerun.stdout
     else:
-        assert "computed: 256 blocks" in stdout
+        assert "computed: 144 blocks" in stdout
     assert not list(out.rglob("*.partial"))
     assert lncc("run", str(clean), "--quiet", cwd=tmp_path).returncode == 0
     assert chunk_files(out) == chunk_files(tmp_path / "clean.zarr")
-    assert "complete (256 of 256 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
+    assert "complete (144 of 144 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
 
 
 def test_client_killed_mid_run_then_rerun_on_the_cluster_resumes_bit_identical(tmp_path: Path, cluster):
     """kill -9 of the lncc process itself while the cluster computes: the rerun computes only what is missing."""
-    _, _, (ref_url, mov_url) = _pair(tmp_path, shape=(2048, 2048), seed=13)
+    _, _, (ref_url, mov_url) = _pair(tmp_path, shape=(1536, 1536), seed=13)
     common = dict(reference=ref_url, moving=mov_url, window=5, chunks={"y": 128, "x": 128})
     out = tmp_path / "killed.zarr"
     killed = write_config(tmp_path / "killed.yaml", output=str(out), compute={"scheduler": cluster.address},
@@ -110,10 +110,10 @@ def test_client_killed_mid_run_then_rerun_on_the_cluster_resumes_bit_identical(t
     proc.wait()
     time.sleep(1.0)  # tasks already on the workers may finish: they write whole chunks and their ledger entries
     done = _done(out)
-    assert done < 256
+    assert done < 144
     rerun = lncc("run", str(killed), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"resumed: {256 - done} of 256 blocks computed" in rerun.stdout
+    assert f"resumed: {144 - done} of 144 blocks computed" in rerun.stdout
     clean = write_config(tmp_path / "clean.yaml", output=str(tmp_path / "clean.zarr"), **common)
     assert lncc("run", str(clean), "--quiet", cwd=tmp_path).returncode == 0
     assert chunk_files(out) == chunk_files(tmp_path / "clean.zarr")
@@ -147,7 +147,7 @@ def test_unreachable_scheduler_address_is_one_clear_line(tmp_path: Path):
         port = s.getsockname()[1]  # free once closed: nothing listens there
     cfg = write_config(tmp_path / "c.yaml", reference=ref_url, moving=mov_url, output=str(tmp_path / "o.zarr"),
                        compute={"scheduler": f"tcp://127.0.0.1:{port}"})
-    result = lncc("run", str(cfg), cwd=tmp_path, timeout=120)
+    result = lncc("run", str(cfg), cwd=tmp_path, timeout=120, env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert f"tcp://127.0.0.1:{port}" in result.stderr and "dask scheduler" in result.stderr
