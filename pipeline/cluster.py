@@ -125,9 +125,16 @@ def _local_cluster(compute: ComputeConfig):
 
     workers, threads = worker_count(compute)
     limit = compute.memory_limit or compute.memory
-    return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                        memory_limit=limit if limit is not None else "auto", host="127.0.0.1",
-                        dashboard_address=None, silence_logs=40)
+    # lncc sizes its blocks to the budget and keeps nothing between tasks but input blocks awaiting their
+    # neighbours: dask's spilling (from 60% of the limit) would only pickle those to disk and back. The
+    # pause and terminate thresholds stay as the safety net.
+    import dask
+
+    with dask.config.set({"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False}):
+        # The nannies hand this config to the worker processes they start.
+        return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                            memory_limit=limit if limit is not None else "auto", host="127.0.0.1",
+                            dashboard_address=None, silence_logs=40)
 
 
 def _connect(address: str):
