@@ -9,11 +9,11 @@ import numpy as np
 import xarray as xr
 
 from .errors import InputError
-from .graph import EXTRA_NAMES, local_ncc_dask, local_ncc_sink
+from .graph import EXTRA_NAMES, local_ncc_dask, local_ncc_pair_sink, local_ncc_sink
 from .kernel import invalid_mask, local_ncc_numpy
 from .validate import check_pair
 
-__all__ = ["local_ncc", "local_ncc_into"]
+__all__ = ["local_ncc", "local_ncc_into", "local_ncc_pair_into"]
 
 
 def local_ncc(
@@ -122,14 +122,33 @@ def local_ncc_into(sink, reference: da.Array, moving: da.Array, window: int = 7,
     return local_ncc_sink(sink, reference, moving, window, **kwargs)
 
 
-def _prepare(reference, moving, window, reference_mask, moving_mask, *, boundary, flat, nodata, min_valid, extras,
-             lazy=None):
-    """Check the options, make both inputs numpy or both dask, and build the nodata mask."""
+def local_ncc_pair_into(sink, pair: da.Array, window: int = 7, *, boundary: str = "reflect", flat: float = 0.0,
+                        nodata=None, min_valid: float = 0.5, extras: bool = False) -> da.Array:
+    """:func:`local_ncc_into` for both images stacked in one dask array of shape ``(2,) + shape``.
+
+    ``pair[0]`` is the reference and ``pair[1]`` the moving image (one dtype);
+    nodata comes from NaN/Inf and ``nodata`` values only (no mask arrays).
+    Used by :func:`pipeline.run.run` for pairs read together
+    (:func:`pipeline.io.open_pair`); same results as :func:`local_ncc_into`.
+    """
+    _check_options(pair[0], pair[1], window, boundary, flat, min_valid)
+    pair_nodata = nodata if isinstance(nodata, tuple) else (nodata, nodata)
+    return local_ncc_pair_sink(sink, pair, window, boundary=boundary, flat=flat, nodata=pair_nodata,
+                               min_valid=min_valid, extras=extras)
+
+
+def _check_options(reference, moving, window, boundary, flat, min_valid) -> None:
     check_pair(np.shape(reference), np.shape(moving), reference.dtype, moving.dtype, window, boundary)
     if not (np.isnan(flat) or -1.0 <= flat <= 1.0):
         raise InputError(f"flat must be in [-1, 1] or NaN (NCC values lie in [-1, 1]), got {flat}")
     if not 0.0 <= min_valid <= 1.0:
         raise InputError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
+
+
+def _prepare(reference, moving, window, reference_mask, moving_mask, *, boundary, flat, nodata, min_valid, extras,
+             lazy=None):
+    """Check the options, make both inputs numpy or both dask, and build the nodata mask."""
+    _check_options(reference, moving, window, boundary, flat, min_valid)
     for name, mask in (("reference_mask", reference_mask), ("moving_mask", moving_mask)):
         if mask is not None and np.shape(mask) != np.shape(reference):
             raise InputError(f"{name} must have the images' shape {np.shape(reference)}, got {np.shape(mask)}")

@@ -85,6 +85,22 @@ class Executor:
         counts = self.client.nthreads().values()
         return max(counts) if counts else worker_count(self.compute)[1]
 
+    def start(self, func, *args):
+        """Start ``func(*args)`` in every worker process, in the background; returns the thread (join it).
+        Nothing to do without a distributed client (this process is the worker)."""
+        import threading
+
+        def body() -> None:
+            if self.client is not None:
+                try:
+                    self.client.run(func, *args)
+                except Exception:  # a worker that cannot do it fails its tasks later, with a clearer error
+                    pass
+
+        thread = threading.Thread(target=body, daemon=True)
+        thread.start()
+        return thread
+
     def warm_up(self, func, *args) -> None:
         """Run ``func(*args)`` in every worker process (e.g. to load compiled kernels) or here."""
         if self.client is None:

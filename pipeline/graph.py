@@ -7,9 +7,9 @@ import threading
 import dask.array as da
 import numpy as np
 
-from .kernel import check_window, nan_border, ncc_padded
+from .kernel import check_window, invalid_mask, nan_border, ncc_padded
 
-__all__ = ["local_ncc_dask", "local_ncc_sink", "halo_chunks", "EXTRA_NAMES"]
+__all__ = ["local_ncc_dask", "local_ncc_sink", "local_ncc_pair_sink", "halo_chunks", "EXTRA_NAMES"]
 
 # dask's own names for the boundary modes; 'nan' pads with zeros and blanks the
 # border afterwards, because integer blocks cannot hold NaN.
@@ -89,6 +89,25 @@ def _buffer(shape: tuple[int, ...]) -> np.ndarray:
     return cached[:size].reshape(shape)
 
 
+def _sink_pair_block(ab, invalid=None, *, block_nodata, constant_pad, block_info=None, **kwargs):
+    a, b = ab[0], ab[1]  # contiguous views: the pair axis is the outermost
+    if block_nodata is not None:
+        # Nodata found in the padded block itself: pointwise, so for reflect/nearest padding the same as padding
+        # a mask of the whole image. Constant padding (zeros) is valid data, even where 0 is a nodata value.
+        invalid = invalid_mask(a, b, block_nodata)
+        if invalid is not None and constant_pad:
+            radius, full_shape = kwargs["radius"], kwargs["full_shape"]
+            index = block_info[None]["chunk-location"][-2:]
+            for axis, (chunks, i, size) in enumerate(zip(kwargs["block_chunks"][-2:], index, full_shape)):
+                start = sum(chunks[:i]) - radius  # image position of the padded block's first row/column
+                outside = np.flatnonzero((np.arange(invalid.shape[-2 + axis]) + start < 0)
+                                         | (np.arange(invalid.shape[-2 + axis]) + start >= size))
+                where = [slice(None)] * invalid.ndim
+                where[-2 + axis] = outside
+                invalid[tuple(where)] = False
+    return _sink_block(a, b, invalid, block_info=block_info, **kwargs)
+
+
 def _sink_block(a, b, invalid=None, *, sink, block_chunks, radius, flat, nan_edges, full_shape, min_valid, extras,
                 block_info=None):
     # block_info[None] describes the one-element marker block, so the NCC block's place comes from `block_chunks`.
@@ -154,9 +173,30 @@ def local_ncc_sink(sink, reference: da.Array, moving: da.Array, window: int = 7,
                  token="local-ncc-sink", **options)
 
 
+def local_ncc_pair_sink(sink, pair: da.Array, window: int = 7, *, nodata=None, **options) -> da.Array:
+    """:func:`local_ncc_sink` for both inputs stacked in one array of shape ``(2,) + shape`` (reference first).
+
+    One task reads both blocks and one halo exchange serves both, so a
+    distributed run never moves a block between workers to pair it up.
+    ``nodata`` (a pair of values, None for none) and non-finite values are
+    found inside each padded block: no separate mask array. The result has
+    one done-marker per spatial block, as :func:`local_ncc_sink`.
+    """
+    radius = check_window(window)
+    chunks = halo_chunks(pair.chunks, radius)
+    marks = tuple((1,) * len(c) for c in chunks[1:])
+    options = {"boundary": "reflect", "flat": 0.0, "min_valid": 0.5, "extras": False, **options}
+    floats = np.dtype(pair.dtype).kind in "fc"
+    nodata = tuple(nodata) if nodata is not None else (None, None)
+    block_nodata = nodata if floats or any(v is not None for v in nodata) else None
+    return _wire(_sink_pair_block, pair, None, radius, chunks, marks, bool, sink=sink, block_chunks=chunks[1:],
+                 block_nodata=block_nodata, constant_pad=options["boundary"] in ("constant", "nan"), invalid=None,
+                 token="local-ncc-pair-sink", drop_axis=[0], **options)
+
+
 def _wire(func, reference, moving, radius, chunks, out_chunks, dtype, *, boundary, flat, invalid, min_valid,
           extras, **kwargs):
-    arrays = [reference, moving] + ([invalid] if invalid is not None else [])
+    arrays = [reference] + ([moving] if moving is not None else []) + ([invalid] if invalid is not None else [])
     arrays = [a if a.chunks == chunks else a.rechunk(chunks) for a in arrays]
     ndim = reference.ndim
     depth = {ax: (radius if ax >= ndim - 2 else 0) for ax in range(ndim)}

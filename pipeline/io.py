@@ -35,6 +35,7 @@ __all__ = [
     "InputInfo",
     "inspect_input",
     "open_input",
+    "open_pair",
     "output_state",
     "prepare_output",
     "OutputWriter",
@@ -269,6 +270,50 @@ def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
     return xr.DataArray(data, dims=info.dims, coords=info.coords)
 
 
+def open_pair(reference: InputInfo, moving: InputInfo, chunks: tuple[int, ...]) -> da.Array | None:
+    """Both inputs as one lazy array of shape ``(2,) + shape``, each block of both read by one task.
+
+    With the inputs as two arrays, a distributed scheduler may read a block of
+    each on different workers and then move one to the other; read together,
+    they never move, and the graph has half the read and halo tasks. Only for
+    inputs of the same dtype and shape; None otherwise.
+    """
+    if np.dtype(reference.dtype) != np.dtype(moving.dtype) or reference.shape != moving.shape:
+        return None
+    sources = []
+    for info in (reference, moving):
+        array = zarr.open_array(store=info.url, mode="r", **_store_kwargs(info.url, info.storage_options))
+        sources.append(_ChunkReader.for_array(array, info.url) or array)
+    if any(np.dtype(src.dtype) != np.dtype(sources[0].dtype) for src in sources):
+        return None
+    pair = _PairReader(*sources)
+    name = "lncc-pair-" + dask.base.tokenize(reference.url, moving.url, pair.shape, str(pair.dtype), chunks)
+    return da.from_array(pair, chunks=(2,) + tuple(chunks), name=name, inline_array=True, asarray=False,
+                         meta=np.empty((0,) * pair.ndim, dtype=pair.dtype))
+
+
+class _PairReader:
+    """Two same-shaped arrays read as one with a leading axis of 2 (reference, moving)."""
+
+    def __init__(self, reference, moving):
+        self.sources = (reference, moving)
+        self.dtype = np.dtype(reference.dtype)
+        self.shape = (2,) + tuple(int(n) for n in reference.shape)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        which = range(2)[key[0]]
+        region = [slice(*k.indices(n)[:2]) for k, n in zip(key[1:], self.shape[1:])]
+        out = np.empty((len(which),) + tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        for i, w in enumerate(which):
+            source = self.sources[w]
+            if isinstance(source, _ChunkReader):
+                source.read_into(region, out[i])  # decoded straight into the pair block
+            else:
+                out[i] = source[tuple(region)]
+        return out
+
+
 class _ChunkReader:
     """A read-only array over a local zarr array's chunk files, decoded in the calling thread.
 
@@ -318,6 +363,11 @@ class _ChunkReader:
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
         out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        self.read_into(region, out)
+        return out
+
+    def read_into(self, region: list[slice], out: np.ndarray) -> None:
+        """Fill ``out`` with the values in ``region`` (a list of non-negative, step-1 slices)."""
         first = [r.start // c for r, c in zip(region, self.chunks)]
         last = [-(-r.stop // c) for r, c in zip(region, self.chunks)]
         for offsets in np.ndindex(*[hi - lo for lo, hi in zip(first, last)]):
@@ -332,7 +382,6 @@ class _ChunkReader:
             else:
                 out[target] = chunk[tuple(slice(a - k * c, b - k * c)
                                           for a, b, k, c in zip(lo, hi, coords, self.chunks))]
-        return out
 
     def _chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
         try:

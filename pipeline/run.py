@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from . import io
-from .api import local_ncc_into
+from .api import local_ncc_into, local_ncc_pair_into
 from . import budget as budget_
 from .cluster import Executor, executor, worker_count
 from .graph import EXTRA_NAMES, halo_chunks
@@ -375,16 +375,21 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
     RunSummary
         Per-pair pixel counts and NCC statistics, and the wall time.
     """
-    plans = plan_run(config, force=force)
-    with contextlib.ExitStack() as locks:
+    if config.compute.distributed:
+        plan_run(config, force=force)  # bad configs and inputs fail before any cluster starts
+    with executor(config.compute) as ex, contextlib.ExitStack() as locks:
+        # Worker processes import lncc (numba, zarr, ...: seconds) while this process plans the run.
+        preload = ex.start(_import_lncc)
+        plans = plan_run(config, force=force, threads=ex.threads_per_worker())
         for plan in plans:
             if plan.action != "up to date":
                 locks.enter_context(io.OutputLock(plan.pair.output, storage_options=config.storage_options))
-        with executor(config.compute) as ex:
-            threads = ex.threads_per_worker()
-            if config.compute.memory is not None and threads != worker_count(config.compute)[1]:
-                plans = plan_run(config, force=force, threads=threads)  # the cluster's workers differ from the guess
-            return _execute(config, plans, progress, ex)
+        preload.join()
+        return _execute(config, plans, progress, ex)
+
+
+def _import_lncc() -> None:
+    from . import graph, io, kernel, stats  # noqa: F401
 
 
 def _warm_up(ex: Executor, config: RunConfig, plans: list[PairPlan]) -> None:
@@ -427,11 +432,16 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
         mov = io.open_input(plan.moving, plan.chunks)
         masks = [None if m is None else io.open_input(m, plan.chunks) for m in plan.masks]
         names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
-        marks = local_ncc_into(_BlockWriter(url, names, config.storage_options), ref.data, mov.data, config.window,
-                               boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
-                               reference_mask=None if masks[0] is None else masks[0].data,
-                               moving_mask=None if masks[1] is None else masks[1].data,
-                               min_valid=config.min_valid, extras=config.extra_outputs)
+        writer = _BlockWriter(url, names, config.storage_options)
+        options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
+                       min_valid=config.min_valid, extras=config.extra_outputs)
+        pair = io.open_pair(plan.reference, plan.moving, plan.chunks) if plan.masks == (None, None) else None
+        if pair is not None:  # both images read by one task per block
+            marks = local_ncc_pair_into(writer, pair, config.window, **options)
+        else:
+            marks = local_ncc_into(writer, ref.data, mov.data, config.window,
+                                   reference_mask=None if masks[0] is None else masks[0].data,
+                                   moving_mask=None if masks[1] is None else masks[1].data, **options)
         done = _resumable_blocks(url, marks.numblocks, config.storage_options) if plan.action == "resume" else None
         if done is not None:
             io.clean_partials(url, storage_options=config.storage_options)

@@ -322,24 +322,32 @@ class _Collect:
 
 @settings(max_examples=30)
 @given(data=st.data(), boundary=st.sampled_from(BOUNDARIES), extras=st.booleans(), video=st.booleans(),
-       nodata=st.sampled_from([None, 0]))
-def test_sink_blocks_equal_in_memory(data, boundary, extras, video, nodata):
-    """Every block a run's sink receives, put in its region, rebuilds the in-memory result exactly."""
-    from pipeline.api import local_ncc_into
+       nodata=st.sampled_from([None, 0]), stacked=st.booleans(), dtype=st.sampled_from(["uint8", "float32"]))
+def test_sink_blocks_equal_in_memory(data, boundary, extras, video, nodata, stacked, dtype):
+    """Every block a run's sink receives, put in its region, rebuilds the in-memory result exactly, whether the
+    images come as two arrays or stacked in one (nodata and NaN then found inside each padded block)."""
+    from pipeline.api import local_ncc_into, local_ncc_pair_into
 
     h = data.draw(st.integers(3, 40), label="h")
     w = data.draw(st.integers(3, 40), label="w")
     window = data.draw(st.sampled_from([k for k in (3, 5, 7, 9) if k <= min(h, w)]), label="window")
     shape = ((2,) if video else ()) + (h, w)
-    ref, mov = ptesting.sample_pair(shape, "uint8", seed=h * 41 + w)
+    ref, mov = ptesting.sample_pair(shape, dtype, seed=h * 41 + w)
+    if dtype == "float32":  # NaN holes, found per block in the stacked form
+        ref[..., h // 2, : w // 3] = np.nan
+        mov[..., : h // 3, w // 2] = np.inf
     chunks = ((1,) if video else ()) + (data.draw(partitions(h), label="ychunks"),
                                         data.draw(partitions(w), label="xchunks"))
     options = dict(boundary=boundary, nodata=nodata, extras=extras)
     expected = local_ncc(ref, mov, window, **options)
     expected = np.stack([expected[k] for k in expected]) if extras else expected
     sink = _Collect(expected.shape)
-    marks = local_ncc_into(sink, da.from_array(ref, chunks=chunks), da.from_array(mov, chunks=chunks), window,
-                           **options)
+    if stacked:
+        pair = da.from_array(np.stack([ref, mov]), chunks=(2,) + chunks)
+        marks = local_ncc_pair_into(sink, pair, window, **options)
+    else:
+        marks = local_ncc_into(sink, da.from_array(ref, chunks=chunks), da.from_array(mov, chunks=chunks), window,
+                               **options)
     assert marks.compute(scheduler="threads").all()
     assert len(sink.indices) == len(set(sink.indices)) == np.prod(marks.numblocks)
     assert_matches(sink.out, expected)
