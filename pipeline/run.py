@@ -170,11 +170,14 @@ def _fit_budget(config: RunConfig, info: io.InputInfo, chunks: tuple[int, ...], 
     return spatial
 
 
-def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = None) -> list[PairPlan]:
+def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = None,
+             check_only: bool = False) -> list[PairPlan]:
     """Read every input's metadata and check the whole run before anything is written.
 
     ``threads`` is the number of threads per worker process, for the memory
-    budget; by default what the config implies.
+    budget; by default what the config implies. ``check_only`` skips reading
+    the inputs' content (fingerprints): every check is made, but the plans do
+    not say whether an output is up to date.
 
     Raises
     ------
@@ -202,6 +205,9 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
         if config.compute.memory is not None:
             chunks = _fit_budget(config, ref, chunks, radius, [ref.dtype, mov.dtype] + [m.dtype for m in masks if m],
                                  threads or worker_count(config.compute)[1])
+        if check_only:
+            plans.append(PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks))
+            continue
         fingerprints = {role: io.fingerprint(url, storage_options=options) for role, url in (
             ("reference", pair.reference), ("moving", pair.moving),
             ("reference_mask", pair.reference_mask), ("moving_mask", pair.moving_mask)) if url is not None}
@@ -376,7 +382,7 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
         Per-pair pixel counts and NCC statistics, and the wall time.
     """
     if config.compute.distributed:
-        plan_run(config, force=force)  # bad configs and inputs fail before any cluster starts
+        plan_run(config, force=force, check_only=True)  # bad configs and inputs fail before any cluster starts
     with executor(config.compute) as ex, contextlib.ExitStack() as locks:
         # Worker processes import lncc (numba, zarr, ...: seconds) while this process plans the run.
         preload = ex.start(_import_lncc)
