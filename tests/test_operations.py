@@ -32,7 +32,7 @@ def pair(tmp_path: Path) -> tuple[str, str]:
 
 def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Path):
     """A run killed part way is reported incomplete; the rerun computes only the missing blocks."""
-    ref, mov = sample_pair((5120, 5120), "uint8", seed=5)  # 400 blocks: ~10 s on one thread
+    ref, mov = sample_pair((5120, 5120), "uint8", seed=5)  # 400 blocks: ~4 s on one thread
     ref_url = write_array(str(tmp_path / "big.zarr"), ref, chunks=(256, 256), name="ref")
     mov_url = write_array(str(tmp_path / "big.zarr"), mov, chunks=(256, 256), name="mov")
     settings = dict(reference=ref_url, moving=mov_url, window=9, chunks={"y": 256, "x": 256},
@@ -53,6 +53,8 @@ def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Pat
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed: make the pair larger"
+    # Frozen (still alive, still holding its lock) so that it cannot finish while the second run starts.
+    os.kill(proc.pid, signal.SIGSTOP)
     # A second run on the same output while the first is alive refuses, naming the first.
     second = lncc("run", str(killed_cfg), cwd=tmp_path)
     assert second.returncode == 2 and f"pid {proc.pid}" in second.stderr and "started" in second.stderr
