@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["BASELINE", "SAFETY", "estimate_peak", "largest_block_side", "format_bytes"]
+__all__ = ["BASELINE", "SAFETY", "estimate_peak", "largest_block_side", "format_bytes", "bytes_per_pixel"]
 
 #: Resident memory of a process that has loaded lncc and its libraries, before any block.
 BASELINE = 260 * 2**20
@@ -78,4 +78,5 @@ def format_bytes(n: int) -> str:
 
 
 def bytes_per_pixel(dtypes: list[np.dtype]) -> int:
+    """Bytes per pixel of these inputs together."""
     return sum(np.dtype(d).itemsize for d in dtypes)
