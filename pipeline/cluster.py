@@ -61,16 +61,13 @@ class Executor:
             kwargs: dict[str, Any] = {"scheduler": self.compute.scheduler}
             if self.compute.workers is not None and self.compute.scheduler != "synchronous":
                 kwargs["num_workers"] = self.compute.workers
+            import sys
+
             import dask
+            from dask.diagnostics import ProgressBar
 
-            if progress:
-                import sys
-
-                from dask.diagnostics import ProgressBar
-
-                with ProgressBar(out=sys.stderr, minimum=1.0):
-                    return list(dask.compute(tasks, **kwargs)[0])
-            return list(dask.compute(tasks, **kwargs)[0])
+            with ProgressBar(out=sys.stderr, minimum=1.0) if progress else contextlib.nullcontext():
+                return list(dask.compute(tasks, **kwargs)[0])
         futures = self.client.compute(tasks)
         if progress:
             from distributed import progress as show
@@ -85,28 +82,41 @@ class Executor:
         counts = self.client.nthreads().values()
         return max(counts) if counts else worker_count(self.compute)[1]
 
-    def start(self, func, *args):
-        """Start ``func(*args)`` in every worker process, in the background; returns the thread (join it).
-        Nothing to do without a distributed client (this process is the worker)."""
-        import threading
+    def start(self, func, *args) -> _Background:
+        """Run ``func(*args)`` in every worker process (or here, without a cluster) in a background thread.
 
-        def body() -> None:
-            if self.client is not None:
-                try:
-                    self.client.run(func, *args)
-                except Exception:  # a worker that cannot do it fails its tasks later, with a clearer error
-                    pass
+        Returns a handle whose ``join()`` waits and re-raises what ``func`` raised
+        (e.g. workers that cannot import lncc).
+        """
+        return _Background(self._everywhere, func, *args)
 
-        thread = threading.Thread(target=body, daemon=True)
-        thread.start()
-        return thread
-
-    def warm_up(self, func, *args) -> None:
-        """Run ``func(*args)`` in every worker process (e.g. to load compiled kernels) or here."""
+    def _everywhere(self, func, *args) -> None:
         if self.client is None:
             func(*args)
         else:
             self.client.run(func, *args)
+
+
+class _Background:
+    """A daemon thread running one call; :meth:`join` re-raises its exception in the joining thread."""
+
+    def __init__(self, func, *args):
+        import threading
+
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._body, args=(func, *args), daemon=True)
+        self._thread.start()
+
+    def _body(self, func, *args) -> None:
+        try:
+            func(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to join()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ group (``store.zarr/path/to/array``). Outputs are zarr groups written the xarray
 way: an ``ncc`` variable plus dimension coordinates, readable with
 ``xarray.open_zarr(path)["ncc"]``.
 
-Every function that takes a URL also takes ``storage_options``: the fsspec
+Every function that opens a URL store also takes ``storage_options``: the fsspec
 options (``endpoint_url``, ``profile``, ``anon``, ``client_kwargs``, ...) used to
 open URL stores (``s3://``, ``gs://``, ``memory://`` ...). They are ignored for
 local paths, and never put in an error message nor in an output's attributes:
@@ -259,15 +259,20 @@ def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
     The values are the stored values, undecoded (no fill-value masking or
     scaling), so integer images stay integers.
     """
-    array = zarr.open_array(store=info.url, mode="r", **_store_kwargs(info.url, info.storage_options))
-    direct = _ChunkReader.for_array(array, info.url)
-    if direct is None:
-        data = da.from_zarr(array, chunks=chunks, inline_array=True)
+    source = _source(info)
+    if isinstance(source, zarr.Array):
+        data = da.from_zarr(source, chunks=chunks, inline_array=True)
     else:
-        name = "lncc-input-" + dask.base.tokenize(info.url, direct.shape, str(direct.dtype), direct.chunks, chunks)
-        data = da.from_array(direct, chunks=chunks, name=name, inline_array=True, asarray=False,
-                             meta=np.empty((0,) * direct.ndim, dtype=direct.dtype))
+        name = "lncc-input-" + dask.base.tokenize(info.url, source.shape, str(source.dtype), source.chunks, chunks)
+        data = da.from_array(source, chunks=chunks, name=name, inline_array=True, asarray=False,
+                             meta=np.empty((0,) * source.ndim, dtype=source.dtype))
     return xr.DataArray(data, dims=info.dims, coords=info.coords)
+
+
+def _source(info: InputInfo) -> _ChunkReader | zarr.Array:
+    """What blocks of an input are read from: lncc's own chunk reader where it knows the layout, else zarr."""
+    array = zarr.open_array(store=info.url, mode="r", **_store_kwargs(info.url, info.storage_options))
+    return _ChunkReader.for_array(array, info.url) or array
 
 
 def open_pair(reference: InputInfo, moving: InputInfo, chunks: tuple[int, ...]) -> da.Array | None:
@@ -280,10 +285,7 @@ def open_pair(reference: InputInfo, moving: InputInfo, chunks: tuple[int, ...]) 
     """
     if np.dtype(reference.dtype) != np.dtype(moving.dtype) or reference.shape != moving.shape:
         return None
-    sources = []
-    for info in (reference, moving):
-        array = zarr.open_array(store=info.url, mode="r", **_store_kwargs(info.url, info.storage_options))
-        sources.append(_ChunkReader.for_array(array, info.url) or array)
+    sources = [_source(info) for info in (reference, moving)]
     if any(np.dtype(src.dtype) != np.dtype(sources[0].dtype) for src in sources):
         return None
     pair = _PairReader(*sources)
@@ -393,20 +395,30 @@ class _ChunkReader:
         return np.frombuffer(data, dtype=self._stored).reshape(self.chunks)
 
 
-def _v3_compressor(meta):
-    """(numcodecs compressor or None, endian) for a v3 array of bytes + at most one known compressor, else None."""
-    from numcodecs import GZip, Zstd, Blosc
-    from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
+def _v3_layout(meta):
+    """(the bytes-to-bytes codec or None, endian) of a v3 array stored as regular chunks of plain bytes with at
+    most one compressor; None for any other layout (sharding, transposes, codec chains)."""
+    from zarr.codecs import BytesCodec
 
     if type(meta.chunk_grid).__name__ != "RegularChunkGrid":
         return None
     codecs = list(meta.codecs)
     if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
         return None
-    endian = getattr(codecs[0].endian, "value", "little")
-    if len(codecs) == 1:
+    return (codecs[1] if len(codecs) == 2 else None), getattr(codecs[0].endian, "value", "little")
+
+
+def _v3_compressor(meta):
+    """(numcodecs decompressor or None, endian) for a v3 array of bytes + at most one known compressor, else None."""
+    from numcodecs import GZip, Zstd, Blosc
+    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+    layout = _v3_layout(meta)
+    if layout is None:
+        return None
+    codec, endian = layout
+    if codec is None:
         return None, endian
-    codec = codecs[1]
     # Decoding needs no parameters: these formats describe themselves.
     known = {BloscCodec: Blosc, ZstdCodec: Zstd, GzipCodec: GZip}
     for kind, decoder in known.items():
@@ -600,7 +612,7 @@ _NO_COMPRESSION = object()
 def _direct_codec(array: zarr.Array):
     """The numcodecs codec that encodes ``array``'s chunks (or _NO_COMPRESSION), or None if not a known layout."""
     from numcodecs import Blosc, Zstd
-    from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+    from zarr.codecs import BloscCodec, ZstdCodec
 
     meta = array.metadata
     if array.dtype != np.float32:
@@ -611,16 +623,12 @@ def _direct_codec(array: zarr.Array):
         if meta.compressor is None:
             return _NO_COMPRESSION
         return meta.compressor if isinstance(meta.compressor, (Blosc, Zstd)) else None
-    if type(meta.chunk_grid).__name__ != "RegularChunkGrid":
+    layout = _v3_layout(meta)
+    if layout is None or layout[1] != "little":
         return None
-    codecs = list(meta.codecs)
-    if not codecs or not isinstance(codecs[0], BytesCodec) or getattr(codecs[0].endian, "value", "little") != "little":
-        return None
-    if len(codecs) == 1:
+    codec = layout[0]
+    if codec is None:
         return _NO_COMPRESSION
-    if len(codecs) > 2:
-        return None
-    codec = codecs[1]
     if isinstance(codec, BloscCodec):
         shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
         return Blosc(cname=codec.cname.value, clevel=codec.clevel, shuffle=shuffle[codec.shuffle.value],
@@ -868,12 +876,11 @@ def _content_digests(fs, root: str, paths: list[str]) -> list[tuple[str, int, st
         return list(pool.map(digest, paths))
 
 
-def clean_partials(url: str, *, storage_options: dict[str, Any] | None = None) -> int:
+def clean_partials(url: str) -> int:
     """Delete temporary ``*.partial`` files a killed writer left in a local output; return how many.
 
     URL outputs have none (0): each chunk is written by one whole-object PUT, so
     a kill leaves either the old object or the new one, never part of it.
-    ``storage_options`` is accepted so that every URL function takes it.
     """
     if not _is_local(url):
         return 0
@@ -894,11 +901,10 @@ class OutputLock:
 
     Only local outputs are locked: object stores offer no atomic
     create-if-absent through fsspec, so a URL output is not locked (documented
-    in the README) and ``storage_options`` is accepted only so that every URL
-    function takes it.
+    in the README).
     """
 
-    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None):
+    def __init__(self, url: str):
         self.url = url
         self.path = _local_path(url.rstrip("/") + ".lock") if _is_local(url) else None
         self.held = False

@@ -329,7 +329,6 @@ class _PeakRss:
     """
 
     def __init__(self, interval: float = 0.1):
-        import threading
 
         self.interval = interval
         self.peak = 0
@@ -389,7 +388,7 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
         plans = plan_run(config, force=force, threads=ex.threads_per_worker())
         for plan in plans:
             if plan.action != "up to date":
-                locks.enter_context(io.OutputLock(plan.pair.output, storage_options=config.storage_options))
+                locks.enter_context(io.OutputLock(plan.pair.output))
         preload.join()
         return _execute(config, plans, progress, ex)
 
@@ -398,13 +397,14 @@ def _import_lncc() -> None:
     from . import graph, io, kernel, stats  # noqa: F401
 
 
-def _warm_up(ex: Executor, config: RunConfig, plans: list[PairPlan]) -> None:
+def _kernel_kinds(config: RunConfig, plans: list[PairPlan]) -> list[tuple]:
+    """The compiled kernel specialisations the plans will call: (dtypes, radius, masked)."""
     kinds = set()
     for plan in plans:
         masked = (config.nodata is not None or any(m is not None for m in plan.masks)
                   or "f" in (plan.reference.dtype.kind, plan.moving.dtype.kind))  # float inputs may hold NaN
         kinds.add((plan.reference.dtype, plan.moving.dtype, plan.radius, masked))
-    ex.warm_up(_warm_kernels, sorted(kinds, key=str), config.extra_outputs)
+    return sorted(kinds, key=str)
 
 
 def _warm_kernels(kinds, extras: bool) -> None:
@@ -416,27 +416,17 @@ def _warm_kernels(kinds, extras: bool) -> None:
 def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Executor) -> RunSummary:
     started_wall = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat()
-    # Threads of the threaded scheduler share this process's compiled kernels: load them while the outputs are
-    # prepared instead of in the first block of every thread.
-    failures: list[BaseException] = []
-
-    def warm() -> None:
-        try:
-            _warm_up(ex, config, [p for p in plans if p.action != "up to date"])
-        except BaseException as exc:  # re-raised in this thread: e.g. workers that cannot import lncc
-            failures.append(exc)
-
-    warming = threading.Thread(target=warm, daemon=True)
-    warming.start()
+    # Load the compiled kernels (in this process, or in every worker) while the outputs are prepared,
+    # instead of in the first block of every thread.
+    warming = ex.start(_warm_kernels, _kernel_kinds(config, [p for p in plans if p.action != "up to date"]),
+                       config.extra_outputs)
     tasks = []
     counts = {}
     for plan in plans:
         if plan.action == "up to date":
             continue
         url = plan.pair.output
-        ref = io.open_input(plan.reference, plan.chunks)
-        mov = io.open_input(plan.moving, plan.chunks)
-        masks = [None if m is None else io.open_input(m, plan.chunks) for m in plan.masks]
+        ref = io.open_input(plan.reference, plan.chunks)  # its dims, coords and chunks shape the output
         names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
         writer = _BlockWriter(url, names, config.storage_options)
         options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
@@ -445,12 +435,13 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
         if pair is not None:  # both images read by one task per block
             marks = local_ncc_pair_into(writer, pair, config.window, **options)
         else:
-            marks = local_ncc_into(writer, ref.data, mov.data, config.window,
-                                   reference_mask=None if masks[0] is None else masks[0].data,
-                                   moving_mask=None if masks[1] is None else masks[1].data, **options)
+            mov = io.open_input(plan.moving, plan.chunks)
+            masks = [None if m is None else io.open_input(m, plan.chunks).data for m in plan.masks]
+            marks = local_ncc_into(writer, ref.data, mov.data, config.window, reference_mask=masks[0],
+                                   moving_mask=masks[1], **options)
         done = _resumable_blocks(url, marks.numblocks, config.storage_options) if plan.action == "resume" else None
         if done is not None:
-            io.clean_partials(url, storage_options=config.storage_options)
+            io.clean_partials(url)
             io.update_provenance(url, {"status": "running", "resumed": started, "pid": os.getpid(),
                                        "host": socket.gethostname()}, storage_options=config.storage_options)
         else:
@@ -463,8 +454,6 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
         delayed = marks.to_delayed()
         tasks.extend(delayed[index] for index in todo)
     warming.join()
-    if failures:
-        raise failures[0]
     # The cyclic GC's full passes walk every object of numba, dask, xarray and the graph, again and again while
     # tasks allocate: ~5% of a gigapixel run (perf). Objects alive now are long-lived; exempt them.
     gc.freeze()
