@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import InputError
-from .graph import EXTRA_NAMES, local_ncc_dask, local_ncc_pair_sink, local_ncc_sink
+from .graph import EXTRA_NAMES, local_ncc_dask, local_ncc_read_sink, local_ncc_sink
 from .kernel import invalid_mask, local_ncc_numpy
 from .validate import check_pair
 
@@ -122,23 +122,29 @@ def local_ncc_into(sink, reference: da.Array, moving: da.Array, window: int = 7,
     return local_ncc_sink(sink, reference, moving, window, **kwargs)
 
 
-def local_ncc_pair_into(sink, pair: da.Array, window: int = 7, *, boundary: str = "reflect", flat: float = 0.0,
+def local_ncc_pair_into(sink, pair, window: int = 7, *, chunks, boundary: str = "reflect", flat: float = 0.0,
                         nodata=None, min_valid: float = 0.5, extras: bool = False) -> da.Array:
-    """:func:`local_ncc_into` for both images stacked in one dask array of shape ``(2,) + shape``.
+    """:func:`local_ncc_into` for both images in one array-like of shape ``(2,) + shape``, read block by block.
 
-    ``pair[0]`` is the reference and ``pair[1]`` the moving image (one dtype);
+    ``pair[0]`` is the reference and ``pair[1]`` the moving image (one dtype),
+    e.g. a stacked numpy array or :func:`pipeline.io.open_pair`'s reader;
+    ``chunks`` are the processing chunks of the image axes. Each block's task
+    reads its own halo (see :func:`pipeline.graph.local_ncc_read_sink`);
     nodata comes from NaN/Inf and ``nodata`` values only (no mask arrays).
-    Used by :func:`pipeline.run.run` for pairs read together
-    (:func:`pipeline.io.open_pair`); same results as :func:`local_ncc_into`.
+    Used by :func:`pipeline.run.run`; same results as :func:`local_ncc_into`.
     """
-    _check_options(pair[0], pair[1], window, boundary, flat, min_valid)
+    shape, dtype = tuple(pair.shape[1:]), np.dtype(pair.dtype)
+    if len(pair.shape) < 3 or pair.shape[0] != 2:
+        raise InputError(f"pair must have shape (2, ...) (reference, moving), got {tuple(pair.shape)}")
+    _check_options(shape, shape, dtype, dtype, window, boundary, flat, min_valid)
     pair_nodata = nodata if isinstance(nodata, tuple) else (nodata, nodata)
-    return local_ncc_pair_sink(sink, pair, window, boundary=boundary, flat=flat, nodata=pair_nodata,
+    return local_ncc_read_sink(sink, pair, window, chunks=chunks, boundary=boundary, flat=flat, nodata=pair_nodata,
                                min_valid=min_valid, extras=extras)
 
 
-def _check_options(reference, moving, window, boundary, flat, min_valid) -> None:
-    check_pair(np.shape(reference), np.shape(moving), reference.dtype, moving.dtype, window, boundary)
+def _check_options(reference_shape, moving_shape, reference_dtype, moving_dtype, window, boundary, flat,
+                   min_valid) -> None:
+    check_pair(reference_shape, moving_shape, reference_dtype, moving_dtype, window, boundary)
     if not (np.isnan(flat) or -1.0 <= flat <= 1.0):
         raise InputError(f"flat must be in [-1, 1] or NaN (NCC values lie in [-1, 1]), got {flat}")
     if not 0.0 <= min_valid <= 1.0:
@@ -148,7 +154,8 @@ def _check_options(reference, moving, window, boundary, flat, min_valid) -> None
 def _prepare(reference, moving, window, reference_mask, moving_mask, *, boundary, flat, nodata, min_valid, extras,
              lazy=None):
     """Check the options, make both inputs numpy or both dask, and build the nodata mask."""
-    _check_options(reference, moving, window, boundary, flat, min_valid)
+    _check_options(np.shape(reference), np.shape(moving), reference.dtype, moving.dtype, window, boundary, flat,
+                   min_valid)
     for name, mask in (("reference_mask", reference_mask), ("moving_mask", moving_mask)):
         if mask is not None and np.shape(mask) != np.shape(reference):
             raise InputError(f"{name} must have the images' shape {np.shape(reference)}, got {np.shape(mask)}")

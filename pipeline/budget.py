@@ -3,12 +3,15 @@
 A worker process holds, at its peak:
 
 - its baseline: the interpreter with numpy, numba, dask, zarr and xarray loaded;
-- per thread, one task's working set: both input blocks with their halos (the
-  halo exchange assembles a padded copy), the undecoded block being read, and
-  the float32 output buffer (four of them with ``extra_outputs``);
-- the input blocks waiting for their neighbours: ``map_overlap`` keeps a
-  block until the blocks around it have taken their halos, about one row of
-  blocks across the image plus two.
+- per thread, one task's working set. When each task reads its own halo from
+  the store (a pair of one dtype without mask arrays): the padded input
+  buffer, the float32 output buffer (four of them with ``extra_outputs``) and
+  a copy of it on its way to the store. Otherwise (``map_overlap``): both
+  input blocks with their halos (the halo exchange assembles a padded copy),
+  the undecoded block being read, and the output buffer;
+- with ``map_overlap`` only, the input blocks waiting for their neighbours: it
+  keeps a block until the blocks around it have taken their halos, about one
+  row of blocks across the image plus two.
 
 The constants were measured on this project's benchmark pairs (see
 BENCHMARKS.md); :data:`SAFETY` covers allocator slack and dask reading ahead.
@@ -29,7 +32,7 @@ SAFETY = 1.5
 
 
 def estimate_peak(block: tuple[int, int], image: tuple[int, int], input_bytes: int, output_bytes: int,
-                  threads: int, frames: int = 1) -> int:
+                  threads: int, frames: int = 1, halo_exchange: bool = True) -> int:
     """Estimated peak resident bytes of one process running ``threads`` blocks at a time.
 
     Parameters
@@ -46,10 +49,15 @@ def estimate_peak(block: tuple[int, int], image: tuple[int, int], input_bytes: i
         Blocks computed at once in the process.
     frames : int
         Frames per block (video).
+    halo_exchange : bool
+        True for ``map_overlap``'s halo exchange; False when each task reads
+        its block with its halo from the store.
     """
     by, bx = block
     pixels = frames * by * bx
     padded = frames * (by + 2 * _HALO_ALLOWANCE) * (bx + 2 * _HALO_ALLOWANCE)
+    if not halo_exchange:
+        return int(BASELINE + SAFETY * threads * (padded * input_bytes + 2 * pixels * output_bytes))
     task = padded * input_bytes + pixels * input_bytes + pixels * output_bytes
     across = math.ceil(image[1] / bx) + 2
     waiting = min(across, math.ceil(image[0] / by) * math.ceil(image[1] / bx)) * pixels * input_bytes
@@ -61,12 +69,12 @@ _HALO_ALLOWANCE = 64
 
 
 def largest_block_side(budget: int, image: tuple[int, int], input_bytes: int, output_bytes: int, threads: int,
-                       step: int, largest: int, frames: int = 1) -> int | None:
+                       step: int, largest: int, frames: int = 1, halo_exchange: bool = True) -> int | None:
     """The largest multiple of ``step`` (at most ``largest``) whose square block fits ``budget``; None if none does."""
     side = max(step, (largest // step) * step)
     while side >= step:
         block = (min(side, image[0]), min(side, image[1]))
-        if estimate_peak(block, image, input_bytes, output_bytes, threads, frames) <= budget:
+        if estimate_peak(block, image, input_bytes, output_bytes, threads, frames, halo_exchange) <= budget:
             return side
         side -= step
     return None

@@ -1,4 +1,5 @@
-"""Wiring of the kernel into a dask graph with ``map_overlap``: no maths, no I/O."""
+"""Wiring of the kernel into dask graphs: `map_overlap` for dask arrays, one self-reading task per block for
+stored pairs. No maths, no I/O of its own."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import threading
 import dask.array as da
 import numpy as np
 
-from .kernel import check_window, invalid_mask, nan_border, ncc_padded
+from .kernel import check_window, fill_border, invalid_mask, nan_border, ncc_padded
 
-__all__ = ["local_ncc_dask", "local_ncc_sink", "local_ncc_pair_sink", "halo_chunks", "EXTRA_NAMES"]
+__all__ = ["local_ncc_dask", "local_ncc_sink", "local_ncc_read_sink", "halo_chunks", "EXTRA_NAMES"]
 
 # dask's own names for the boundary modes; 'nan' pads with zeros and blanks the
 # border afterwards, because integer blocks cannot hold NaN.
@@ -72,21 +73,22 @@ def _start(block_info) -> tuple[int, int]:
 _local = threading.local()
 
 
-def _buffer(shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 output buffer for this thread, reused from block to block.
+def _buffer(shape: tuple[int, ...], dtype=np.float32, slot: str = "output") -> np.ndarray:
+    """A page-aligned buffer for this thread, reused from block to block (one per ``slot``).
 
     Allocating a fresh 64 MB block per task costs page faults (kernel time)
-    comparable to the kernel itself; a sink consumes the block before the
-    thread's next task, so one buffer per thread and shape suffices.
+    comparable to the kernel itself; a task is done with its buffers before the
+    thread's next task, so one buffer per thread and slot suffices.
     """
-    size = int(np.prod(shape))
-    cached = getattr(_local, "buffer", None)
-    if cached is None or cached.size < size:
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    cached = getattr(_local, slot, None)
+    if cached is None or cached.size < nbytes:
         # Page-aligned, so a sink may hand whole chunks to the OS (O_DIRECT) without a copy.
-        raw = np.empty(size + 1024, dtype=np.float32)
-        skip = (-raw.ctypes.data % 4096) // 4
-        cached = _local.buffer = raw[skip:skip + size]
-    return cached[:size].reshape(shape)
+        raw = np.empty(nbytes + 4096, dtype=np.uint8)
+        skip = -raw.ctypes.data % 4096
+        cached = raw[skip:skip + nbytes]
+        setattr(_local, slot, cached)
+    return cached[:nbytes].view(dtype).reshape(shape)
 
 
 def _sink_pair_block(ab, invalid=None, *, block_nodata, constant_pad, block_info=None, **kwargs):
@@ -173,25 +175,66 @@ def local_ncc_sink(sink, reference: da.Array, moving: da.Array, window: int = 7,
                  token="local-ncc-sink", **options)
 
 
-def local_ncc_pair_sink(sink, pair: da.Array, window: int = 7, *, nodata=None, **options) -> da.Array:
-    """:func:`local_ncc_sink` for both inputs stacked in one array of shape ``(2,) + shape`` (reference first).
+def local_ncc_read_sink(sink, pair, window: int = 7, *, chunks, nodata=None, **options) -> da.Array:
+    """:func:`local_ncc_sink` for a pair that each task reads itself, halo included: no ``map_overlap``.
 
-    One task reads both blocks and one halo exchange serves both, so a
-    distributed run never moves a block between workers to pair it up.
-    ``nodata`` (a pair of values, None for none) and non-finite values are
-    found inside each padded block: no separate mask array. The result has
-    one done-marker per spatial block, as :func:`local_ncc_sink`.
+    ``pair`` is array-like with shape ``(2,) + shape`` (reference first): a
+    numpy or zarr array, or a reader whose ``read_into(region, out)`` decodes
+    straight into ``out``. ``chunks`` are the processing chunks of the image
+    axes. Each task reads the padded region of its block (the neighbouring
+    blocks' edges included) into a buffer its thread reuses, fills the border
+    past the image's edges as ``boundary`` says, and computes. The graph has
+    one task per block: no halo slices, no concatenated copies, and nothing
+    moves between tasks or workers. The price is reading the neighbours' edge
+    chunks a second time. Nodata (``nodata``, a pair of values, and non-finite
+    values) is found inside each padded block: no mask arrays. The result has
+    one done-marker per block, as :func:`local_ncc_sink`'s, and the blocks
+    its sink receives equal :func:`local_ncc_sink`'s.
     """
     radius = check_window(window)
-    chunks = halo_chunks(pair.chunks, radius)
-    marks = tuple((1,) * len(c) for c in chunks[1:])
+    chunks = halo_chunks(da.core.normalize_chunks(chunks, tuple(pair.shape[1:]), dtype=pair.dtype), radius)
     options = {"boundary": "reflect", "flat": 0.0, "min_valid": 0.5, "extras": False, **options}
     floats = np.dtype(pair.dtype).kind in "fc"
     nodata = tuple(nodata) if nodata is not None else (None, None)
     block_nodata = nodata if floats or any(v is not None for v in nodata) else None
-    return _wire(_sink_pair_block, pair, None, radius, chunks, marks, bool, sink=sink, block_chunks=chunks[1:],
-                 block_nodata=block_nodata, constant_pad=options["boundary"] in ("constant", "nan"), invalid=None,
-                 token="local-ncc-pair-sink", drop_axis=[0], **options)
+    marks = tuple((1,) * len(c) for c in chunks)
+    return da.map_blocks(
+        _read_pair_block,
+        chunks=marks,
+        dtype=bool,
+        meta=np.empty((0,) * len(chunks), dtype=bool),
+        token="local-ncc-read-sink",
+        pair=pair,
+        sink=sink,
+        block_chunks=chunks,
+        block_nodata=block_nodata,
+        constant_pad=options["boundary"] in ("constant", "nan"),
+        radius=radius,
+        flat=float(options["flat"]),
+        boundary=options["boundary"],
+        nan_edges=options["boundary"] == "nan",
+        full_shape=tuple(pair.shape[-2:]),
+        min_valid=float(options["min_valid"]),
+        extras=options["extras"],
+    )
+
+
+def _read_pair_block(*, pair, block_chunks, radius, boundary, block_info=None, **kwargs):
+    index = block_info[None]["chunk-location"]
+    starts = [sum(c[:i]) for c, i in zip(block_chunks, index)]
+    stops = [s + c[i] for s, c, i in zip(starts, block_chunks, index)]
+    size = pair.shape[1:]
+    halo = [0] * (len(size) - 2) + [radius, radius]
+    # the padded block, and the part of it inside the image (read from the store; the rest is the border)
+    ab = _buffer((2,) + tuple(e - s + 2 * d for s, e, d in zip(starts, stops, halo)), pair.dtype, "input")
+    region = [slice(max(s - d, 0), min(e + d, n)) for s, e, d, n in zip(starts, stops, halo, size)]
+    inside = (slice(None),) + tuple(slice(r.start - (s - d), r.stop - (s - d)) for r, s, d in zip(region, starts, halo))
+    if hasattr(pair, "read_into"):
+        pair.read_into(region, ab[inside])
+    else:
+        ab[inside] = pair[(slice(None),) + tuple(region)]
+    fill_border(ab, tuple(starts[-2:]), tuple(size[-2:]), radius, boundary)
+    return _sink_pair_block(ab, block_info=block_info, block_chunks=block_chunks, radius=radius, **kwargs)
 
 
 def _wire(func, reference, moving, radius, chunks, out_chunks, dtype, *, boundary, flat, invalid, min_valid,

@@ -275,12 +275,12 @@ def _source(info: InputInfo) -> _ChunkReader | zarr.Array:
     return _ChunkReader.for_array(array, info.url) or array
 
 
-def open_pair(reference: InputInfo, moving: InputInfo, chunks: tuple[int, ...]) -> da.Array | None:
-    """Both inputs as one lazy array of shape ``(2,) + shape``, each block of both read by one task.
+def open_pair(reference: InputInfo, moving: InputInfo) -> _PairReader | None:
+    """Both inputs as one array-like of shape ``(2,) + shape`` that reads a region of both at once.
 
-    With the inputs as two arrays, a distributed scheduler may read a block of
-    each on different workers and then move one to the other; read together,
-    they never move, and the graph has half the read and halo tasks. Only for
+    A task that reads its block of both images (halo included) needs no other
+    task's data: nothing moves between workers. Local chunk files are decoded
+    straight into the caller's buffer (:meth:`_PairReader.read_into`). Only for
     inputs of the same dtype and shape; None otherwise.
     """
     if np.dtype(reference.dtype) != np.dtype(moving.dtype) or reference.shape != moving.shape:
@@ -288,32 +288,36 @@ def open_pair(reference: InputInfo, moving: InputInfo, chunks: tuple[int, ...]) 
     sources = [_source(info) for info in (reference, moving)]
     if any(np.dtype(src.dtype) != np.dtype(sources[0].dtype) for src in sources):
         return None
-    pair = _PairReader(*sources)
-    name = "lncc-pair-" + dask.base.tokenize(reference.url, moving.url, pair.shape, str(pair.dtype), chunks)
-    return da.from_array(pair, chunks=(2,) + tuple(chunks), name=name, inline_array=True, asarray=False,
-                         meta=np.empty((0,) * pair.ndim, dtype=pair.dtype))
+    return _PairReader(*sources, token=(reference.url, moving.url))
 
 
 class _PairReader:
     """Two same-shaped arrays read as one with a leading axis of 2 (reference, moving)."""
 
-    def __init__(self, reference, moving):
+    def __init__(self, reference, moving, token=None):
         self.sources = (reference, moving)
         self.dtype = np.dtype(reference.dtype)
         self.shape = (2,) + tuple(int(n) for n in reference.shape)
         self.ndim = len(self.shape)
+        self._token = token
+
+    def __dask_tokenize__(self):
+        return ("lncc-pair", self._token, self.shape, str(self.dtype))
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         which = range(2)[key[0]]
         region = [slice(*k.indices(n)[:2]) for k, n in zip(key[1:], self.shape[1:])]
-        out = np.empty((len(which),) + tuple(r.stop - r.start for r in region), dtype=self.dtype)
-        for i, w in enumerate(which):
-            source = self.sources[w]
+        out = np.empty((2,) + tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        self.read_into(region, out)
+        return out[which]
+
+    def read_into(self, region: list[slice], out: np.ndarray) -> None:
+        """Fill ``out`` (shape ``(2,) + region's shape``) with both images' values in ``region`` (step-1 slices)."""
+        for i, source in enumerate(self.sources):
             if isinstance(source, _ChunkReader):
                 source.read_into(region, out[i])  # decoded straight into the pair block
             else:
                 out[i] = source[tuple(region)]
-        return out
 
 
 class _ChunkReader:
@@ -386,13 +390,26 @@ class _ChunkReader:
                                           for a, b, k, c in zip(lo, hi, coords, self.chunks))]
 
     def _chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
+        """The decoded chunk at ``coords`` (None if missing), in a buffer this thread reuses for its next chunk."""
         try:
-            with open(self.root / self._key(coords), "rb") as f:
-                raw = f.read()
+            with open(self.root / self._key(coords), "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                raw = _scratch("raw", size + 1)
+                got = f.readinto(raw)
+                if got > size:  # the file grew since fstat: read the rest too
+                    raw = np.frombuffer(raw.tobytes() + f.read(), dtype=np.uint8)
+                else:
+                    raw = raw[:got]
         except FileNotFoundError:
             return None
-        data = raw if self._compressor is None else self._compressor.decode(raw)
-        return np.frombuffer(data, dtype=self._stored).reshape(self.chunks)
+        nbytes = int(np.prod(self.chunks)) * self._stored.itemsize
+        if self._compressor is None:
+            data = raw
+        else:
+            # Decoded into a reused buffer: a fresh one per chunk costs page faults (dask workers set
+            # MALLOC_TRIM_THRESHOLD_, which makes every chunk-sized allocation a new mapping).
+            data = self._compressor.decode(raw, out=_scratch("decoded", nbytes))
+        return np.frombuffer(data, dtype=self._stored, count=int(np.prod(self.chunks))).reshape(self.chunks)
 
 
 def _v3_layout(meta):
@@ -677,10 +694,12 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     return raw[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
-def _scratch(nbytes: int) -> np.ndarray:
-    cached = getattr(_io_local, "scratch", None)
+def _scratch(slot: str, nbytes: int) -> np.ndarray:
+    """An aligned uint8 buffer of ``nbytes`` for this thread, reused from call to call (one per ``slot``)."""
+    cached = getattr(_io_local, slot, None)
     if cached is None or cached.size < nbytes:
-        cached = _io_local.scratch = aligned_empty(nbytes, np.uint8)
+        cached = aligned_empty(nbytes, np.uint8)
+        setattr(_io_local, slot, cached)
     return cached[:nbytes]
 
 
@@ -698,7 +717,7 @@ def _write_file(path, data: np.ndarray) -> None:
     body = size - size % _ALIGN
     if direct and body >= _DIRECT_MIN and os.stat(path.parent).st_dev not in _no_direct:
         if view.ctypes.data % _ALIGN:
-            aligned = _scratch(body)
+            aligned = _scratch("write", body)
             aligned[:] = view[:body]
         else:
             aligned = view[:body]

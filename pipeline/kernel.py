@@ -38,6 +38,8 @@ __all__ = [
     "warm_up",
     "pad",
     "nan_border",
+    "pad_sources",
+    "fill_border",
     "check_window",
     "invalid_mask",
 ]
@@ -84,6 +86,51 @@ def pad(a: np.ndarray, radius: int, boundary: str) -> np.ndarray:
         raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
     widths = [(0, 0)] * (a.ndim - 2) + [(radius, radius)] * 2
     return np.pad(a, widths, mode=_NUMPY_PAD_MODE[boundary])
+
+
+def pad_sources(start: int, stop: int, size: int, radius: int, boundary: str) -> np.ndarray:
+    """The image index each padded position of an axis takes its value from, as :func:`pad` pads.
+
+    Positions ``start - radius`` to ``stop + radius - 1`` of an axis of length
+    ``size``; positions inside the image map to themselves, those outside to
+    the position ``boundary`` copies (-1: the constant zero).
+    """
+    if boundary not in _NUMPY_PAD_MODE:
+        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+    i = np.arange(start - radius, stop + radius)
+    if boundary == "reflect":  # numpy's symmetric, repeated for pads wider than the image: period 2 * size
+        j = np.mod(i, 2 * size)
+        return np.where(j >= size, 2 * size - 1 - j, j)
+    if boundary == "nearest":
+        return np.clip(i, 0, size - 1)
+    return np.where((i >= 0) & (i < size), i, -1)
+
+
+def fill_border(block: np.ndarray, start: tuple[int, int], full_shape: tuple[int, int], radius: int,
+                boundary: str) -> None:
+    """Fill, in place, the positions of a padded block that lie outside the image, as :func:`pad` would.
+
+    ``block[..., i, j]`` stands for image pixel ``(start[0] - radius + i,
+    start[1] - radius + j)``; wherever that pixel is inside the image, the block
+    must already hold it. Each of the last two axes spans its block plus
+    ``radius`` on both sides, so the positions to fill are the ones past the
+    image's edges, and the values they copy (under ``reflect`` and ``nearest``)
+    lie within the block.
+    """
+    ndim = block.ndim
+    for axis in (ndim - 1, ndim - 2):  # x first on every row, then whole rows (corners as np.pad makes them)
+        s, size, n = start[axis - ndim + 2], full_shape[axis - ndim + 2], block.shape[axis]
+        sources = pad_sources(s, s + n - 2 * radius, size, radius, boundary)
+        position = np.arange(s - radius, s - radius + n)
+        outside = np.flatnonzero((position < 0) | (position >= size))
+        if not outside.size:
+            continue
+        where = [slice(None)] * ndim
+        where[axis] = outside
+        if boundary in ("constant", "nan"):
+            block[tuple(where)] = 0
+        else:
+            block[tuple(where)] = np.take(block, sources[outside] - (s - radius), axis=axis)
 
 
 def nan_border(out: np.ndarray, radius: int, start: tuple[int, int], full_shape: tuple[int, int]) -> None:

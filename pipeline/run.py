@@ -134,17 +134,18 @@ def processing_chunks(info: io.InputInfo, config_chunks: dict[str, int] | None, 
     return tuple(chunks)
 
 
-def _fit_budget(config: RunConfig, info: io.InputInfo, chunks: tuple[int, ...], radius: int, dtypes, threads: int
-                ) -> tuple[int, ...]:
+def _fit_budget(config: RunConfig, info: io.InputInfo, chunks: tuple[int, ...], radius: int, dtypes, threads: int,
+                reads_pair: bool) -> tuple[int, ...]:
     """Processing chunks within ``compute.memory`` per worker process: the default shrunk to fit, or the
-    config's own checked."""
+    config's own checked. ``reads_pair``: each task reads its own halo (no ``map_overlap`` exchange)."""
     budget = config.compute.memory
     image = info.shape[-2:]
     in_bytes = budget_.bytes_per_pixel(dtypes) + (1 if config.nodata is not None or "f" in {np.dtype(d).kind
                                                                                                for d in dtypes} else 0)
     out_bytes = 4 * (len(EXTRA_NAMES) if config.extra_outputs else 1)
     frames = chunks[0] if len(chunks) == 3 else 1
-    need = budget_.estimate_peak(chunks[-2:], image, in_bytes, out_bytes, threads, frames)
+    exchange = not reads_pair
+    need = budget_.estimate_peak(chunks[-2:], image, in_bytes, out_bytes, threads, frames, exchange)
     if need <= budget:
         return chunks
     where = f"compute.memory {budget_.format_bytes(budget)}"
@@ -154,20 +155,27 @@ def _fit_budget(config: RunConfig, info: io.InputInfo, chunks: tuple[int, ...], 
                           "compute.memory")
     step = min(info.zarr_chunks[-1], info.zarr_chunks[-2])
     step = step if step <= 1024 else 256  # huge zarr chunks: give up alignment rather than the budget
-    side = budget_.largest_block_side(budget, image, in_bytes, out_bytes, threads, step, max(chunks[-2:]))
+    side = budget_.largest_block_side(budget, image, in_bytes, out_bytes, threads, step, max(chunks[-2:]),
+                                      halo_exchange=exchange)
     if side is None or side < radius:
         smallest = budget_.estimate_peak((min(step, image[0]), min(step, image[1])), image, in_bytes, out_bytes,
-                                         threads)
+                                         threads, halo_exchange=exchange)
         raise ConfigError(f"config error: {where} is too small: one worker with {threads} thread(s) needs about "
                           f"{budget_.format_bytes(smallest)} even with {step} x {step} blocks; raise compute.memory "
                           "or use fewer threads per worker")
     spatial = (min(side, image[0]), min(side, image[1]))
     if len(chunks) == 3:
         frames = max(1, min(frames, MAX_BLOCK_PIXELS // (spatial[0] * spatial[1])))
-        while frames > 1 and budget_.estimate_peak(spatial, image, in_bytes, out_bytes, threads, frames) > budget:
+        while frames > 1 and budget_.estimate_peak(spatial, image, in_bytes, out_bytes, threads, frames,
+                                                   exchange) > budget:
             frames -= 1
         return (frames,) + spatial
     return spatial
+
+
+def _reads_pair(reference: io.InputInfo, moving: io.InputInfo, masks) -> bool:
+    """Whether a run reads this pair as one array, each task with its own halo (:func:`io.open_pair`)."""
+    return masks == (None, None) and np.dtype(reference.dtype) == np.dtype(moving.dtype)
 
 
 def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = None,
@@ -204,7 +212,7 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
         chunks = processing_chunks(ref, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
         if config.compute.memory is not None:
             chunks = _fit_budget(config, ref, chunks, radius, [ref.dtype, mov.dtype] + [m.dtype for m in masks if m],
-                                 threads or worker_count(config.compute)[1])
+                                 threads or worker_count(config.compute)[1], _reads_pair(ref, mov, masks))
         if check_only:
             plans.append(PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks))
             continue
@@ -431,9 +439,9 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
         writer = _BlockWriter(url, names, config.storage_options)
         options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
                        min_valid=config.min_valid, extras=config.extra_outputs)
-        pair = io.open_pair(plan.reference, plan.moving, plan.chunks) if plan.masks == (None, None) else None
-        if pair is not None:  # both images read by one task per block
-            marks = local_ncc_pair_into(writer, pair, config.window, **options)
+        pair = io.open_pair(plan.reference, plan.moving) if _reads_pair(plan.reference, plan.moving, plan.masks) else None
+        if pair is not None:  # both images read, halo included, by one task per block
+            marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, **options)
         else:
             mov = io.open_input(plan.moving, plan.chunks)
             masks = [None if m is None else io.open_input(m, plan.chunks).data for m in plan.masks]

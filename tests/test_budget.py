@@ -25,22 +25,22 @@ from pipeline.testing import sample_pair, write_config
 @settings(max_examples=60, deadline=None)
 @given(budget_mb=st.integers(300, 8000), side=st.integers(64, 40000), threads=st.integers(1, 8),
        in_bytes=st.sampled_from([2, 3, 4, 8, 17]), out_bytes=st.sampled_from([4, 16]),
-       step=st.sampled_from([64, 256, 1000, 1024]))
-def test_largest_block_fits_and_the_next_does_not(budget_mb, side, threads, in_bytes, out_bytes, step):
+       step=st.sampled_from([64, 256, 1000, 1024]), exchange=st.booleans())
+def test_largest_block_fits_and_the_next_does_not(budget_mb, side, threads, in_bytes, out_bytes, step, exchange):
     image = (side, side + 7)
     limit = budget_mb * 10**6
-    found = budget.largest_block_side(limit, image, in_bytes, out_bytes, threads, step, 4096)
+    found = budget.largest_block_side(limit, image, in_bytes, out_bytes, threads, step, 4096, halo_exchange=exchange)
     if found is None:
         assert budget.estimate_peak((min(step, side), min(step, side + 7)), image, in_bytes, out_bytes,
-                                    threads) > limit
+                                    threads, halo_exchange=exchange) > limit
         return
     assert found % step == 0 and found <= max(step, 4096)
     block = (min(found, image[0]), min(found, image[1]))
-    assert budget.estimate_peak(block, image, in_bytes, out_bytes, threads) <= limit
+    assert budget.estimate_peak(block, image, in_bytes, out_bytes, threads, halo_exchange=exchange) <= limit
     bigger = found + step
     if bigger <= 4096 and bigger < max(image):
         assert budget.estimate_peak((min(bigger, image[0]), min(bigger, image[1])), image, in_bytes, out_bytes,
-                                    threads) > limit
+                                    threads, halo_exchange=exchange) > limit
 
 
 def test_estimate_grows_with_threads_block_and_outputs():
@@ -50,6 +50,8 @@ def test_estimate_grows_with_threads_block_and_outputs():
     assert budget.estimate_peak((1024, 1024), (8192, 8192), 2, 16, 1) > base
     assert budget.estimate_peak((1024, 1024), (8192, 8192), 8, 4, 1) > base
     assert base > budget.BASELINE
+    # Tasks that read their own halo hold no neighbours' blocks: less than map_overlap's halo exchange.
+    assert budget.BASELINE < budget.estimate_peak((1024, 1024), (8192, 8192), 2, 4, 1, halo_exchange=False) < base
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_budget_shrinks_the_processing_block(tmp_path: Path, big_pair):
     loose = plan_run(_config(urls, tmp_path / "o.zarr", workers=2, memory="8GB"))[0].chunks
     assert free == loose == (4096, 4096)
     assert tight[0] < 4096 and tight[0] % 256 == 0
-    assert budget.estimate_peak(tight, (4096, 4096), 2, 4, 2) <= 450e6
+    assert budget.estimate_peak(tight, (4096, 4096), 2, 4, 2, halo_exchange=False) <= 450e6
     # More threads per process share the same budget: smaller blocks.
     four = plan_run(_config(urls, tmp_path / "o.zarr", workers=4, memory="450MB"))[0].chunks
     assert four[0] <= tight[0]

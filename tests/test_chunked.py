@@ -343,8 +343,7 @@ def test_sink_blocks_equal_in_memory(data, boundary, extras, video, nodata, stac
     expected = np.stack([expected[k] for k in expected]) if extras else expected
     sink = _Collect(expected.shape)
     if stacked:
-        pair = da.from_array(np.stack([ref, mov]), chunks=(2,) + chunks)
-        marks = local_ncc_pair_into(sink, pair, window, **options)
+        marks = local_ncc_pair_into(sink, np.stack([ref, mov]), window, chunks=chunks, **options)
     else:
         marks = local_ncc_into(sink, da.from_array(ref, chunks=chunks), da.from_array(mov, chunks=chunks), window,
                                **options)

@@ -408,6 +408,30 @@ def test_nan_boundary_blanks_exactly_radius_rows_and_cols(shape, window):
     np.testing.assert_array_equal(np.isnan(out), expected)
 
 
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), boundary=st.sampled_from(BOUNDARIES), video=st.booleans())
+def test_fill_border_of_a_block_equals_np_pad(data, boundary, video):
+    """A block read with its halo (the in-image part only) and its border filled equals the same window of the
+    whole image padded by np.pad, for any block position, images narrower than the radius included."""
+    from pipeline.kernel import fill_border, pad
+
+    h = data.draw(st.integers(1, 30), label="h")
+    w = data.draw(st.integers(1, 30), label="w")
+    radius = data.draw(st.integers(1, 12), label="radius")
+    y0 = data.draw(st.integers(0, h - 1), label="y0")
+    y1 = data.draw(st.integers(y0 + 1, h), label="y1")
+    x0 = data.draw(st.integers(0, w - 1), label="x0")
+    x1 = data.draw(st.integers(x0 + 1, w), label="x1")
+    image = np.random.default_rng(h * 31 + w).integers(1, 250, ((2,) if video else ()) + (h, w)).astype(np.uint8)
+    expected = pad(image, radius, boundary)[..., y0:y1 + 2 * radius, x0:x1 + 2 * radius]
+    block = np.full(expected.shape, 255, dtype=np.uint8)  # garbage where the border goes
+    ys, xs = slice(max(y0 - radius, 0), min(y1 + radius, h)), slice(max(x0 - radius, 0), min(x1 + radius, w))
+    block[..., ys.start - (y0 - radius):ys.stop - (y0 - radius), xs.start - (x0 - radius):xs.stop - (x0 - radius)] = \
+        image[..., ys, xs]
+    fill_border(block, (y0, x0), (h, w), radius, boundary)
+    np.testing.assert_array_equal(block, expected)
+
+
 # --------------------------------------------------------------------------- video
 
 
