@@ -391,18 +391,22 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
     if config.compute.distributed:
         plan_run(config, force=force, check_only=True)  # bad configs and inputs fail before any cluster starts
     with executor(config.compute) as ex, contextlib.ExitStack() as locks:
-        # Worker processes import lncc (numba, zarr, ...: seconds) while this process plans the run.
-        preload = ex.start(_import_lncc)
+        # Every process that computes (this one, or each worker) imports lncc and starts numba (~0.2 s, and
+        # seconds for a fresh worker) while this process plans the run.
+        preload = ex.start(_load_lncc)
         plans = plan_run(config, force=force, threads=ex.threads_per_worker())
         for plan in plans:
             if plan.action != "up to date":
                 locks.enter_context(io.OutputLock(plan.pair.output))
-        preload.join()
-        return _execute(config, plans, progress, ex)
+        return _execute(config, plans, progress, ex, preload)
 
 
-def _import_lncc() -> None:
-    from . import graph, io, kernel, stats  # noqa: F401
+def _load_lncc() -> None:
+    """Load lncc's first compiled function: numba's own start-up, whatever the inputs' dtypes.
+
+    A worker imports lncc (this module and all it imports) to unpickle this function.
+    """
+    block_stats(np.zeros(4, dtype=np.float32))
 
 
 def _kernel_kinds(config: RunConfig, plans: list[PairPlan]) -> list[tuple]:
@@ -418,10 +422,9 @@ def _kernel_kinds(config: RunConfig, plans: list[PairPlan]) -> list[tuple]:
 def _warm_kernels(kinds, extras: bool) -> None:
     for reference, moving, radius, masked in kinds:
         warm_up(reference, moving, radius, masked=masked, extras=extras)
-    block_stats(np.zeros(4, dtype=np.float32))
 
 
-def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Executor) -> RunSummary:
+def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Executor, preload) -> RunSummary:
     started_wall = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat()
     # Load the compiled kernels (in this process, or in every worker) while the outputs are prepared,
@@ -461,6 +464,7 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
         counts[url] = (len(todo), done.size)
         delayed = marks.to_delayed()
         tasks.extend(delayed[index] for index in todo)
+    preload.join()
     warming.join()
     # The cyclic GC's full passes walk every object of numba, dask, xarray and the graph, again and again while
     # tasks allocate: ~5% of a gigapixel run (perf). Objects alive now are long-lived; exempt them.
