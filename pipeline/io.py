@@ -394,12 +394,8 @@ class _ChunkReader:
         try:
             with open(self.root / self._key(coords), "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
-                raw = _scratch("raw", size + 1)
-                got = f.readinto(raw)
-                if got > size:  # the file grew since fstat: read the rest too
-                    raw = np.frombuffer(raw.tobytes() + f.read(), dtype=np.uint8)
-                else:
-                    raw = raw[:got]
+                raw = _scratch("raw", size)
+                raw = raw[:f.readinto(raw)]
         except FileNotFoundError:
             return None
         nbytes = int(np.prod(self.chunks)) * self._stored.itemsize

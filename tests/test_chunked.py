@@ -350,3 +350,32 @@ def test_sink_blocks_equal_in_memory(data, boundary, extras, video, nodata, stac
     assert marks.compute(scheduler="threads").all()
     assert len(sink.indices) == len(set(sink.indices)) == np.prod(marks.numblocks)
     assert_matches(sink.out, expected)
+
+
+class _RecordingReader:
+    """A pair reader (as io.open_pair's) over an in-memory (2, ...) array that records the regions it reads."""
+
+    def __init__(self, pair):
+        self.pair, self.shape, self.dtype, self.reads = pair, pair.shape, pair.dtype, []
+
+    def read_into(self, region, out):
+        self.reads.append(tuple((r.start, r.stop) for r in region))
+        out[...] = self.pair[(slice(None),) + tuple(region)]
+
+
+def test_stored_pair_graph_has_one_task_per_block_and_reads_each_block_once():
+    """A pair read by its own tasks: one task per block (no halo or concatenation tasks), each reading one
+    padded region of both images; its blocks equal the in-memory result."""
+    from pipeline.api import local_ncc_pair_into
+
+    ref, mov = ptesting.sample_pair((50, 70), "uint8", seed=5)
+    reader = _RecordingReader(np.stack([ref, mov]))
+    sink = _Collect((50, 70))
+    marks = local_ncc_pair_into(sink, reader, 7, chunks=(20, 30))
+    assert marks.numblocks == (3, 3)
+    assert len(dict(marks.__dask_graph__())) == 9
+    assert marks.compute(scheduler="threads").all()
+    reads = reader.reads
+    assert len(reads) == 9
+    assert ((0, 23), (0, 33)) in reads and ((37, 50), (57, 70)) in reads  # halos clipped at the image edges
+    assert_matches(sink.out, local_ncc(ref, mov, 7))
