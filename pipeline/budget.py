@@ -6,7 +6,9 @@ A worker process holds, at its peak:
 - per thread, one task's working set. When each task reads its own halo from
   the store (a pair of one dtype without mask arrays): the padded input
   buffer, the float32 output buffer (four of them with ``extra_outputs``) and
-  a copy of it on its way to the store. Otherwise (``map_overlap``): both
+  a copy of it on its way to the store; and, per process, the cache of
+  decoded input chunks that neighbouring blocks share (:func:`chunk_cache_bytes`,
+  plus a quarter, at least 8 MiB, for chunk edges). Otherwise (``map_overlap``): both
   input blocks with their halos (the halo exchange assembles a padded copy),
   the undecoded block being read, and the output buffer;
 - with ``map_overlap`` only, the input blocks waiting for their neighbours: it
@@ -23,12 +25,25 @@ import math
 
 import numpy as np
 
-__all__ = ["BASELINE", "SAFETY", "estimate_peak", "largest_block_side", "format_bytes", "bytes_per_pixel"]
+__all__ = ["BASELINE", "SAFETY", "CACHE_BLOCKS", "estimate_peak", "chunk_cache_bytes", "edge_cache_bytes",
+           "largest_block_side", "format_bytes", "bytes_per_pixel"]
 
 #: Resident memory of a process that has loaded lncc and its libraries, before any block.
 BASELINE = 260 * 2**20
 #: Multiplier on the block-dependent part of the estimate.
 SAFETY = 1.5
+#: The process's cache of decoded input chunks holds this many blocks' worth of padded input.
+CACHE_BLOCKS = 4
+
+
+def edge_cache_bytes(chunk_cache: int) -> int:
+    """Bytes of chunk edges a process keeps beside ``chunk_cache`` bytes of whole chunks."""
+    return max(chunk_cache // 4, 8 * 2**20)
+
+
+def chunk_cache_bytes(block: tuple[int, int], input_bytes: int, frames: int = 1) -> int:
+    """Bytes of decoded input chunks a process keeps for neighbouring blocks (see :func:`pipeline.io.open_pair`)."""
+    return CACHE_BLOCKS * frames * (block[0] + 2 * _HALO_ALLOWANCE) * (block[1] + 2 * _HALO_ALLOWANCE) * input_bytes
 
 
 def estimate_peak(block: tuple[int, int], image: tuple[int, int], input_bytes: int, output_bytes: int,
@@ -57,7 +72,9 @@ def estimate_peak(block: tuple[int, int], image: tuple[int, int], input_bytes: i
     pixels = frames * by * bx
     padded = frames * (by + 2 * _HALO_ALLOWANCE) * (bx + 2 * _HALO_ALLOWANCE)
     if not halo_exchange:
-        return int(BASELINE + SAFETY * threads * (padded * input_bytes + 2 * pixels * output_bytes))
+        cache = chunk_cache_bytes(block, input_bytes, frames)
+        cache += edge_cache_bytes(cache)
+        return int(BASELINE + SAFETY * (threads * (padded * input_bytes + 2 * pixels * output_bytes) + cache))
     task = padded * input_bytes + pixels * input_bytes + pixels * output_bytes
     across = math.ceil(image[1] / bx) + 2
     waiting = min(across, math.ceil(image[0] / by) * math.ceil(image[1] / bx)) * pixels * input_bytes

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 import warnings
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from .budget import edge_cache_bytes
 from .errors import InputError
 from .stats import STATS_LENGTH
 from .validate import default_dims
@@ -275,19 +278,29 @@ def _source(info: InputInfo) -> _ChunkReader | zarr.Array:
     return _ChunkReader.for_array(array, info.url) or array
 
 
-def open_pair(reference: InputInfo, moving: InputInfo) -> _PairReader | None:
+def open_pair(reference: InputInfo, moving: InputInfo, *, halo: int = 0, cache_bytes: int = 0
+              ) -> _PairReader | None:
     """Both inputs as one array-like of shape ``(2,) + shape`` that reads a region of both at once.
 
     A task that reads its block of both images (halo included) needs no other
     task's data: nothing moves between workers. Local chunk files are decoded
     straight into the caller's buffer (:meth:`_PairReader.read_into`). Only for
     inputs of the same dtype and shape; None otherwise.
+
+    Neighbouring blocks read the same edge chunks for their halos. With
+    ``halo`` (the window radius) and ``cache_bytes``, each process keeps the
+    ``halo``-wide edges of the chunks it decodes, and the chunks it decoded
+    only in part, up to ``cache_bytes``, for the blocks that need them next.
     """
     if np.dtype(reference.dtype) != np.dtype(moving.dtype) or reference.shape != moving.shape:
         return None
     sources = [_source(info) for info in (reference, moving)]
     if any(np.dtype(src.dtype) != np.dtype(sources[0].dtype) for src in sources):
         return None
+    run = uuid.uuid4().hex  # cached chunks belong to this reader's run: a later run never sees them
+    for i, src in enumerate(sources):
+        if isinstance(src, _ChunkReader):
+            src.cache = (run, i, int(halo), int(cache_bytes)) if halo and cache_bytes else None
     return _PairReader(*sources, token=(reference.url, moving.url))
 
 
@@ -342,6 +355,9 @@ class _ChunkReader:
         self._compressor = compressor
         self._fill = fill_value
         self._key = key  # chunk coords -> relative file name
+        #: (run id, source index, edge width, byte limit) to share decoded chunks through the process's
+        #: :class:`_ChunkCache`; None reads every chunk from its file.
+        self.cache = None
 
     @classmethod
     def for_array(cls, array: zarr.Array, url: str) -> _ChunkReader | None:
@@ -382,12 +398,24 @@ class _ChunkReader:
             lo = [max(r.start, k * c) for r, k, c in zip(region, coords, self.chunks)]
             hi = [min(r.stop, (k + 1) * c) for r, k, c in zip(region, coords, self.chunks)]
             target = tuple(slice(a - r.start, b - r.start) for a, b, r in zip(lo, hi, region))
+            part = tuple(slice(a - k * c, b - k * c) for a, b, k, c in zip(lo, hi, coords, self.chunks))
+            if self.cache is None:
+                chunk = self._chunk(coords)
+                out[target] = self._fill if chunk is None else chunk[part]
+                continue
+            run, index, edge, limit = self.cache
+            key = (run, index, coords)
+            whole = all(p.start == 0 and p.stop == c for p, c in zip(part, self.chunks))
+            if _CHUNK_CACHE.read(key, part, out[target]):
+                continue
             chunk = self._chunk(coords)
             if chunk is None:
                 out[target] = self._fill
-            else:
-                out[target] = chunk[tuple(slice(a - k * c, b - k * c)
-                                          for a, b, k, c in zip(lo, hi, coords, self.chunks))]
+                continue
+            out[target] = chunk[part]
+            # Its edges serve the neighbours' halos; a chunk read only in part (for a halo) is
+            # some other block's own chunk, which that block will read whole.
+            _CHUNK_CACHE.put(key, chunk, edge, keep_whole=not whole, limit=limit, run=run)
 
     def _chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
         """The decoded chunk at ``coords`` (None if missing), in a buffer this thread reuses for its next chunk."""
@@ -406,6 +434,89 @@ class _ChunkReader:
             # MALLOC_TRIM_THRESHOLD_, which makes every chunk-sized allocation a new mapping).
             data = self._compressor.decode(raw, out=_scratch("decoded", nbytes))
         return np.frombuffer(data, dtype=self._stored, count=int(np.prod(self.chunks))).reshape(self.chunks)
+
+
+class _ChunkCache:
+    """Decoded chunks shared by the tasks of one process: edge strips, and whole chunks read in part.
+
+    Two least-recently-used stores under one lock: the ``edge``-wide edges of
+    every chunk decoded (a few KB each, up to :func:`~pipeline.budget.edge_cache_bytes`), and
+    the chunks that a read used only in part, up to the byte limit. Entries
+    belong to one run (the reader's run id): a new run starts empty. Hits are
+    copied out under the lock, so an evicted chunk's memory can be reused for
+    the next one without page faults.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._run = None
+        self._whole: OrderedDict = OrderedDict()
+        self._edges: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._edge_bytes = 0
+        self._spare: list[np.ndarray] = []
+
+    def read(self, key, part: tuple[slice, ...], out: np.ndarray) -> bool:
+        """Copy chunk ``key``'s ``part`` into ``out`` if the cache holds it; False if not."""
+        with self._lock:
+            whole = self._whole.get(key)
+            if whole is not None:
+                self._whole.move_to_end(key)
+                out[...] = whole[part]
+                return True
+            strips = self._edges.get(key)
+            if strips is None:
+                return False
+            *lead, ys, xs = part
+            top, bottom, left, right = strips
+            edge = top.shape[-2]  # the edge width, clipped to the chunk
+            cy, cx = left.shape[-2], top.shape[-1]
+            lead = tuple(lead)
+            if ys.stop <= edge:
+                out[...] = top[lead + (ys, xs)]
+            elif ys.start >= cy - edge:
+                out[...] = bottom[lead + (slice(ys.start - (cy - edge), ys.stop - (cy - edge)), xs)]
+            elif xs.stop <= edge:
+                out[...] = left[lead + (ys, xs)]
+            elif xs.start >= cx - edge:
+                out[...] = right[lead + (ys, slice(xs.start - (cx - edge), xs.stop - (cx - edge)))]
+            else:
+                return False
+            return True
+
+    def put(self, key, chunk: np.ndarray, edge: int, *, keep_whole: bool, limit: int, run) -> None:
+        """Keep ``chunk``'s edges (and the whole chunk if ``keep_whole``), evicting the least recently used."""
+        edge = min(edge, *chunk.shape[-2:])
+        strips = (chunk[..., :edge, :].copy(), chunk[..., -edge:, :].copy(),
+                  chunk[..., :, :edge].copy(), chunk[..., :, -edge:].copy())
+        with self._lock:
+            if run != self._run:
+                self._run = run
+                self._whole.clear()
+                self._edges.clear()
+                self._spare.clear()
+                self._bytes = self._edge_bytes = 0
+            if key not in self._edges:
+                self._edges[key] = strips
+                self._edge_bytes += sum(s.nbytes for s in strips)
+                while self._edge_bytes > edge_cache_bytes(limit) and len(self._edges) > 1:
+                    self._edge_bytes -= sum(s.nbytes for s in self._edges.popitem(last=False)[1])
+            if keep_whole and chunk.nbytes <= limit and key not in self._whole:
+                spare = next((a for a in self._spare if a.shape == chunk.shape and a.dtype == chunk.dtype), None)
+                if spare is not None:
+                    self._spare.remove(spare)
+                whole = spare if spare is not None else np.empty_like(chunk)
+                whole[...] = chunk
+                self._whole[key] = whole
+                self._bytes += whole.nbytes
+                while self._bytes > limit:
+                    evicted = self._whole.popitem(last=False)[1]
+                    self._bytes -= evicted.nbytes
+                    if len(self._spare) < 4:
+                        self._spare.append(evicted)
+
+
+_CHUNK_CACHE = _ChunkCache()
 
 
 def _v3_layout(meta):

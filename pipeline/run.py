@@ -442,7 +442,11 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
         writer = _BlockWriter(url, names, config.storage_options)
         options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
                        min_valid=config.min_valid, extras=config.extra_outputs)
-        pair = io.open_pair(plan.reference, plan.moving) if _reads_pair(plan.reference, plan.moving, plan.masks) else None
+        pair = None
+        if _reads_pair(plan.reference, plan.moving, plan.masks):
+            cache = budget_.chunk_cache_bytes(plan.chunks[-2:], budget_.bytes_per_pixel(
+                [plan.reference.dtype, plan.moving.dtype]), plan.chunks[0] if len(plan.chunks) == 3 else 1)
+            pair = io.open_pair(plan.reference, plan.moving, halo=plan.radius, cache_bytes=cache)
         if pair is not None:  # both images read, halo included, by one task per block
             marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, **options)
         else:

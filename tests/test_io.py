@@ -475,6 +475,79 @@ def test_chunk_reader_equals_zarr(tmp_path_factory, data, layout, dtype):
     np.testing.assert_array_equal(got, expected)
 
 
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), layout=st.sampled_from(_READ_LAYOUTS), dtype=st.sampled_from(["uint8", ">u2", "<f4"]))
+def test_pair_reads_through_the_chunk_cache_equal_zarr(tmp_path_factory, data, layout, dtype):
+    """A sequence of overlapping region reads through a pair reader whose process keeps decoded chunks and
+    chunk edges (the limit from none to all chunks, any edge width) equals zarr's reads, missing chunks included;
+    a new reader of the same paths after the files changed never sees the old run's chunks."""
+    from pipeline.io import open_pair
+
+    zarr_format, compressor = layout
+    ndim = data.draw(st.integers(2, 3))
+    shape = tuple(data.draw(st.integers(1, 23)) for _ in range(ndim))
+    chunks = tuple(data.draw(st.integers(1, n + 3)) for n in shape)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    grid = [-(-n // c) for n, c in zip(shape, chunks)]
+    root = tmp_path_factory.mktemp("cache")
+    infos = []
+    for name in ("ref", "mov"):
+        drop = data.draw(st.lists(st.sampled_from(list(np.ndindex(*grid))), max_size=2, unique=True))
+        _stored_array(root / f"{name}.zarr", rng.uniform(0, 200, shape).astype(dtype), chunks, zarr_format,
+                      compressor, 7, drop)
+        infos.append(inspect_input(str(root / f"{name}.zarr")))
+    itemsize = np.dtype(dtype).itemsize
+    limit = data.draw(st.sampled_from([1, itemsize * int(np.prod(chunks)), 2**20]), label="limit")
+    halo = data.draw(st.integers(1, 6), label="halo")
+
+    def check(pair):
+        expected = np.stack([zarr.open_array(store=i.url, mode="r")[...] for i in infos])
+        for _ in range(data.draw(st.integers(1, 6), label="reads")):
+            lo = [data.draw(st.integers(0, n - 1)) for n in shape]
+            hi = [data.draw(st.integers(a + 1, n)) for a, n in zip(lo, shape)]
+            region = [slice(a, b) for a, b in zip(lo, hi)]
+            out = np.full((2,) + tuple(b - a for a, b in zip(lo, hi)), 99, dtype=dtype)
+            pair.read_into(region, out)
+            np.testing.assert_array_equal(out, expected[(slice(None),) + tuple(region)])
+
+    check(open_pair(*infos, halo=halo, cache_bytes=limit))
+    for i, info in enumerate(infos):  # new values under the same paths: a new run must read them
+        zarr.open_array(store=info.url, mode="r+")[...] = rng.uniform(0, 200, shape).astype(dtype) + i
+    check(open_pair(*infos, halo=halo, cache_bytes=limit))
+
+
+@pytest.mark.parametrize("limit", [1, 2**20])
+def test_chunk_cache_serves_each_edge_of_a_chunk(tmp_path, monkeypatch, limit):
+    """After one read of a whole chunk, a read inside any of its four 2-wide edges is served from the cache
+    (no chunk decoded); a read of its middle decodes it again (edges only) or not (whole chunks kept)."""
+    from pipeline import io as lio
+
+    values = np.arange(2 * 30 * 30, dtype=np.uint16).reshape(2, 30, 30)
+    infos = []
+    for i, name in enumerate(("ref", "mov")):
+        _stored_array(tmp_path / f"{name}.zarr", values[i], (10, 10), 3, "zstd", 0, [])
+        infos.append(inspect_input(str(tmp_path / f"{name}.zarr")))
+    pair = lio.open_pair(*infos, halo=2, cache_bytes=limit)
+    decoded = []
+    original = lio._ChunkReader._chunk
+    monkeypatch.setattr(lio._ChunkReader, "_chunk", lambda self, coords: decoded.append(coords) or original(self, coords))
+
+    def read(ys, xs):
+        out = np.zeros((2, ys.stop - ys.start, xs.stop - xs.start), dtype=np.uint16)
+        pair.read_into([ys, xs], out)
+        np.testing.assert_array_equal(out, values[:, ys, xs])
+
+    read(slice(10, 19), slice(11, 20))  # chunk (1, 1) in part: its edges kept, and the whole chunk if it fits
+    assert decoded == [(1, 1), (1, 1)]
+    decoded.clear()
+    for ys, xs in [(slice(10, 12), slice(13, 17)), (slice(18, 20), slice(10, 20)),  # top, bottom rows
+                   (slice(13, 18), slice(10, 12)), (slice(12, 17), slice(18, 20))]:  # left, right columns
+        read(ys, xs)
+    assert decoded == []
+    read(slice(13, 16), slice(13, 16))
+    assert decoded == ([(1, 1), (1, 1)] if limit == 1 else [])
+
+
 def test_chunk_reader_declines_layouts_it_does_not_know(tmp_path):
     """Sharded, filtered or Fortran-ordered arrays go through zarr, and open_input still reads them right."""
     import numcodecs
