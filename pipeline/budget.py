@@ -33,7 +33,7 @@ BASELINE = 260 * 2**20
 #: Multiplier on the block-dependent part of the estimate.
 SAFETY = 1.5
 #: The process's cache of decoded input chunks holds this many blocks' worth of padded input.
-CACHE_BLOCKS = 4
+CACHE_BLOCKS = 1
 
 
 def edge_cache_bytes(chunk_cache: int) -> int:

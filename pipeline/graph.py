@@ -186,7 +186,7 @@ def local_ncc_read_sink(sink, pair, window: int = 7, *, chunks, nodata=None, **o
     past the image's edges as ``boundary`` says, and computes. The graph has
     one task per block: no halo slices, no concatenated copies, and nothing
     moves between tasks or workers. The price is reading the neighbours' edge
-    chunks a second time. Nodata (``nodata``, a pair of values, and non-finite
+    chunks too (a reader may cache them: :func:`pipeline.io.open_pair`). Nodata (``nodata``, a pair of values, and non-finite
     values) is found inside each padded block: no mask arrays. The result has
     one done-marker per block, as :func:`local_ncc_sink`'s, and the blocks
     its sink receives equal :func:`local_ncc_sink`'s.

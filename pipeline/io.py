@@ -317,13 +317,6 @@ class _PairReader:
     def __dask_tokenize__(self):
         return ("lncc-pair", self._token, self.shape, str(self.dtype))
 
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        which = range(2)[key[0]]
-        region = [slice(*k.indices(n)[:2]) for k, n in zip(key[1:], self.shape[1:])]
-        out = np.empty((2,) + tuple(r.stop - r.start for r in region), dtype=self.dtype)
-        self.read_into(region, out)
-        return out[which]
-
     def read_into(self, region: list[slice], out: np.ndarray) -> None:
         """Fill ``out`` (shape ``(2,) + region's shape``) with both images' values in ``region`` (step-1 slices)."""
         for i, source in enumerate(self.sources):

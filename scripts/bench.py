@@ -195,7 +195,9 @@ def scale_out(args, kernel_rate: float) -> list[str]:
              "CPU s per gigapixel pair |", "|---|---|---|---|---|---|---|---|"]
     variants = [("threads, 2 threads", {"scheduler": "threads", "workers": 2, "memory": "2GB"}),
                 ("local, 2 workers x 1 thread", {"scheduler": "local", "workers": 2, "threads_per_worker": 1,
-                                                 "memory": "900MB"})]
+                                                 "memory": "900MB"}),
+                ("local, 1 worker x 2 threads", {"scheduler": "local", "workers": 1, "threads_per_worker": 2,
+                                                 "memory": "1800MB"})]
     threads_rate = None
     for label, compute in variants:
         runs = sorted((e2e(args.data, args.data, gp, args.e2e_window, None, 2, compute)
