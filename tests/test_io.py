@@ -569,6 +569,24 @@ def test_chunk_reader_declines_layouts_it_does_not_know(tmp_path):
         np.testing.assert_array_equal(lazy.values, values)
 
 
+def test_run_on_a_pair_zarr_must_read_equals_the_in_memory_map(tmp_path):
+    """A sharded reference and a delta-filtered moving image (layouts only zarr reads) run, each block task
+    reading its own halo through zarr, to the in-memory map, with processing blocks across shard edges."""
+    import numcodecs
+
+    ref, mov = sample_pair((60, 50), "uint16", seed=17)
+    sharded = zarr.create_array(store=str(tmp_path / "s.zarr"), shape=ref.shape, chunks=(10, 10),
+                                shards=(20, 50), dtype=ref.dtype)
+    filtered = zarr.create_array(store=str(tmp_path / "f.zarr"), shape=mov.shape, chunks=(10, 10),
+                                 dtype=mov.dtype, zarr_format=2, filters=[numcodecs.Delta(dtype="u2")])
+    sharded[...], filtered[...] = ref, mov
+    out = str(tmp_path / "o.zarr")
+    run(parse_config({"reference": str(tmp_path / "s.zarr"), "moving": str(tmp_path / "f.zarr"), "output": out,
+                      "window": 7, "chunks": {"y": 30, "x": 30}}))
+    got = xr.open_zarr(out)["ncc"].values
+    np.testing.assert_allclose(got, reference_ncc(ref, mov, 7), atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 2**20 - 1, 2**20, 2**20 + 4096 + 7, 3 * 2**20])
 @pytest.mark.parametrize("offset", [0, 1])
 def test_write_file_writes_exact_bytes(tmp_path, size, offset):
