@@ -3,11 +3,10 @@ stored pairs. No maths, no I/O of its own."""
 
 from __future__ import annotations
 
-import threading
-
 import dask.array as da
 import numpy as np
 
+from .buffers import thread_buffer
 from .kernel import check_window, fill_border, invalid_mask, nan_border, ncc_padded
 
 __all__ = ["local_ncc_dask", "local_ncc_sink", "local_ncc_read_sink", "halo_chunks", "EXTRA_NAMES"]
@@ -70,27 +69,6 @@ def _start(block_info) -> tuple[int, int]:
     return tuple(loc[0] for loc in block_info[None]["array-location"][-2:])
 
 
-_local = threading.local()
-
-
-def _buffer(shape: tuple[int, ...], dtype=np.float32, slot: str = "output") -> np.ndarray:
-    """A page-aligned buffer for this thread, reused from block to block (one per ``slot``).
-
-    Allocating a fresh 64 MB block per task costs page faults (kernel time)
-    comparable to the kernel itself; a task is done with its buffers before the
-    thread's next task, so one buffer per thread and slot suffices.
-    """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    cached = getattr(_local, slot, None)
-    if cached is None or cached.size < nbytes:
-        # Page-aligned, so a sink may hand whole chunks to the OS (O_DIRECT) without a copy.
-        raw = np.empty(nbytes + 4096, dtype=np.uint8)
-        skip = -raw.ctypes.data % 4096
-        cached = raw[skip:skip + nbytes]
-        setattr(_local, slot, cached)
-    return cached[:nbytes].view(dtype).reshape(shape)
-
-
 def _sink_pair_block(ab, invalid=None, *, block_nodata, constant_pad, block_info=None, **kwargs):
     a, b = ab[0], ab[1]  # contiguous views: the pair axis is the outermost
     if block_nodata is not None:
@@ -117,7 +95,8 @@ def _sink_block(a, b, invalid=None, *, sink, block_chunks, radius, flat, nan_edg
     starts = [sum(c[:i]) for c, i in zip(block_chunks, index)]
     region = tuple(slice(s, s + c[i]) for s, c, i in zip(starts, block_chunks, index))
     shape = tuple(r.stop - r.start for r in region)
-    out = _compute(a, b, invalid, radius, flat, min_valid, extras, _buffer(((4,) if extras else ()) + shape))
+    buffer = thread_buffer("output", ((4,) if extras else ()) + shape, np.float32)
+    out = _compute(a, b, invalid, radius, flat, min_valid, extras, buffer)
     if nan_edges:
         nan_border(out, radius, tuple(starts[-2:]), full_shape)
     sink(out, region, index)
@@ -226,7 +205,7 @@ def _read_pair_block(*, pair, block_chunks, radius, boundary, block_info=None, *
     size = pair.shape[1:]
     halo = [0] * (len(size) - 2) + [radius, radius]
     # the padded block, and the part of it inside the image (read from the store; the rest is the border)
-    ab = _buffer((2,) + tuple(e - s + 2 * d for s, e, d in zip(starts, stops, halo)), pair.dtype, "input")
+    ab = thread_buffer("input", (2,) + tuple(e - s + 2 * d for s, e, d in zip(starts, stops, halo)), pair.dtype)
     region = [slice(max(s - d, 0), min(e + d, n)) for s, e, d, n in zip(starts, stops, halo, size)]
     inside = (slice(None),) + tuple(slice(r.start - (s - d), r.stop - (s - d)) for r, s, d in zip(region, starts, halo))
     if hasattr(pair, "read_into"):

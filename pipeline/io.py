@@ -30,6 +30,7 @@ import xarray as xr
 import zarr
 
 from .budget import edge_cache_bytes
+from .buffers import PAGE, thread_buffer
 from .errors import InputError
 from .stats import STATS_LENGTH
 from .validate import default_dims
@@ -397,7 +398,7 @@ class _ChunkReader:
                 out[target] = self._fill if chunk is None else chunk[part]
                 continue
             run, index, edge, limit = self.cache
-            key = (run, index, coords)
+            key = (run, index, coords)  # the run first: see _ChunkCache.put
             whole = all(p.start == 0 and p.stop == c for p, c in zip(part, self.chunks))
             if _CHUNK_CACHE.read(key, part, out[target]):
                 continue
@@ -408,14 +409,14 @@ class _ChunkReader:
             out[target] = chunk[part]
             # Its edges serve the neighbours' halos; a chunk read only in part (for a halo) is
             # some other block's own chunk, which that block will read whole.
-            _CHUNK_CACHE.put(key, chunk, edge, keep_whole=not whole, limit=limit, run=run)
+            _CHUNK_CACHE.put(key, chunk, edge, keep_whole=not whole, limit=limit)
 
     def _chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
         """The decoded chunk at ``coords`` (None if missing), in a buffer this thread reuses for its next chunk."""
         try:
             with open(self.root / self._key(coords), "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
-                raw = _scratch("raw", size)
+                raw = thread_buffer("chunk-file", size)
                 raw = raw[:f.readinto(raw)]
         except FileNotFoundError:
             return None
@@ -423,9 +424,7 @@ class _ChunkReader:
         if self._compressor is None:
             data = raw
         else:
-            # Decoded into a reused buffer: a fresh one per chunk costs page faults (dask workers set
-            # MALLOC_TRIM_THRESHOLD_, which makes every chunk-sized allocation a new mapping).
-            data = self._compressor.decode(raw, out=_scratch("decoded", nbytes))
+            data = self._compressor.decode(raw, out=thread_buffer("chunk-decoded", nbytes))
         return np.frombuffer(data, dtype=self._stored, count=int(np.prod(self.chunks))).reshape(self.chunks)
 
 
@@ -477,8 +476,12 @@ class _ChunkCache:
                 return False
             return True
 
-    def put(self, key, chunk: np.ndarray, edge: int, *, keep_whole: bool, limit: int, run) -> None:
-        """Keep ``chunk``'s edges (and the whole chunk if ``keep_whole``), evicting the least recently used."""
+    def put(self, key, chunk: np.ndarray, edge: int, *, keep_whole: bool, limit: int) -> None:
+        """Keep ``chunk``'s edges (and the whole chunk if ``keep_whole``), evicting the least recently used.
+
+        ``key`` starts with the run id: a key of another run empties the cache first.
+        """
+        run = key[0]
         edge = min(edge, *chunk.shape[-2:])
         strips = (chunk[..., :edge, :].copy(), chunk[..., -edge:, :].copy(),
                   chunk[..., :, :edge].copy(), chunk[..., :, -edge:].copy())
@@ -779,28 +782,10 @@ def _write_chunks(array: zarr.Array, codec, root, block: np.ndarray, region: tup
 
 
 #: Alignment of address, length and offset that O_DIRECT asks for (the largest logical block size in use).
-_ALIGN = 4096
+_ALIGN = PAGE
 #: Smaller writes go through the page cache: a direct write waits for the device, which only pays off in bulk.
 _DIRECT_MIN = 1 << 20
-_io_local = threading.local()
 _no_direct: set[int] = set()  # devices (st_dev) that refused O_DIRECT
-
-
-def aligned_empty(shape, dtype) -> np.ndarray:
-    """An uninitialised C-ordered array whose data starts on a :data:`_ALIGN` boundary (writable directly)."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
-    skip = -raw.ctypes.data % _ALIGN
-    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
-
-
-def _scratch(slot: str, nbytes: int) -> np.ndarray:
-    """An aligned uint8 buffer of ``nbytes`` for this thread, reused from call to call (one per ``slot``)."""
-    cached = getattr(_io_local, slot, None)
-    if cached is None or cached.size < nbytes:
-        cached = aligned_empty(nbytes, np.uint8)
-        setattr(_io_local, slot, cached)
-    return cached[:nbytes]
 
 
 def _write_file(path, data: np.ndarray) -> None:
@@ -817,7 +802,7 @@ def _write_file(path, data: np.ndarray) -> None:
     body = size - size % _ALIGN
     if direct and body >= _DIRECT_MIN and os.stat(path.parent).st_dev not in _no_direct:
         if view.ctypes.data % _ALIGN:
-            aligned = _scratch("write", body)
+            aligned = thread_buffer("write", body)
             aligned[:] = view[:body]
         else:
             aligned = view[:body]
