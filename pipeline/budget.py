@@ -3,14 +3,15 @@
 A worker process holds, at its peak:
 
 - its baseline: the interpreter with numpy, numba, dask, zarr and xarray loaded;
-- per thread, one task's working set. When each task reads its own halo from
-  the store (a pair of one dtype without mask arrays): the padded input
-  buffer, the float32 output buffer (four of them with ``extra_outputs``) and
-  a copy of it on its way to the store; and, per process, the cache of
-  decoded input chunks that neighbouring blocks share (:func:`chunk_cache_bytes`,
-  plus a quarter, at least 8 MiB, for chunk edges). Otherwise (``map_overlap``): both
-  input blocks with their halos (the halo exchange assembles a padded copy),
-  the undecoded block being read, and the output buffer;
+- per thread, one task's working set: two float32 output buffers (four
+  arrays each with ``extra_outputs``), one being computed while the other's
+  block is written to the store; and the inputs. When each task reads its
+  own halo from the store (a pair of one dtype without mask arrays): the
+  padded input buffer and, per process, the cache of decoded input chunks
+  that neighbouring blocks share (:func:`chunk_cache_bytes`, plus a quarter,
+  at least 8 MiB, for chunk edges). Otherwise (``map_overlap``): both input
+  blocks with their halos (the halo exchange assembles a padded copy) and the
+  undecoded block being read;
 - with ``map_overlap`` only, the input blocks waiting for their neighbours: it
   keeps a block until the blocks around it have taken their halos, about one
   row of blocks across the image plus two.
@@ -75,7 +76,7 @@ def estimate_peak(block: tuple[int, int], image: tuple[int, int], input_bytes: i
         cache = chunk_cache_bytes(block, input_bytes, frames)
         cache += edge_cache_bytes(cache)
         return int(BASELINE + SAFETY * (threads * (padded * input_bytes + 2 * pixels * output_bytes) + cache))
-    task = padded * input_bytes + pixels * input_bytes + pixels * output_bytes
+    task = padded * input_bytes + pixels * input_bytes + 2 * pixels * output_bytes
     across = math.ceil(image[1] / bx) + 2
     waiting = min(across, math.ceil(image[0] / by) * math.ceil(image[1] / bx)) * pixels * input_bytes
     return int(BASELINE + SAFETY * (threads * task + waiting))

@@ -13,7 +13,8 @@
 Nothing here is home-made scheduling: a distributed run is one
 ``client.compute`` of the whole graph, and dask retries the tasks of a worker
 that dies. Every task rewrites whole chunks and then its ledger entry, so a
-retried task writes the same bytes.
+retried task writes the same bytes. A task's write may land after the task
+returns; the run waits for them in every worker before it reads the ledger.
 """
 
 from __future__ import annotations

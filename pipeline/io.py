@@ -43,6 +43,7 @@ __all__ = [
     "output_state",
     "prepare_output",
     "OutputWriter",
+    "finish_writes",
     "read_ledger",
     "update_provenance",
     "read_provenance",
@@ -684,33 +685,87 @@ class OutputWriter:
     def write(self, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
               stats: np.ndarray) -> None:
         """Write one block of every output variable, then its ledger entry (which proves the values are there)."""
-        self.commit(self.submit(values, region), block_index, stats)
-
-    def submit(self, values: dict[str, np.ndarray], region: tuple[slice, ...]) -> list[Future]:
-        """Start writing one block of every output variable in the background; see :meth:`commit`.
-
-        The caller must leave ``values`` unchanged until :meth:`commit` returns
-        (reading them meanwhile, e.g. for statistics, is fine): the block's
-        write then overlaps with the caller's own work instead of stalling it.
-        """
-        pending = []
         for name, block in values.items():
             array, codec = self._array(name)
             if codec is None:
-                pending.append(_writer_pool().submit(array.__setitem__, region, block))
+                array[region] = block
             else:
-                pending.append(_writer_pool().submit(_write_chunks, array, codec, _local_path(_join(self.url, name)),
-                                                     block, region))
-        return pending
-
-    def commit(self, pending: list[Future], block_index: tuple[int, ...], stats: np.ndarray) -> None:
-        """Wait for a block's writes (raising their errors), then record it in the ledger."""
-        for future in pending:
-            future.result()
+                _write_chunks(array, codec, _local_path(_join(self.url, name)), block, region)
         if self._ledger is None:
             self._ledger = zarr.open_array(store=_join(self.url, _STATE_GROUP, _LEDGER), mode="r+",
                                            **_store_kwargs(self.url, self.storage_options))
         self._ledger[block_index] = stats
+
+    def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 array for the calling thread's next block, to be handed to :meth:`write_later`.
+
+        Each thread alternates between two buffers, so a block computes while
+        the one before it is still being written; a buffer is handed out only
+        once its last write has finished (re-raising that write's error).
+        """
+        with _flight_lock:
+            ring = _rings.setdefault(threading.get_ident(), [0, None, None])
+            slot, previous = ring[0], ring[1 + ring[0]]
+            ring[1 + slot] = None
+        if previous is not None:
+            try:
+                previous.result()
+            finally:
+                with _flight_lock:
+                    _in_flight.discard(previous)  # its error, if any, is reported here, not again
+        return thread_buffer(f"output-{slot}", shape, np.float32)
+
+    def write_later(self, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
+                    stats: np.ndarray) -> Future:
+        """:meth:`write` in a background thread of this process; ``values`` views the latest :meth:`buffer`.
+
+        The ledger entry still follows the block's values, so a block whose write
+        did not finish is not done, and a rerun computes it. Call
+        :func:`finish_writes` before relying on the output.
+        """
+        future = _writer_pool().submit(self.write, values, region, block_index, stats)
+        with _flight_lock:
+            ring = _rings.setdefault(threading.get_ident(), [0, None, None])
+            ring[1 + ring[0]] = future
+            ring[0] ^= 1
+            _in_flight.add(future)
+        future.add_done_callback(_landed)
+        return future
+
+
+_flight_lock = threading.Lock()
+#: Per thread: the buffer slot its next block uses, and the write in flight from each of its two slots.
+_rings: dict[int, list] = {}
+#: Writes started by write_later that have not finished, or that failed and were not yet reported.
+_in_flight: set[Future] = set()
+
+
+def _landed(future: Future) -> None:
+    if future.exception() is None:
+        with _flight_lock:
+            _in_flight.discard(future)
+
+
+def finish_writes() -> None:
+    """Wait for every block write this process started with :meth:`OutputWriter.write_later`.
+
+    Raises the first error among them (each is reported once); afterwards every
+    thread's block buffers are free.
+    """
+    with _flight_lock:
+        pending = list(_in_flight)
+    error = None
+    for future in pending:
+        try:
+            future.result()
+        except BaseException as exc:  # noqa: BLE001 - the first is re-raised below
+            error = error or exc
+    with _flight_lock:
+        _in_flight.difference_update(pending)
+        for ring in _rings.values():
+            ring[1] = ring[2] = None
+    if error is not None:
+        raise error
 
 
 _pool_lock = threading.Lock()

@@ -316,17 +316,30 @@ def _template(reference: xr.DataArray, names: tuple[str, ...], chunks) -> xr.Dat
 
 
 class _BlockWriter:
-    """The sink of a run: writes one block's values and stats where the block was computed."""
+    """The sink of a run: writes one block's values and stats where the block was computed.
 
-    def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None):
+    With ``defer``, a block's write finishes in the background while its
+    thread computes the next block (into the other of its two buffers); the run
+    then waits for the writes with :func:`pipeline.io.finish_writes` in every
+    process that computed. Without it, each task waits for its own write: for
+    dask's process pool, whose processes cannot be reached after the run.
+    """
+
+    def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None,
+                 defer: bool = True):
         self.names = names
+        self.defer = defer
         self.output = io.OutputWriter(url, names, storage_options)
+
+    def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        return self.output.buffer(shape)
 
     def __call__(self, values: np.ndarray, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
         blocks = dict(zip(self.names, values)) if len(self.names) > 1 else {self.names[0]: values}
-        pending = self.output.submit(blocks, region)
-        stats = block_stats(blocks["ncc"])  # while the block is being written
-        self.output.commit(pending, index, stats)
+        stats = block_stats(blocks["ncc"])
+        written = self.output.write_later(blocks, region, index, stats)
+        if not self.defer:
+            written.result()
 
 
 class _PeakRss:
@@ -439,7 +452,7 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
         url = plan.pair.output
         ref = io.open_input(plan.reference, plan.chunks)  # its dims, coords and chunks shape the output
         names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
-        writer = _BlockWriter(url, names, config.storage_options)
+        writer = _BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes")
         options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
                        min_valid=config.min_valid, extras=config.extra_outputs)
         pair = None
@@ -474,7 +487,15 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
     # tasks allocate: ~5% of a gigapixel run (perf). Objects alive now are long-lived; exempt them.
     gc.freeze()
     with _PeakRss() as rss:
-        ex.run(tasks, progress=progress)
+        # Blocks' writes may still be landing, in this process or in the workers: the ledger is read, and the
+        # output's lock released, only after they are all done (their first error raised here).
+        try:
+            ex.run(tasks, progress=progress)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                ex.start(io.finish_writes).join()
+            raise
+        ex.start(io.finish_writes).join()
     summary = RunSummary(seconds=time.perf_counter() - started_wall, peak_rss_mb=rss.mb)
     finished = datetime.now(timezone.utc).isoformat()
     for plan in plans:

@@ -605,3 +605,85 @@ def test_write_file_writes_exact_bytes(tmp_path, size, offset):
         except OSError:
             return
         assert os.stat(tmp_path).st_dev not in lio._no_direct
+
+
+# --- deferred block writes ------------------------------------------------------------------------------------------
+
+
+def _blocks_output(tmp_path, shape=(64, 96), chunks=((32, 32), (32, 32, 32))):
+    import dask.array as da
+
+    from pipeline.io import prepare_output
+
+    template = xr.Dataset({"ncc": (("y", "x"), da.empty(shape, chunks=chunks, dtype=np.float32))})
+    url = str(tmp_path / "out.zarr")
+    prepare_output(url, template, {"status": "running"}, zarr_format=3, compressor="none")
+    regions = {}
+    for index in np.ndindex(*template["ncc"].data.numblocks):
+        starts = [sum(c[:i]) for c, i in zip(chunks, index)]
+        regions[index] = tuple(slice(s, s + c[i]) for s, c, i in zip(starts, chunks, index))
+    return url, regions
+
+
+def test_deferred_writes_never_reuse_a_buffer_whose_write_is_in_flight(tmp_path):
+    """Each thread alternates two buffers; one comes back only after its last write landed, and every block
+    (distinct values, so a reused buffer would show) reads back exactly, ledger entries included."""
+    import threading
+
+    from pipeline.io import OutputWriter, _writer_pool, finish_writes, read_ledger
+    from pipeline.stats import STATS_LENGTH
+
+    url, regions = _blocks_output(tmp_path)
+    values = np.random.default_rng(7).uniform(-1, 1, (64, 96)).astype(np.float32)
+    writer = OutputWriter(url, ("ncc",))
+    written, addresses = [], []
+    third = threading.Event()
+
+    def blocks():  # one thread: the two buffers are per thread
+        for index, region in regions.items():
+            buffer = writer.buffer((32, 32))
+            if len(written) == 2:
+                third.set()
+            addresses.append(buffer.ctypes.data)
+            buffer[...] = values[region]
+            written.append(writer.write_later({"ncc": buffer}, region, index, np.full(STATS_LENGTH, len(written))))
+
+    # Every write thread held up: the first two blocks' writes stay queued, so the third block must wait.
+    gate = threading.Event()
+    stalls = [_writer_pool().submit(gate.wait) for _ in range(_writer_pool()._max_workers)]
+    worker = threading.Thread(target=blocks)
+    worker.start()
+    try:
+        assert not third.wait(0.5), "a buffer came back while its block's write was still queued"
+        assert len(written) == 2 and not written[0].done()
+    finally:
+        gate.set()
+        worker.join(30)
+    assert all(s.done() for s in stalls)
+    finish_writes()
+    assert all(f.done() for f in written)
+    assert addresses[0] != addresses[1] and addresses[0::2] == [addresses[0]] * 3
+    np.testing.assert_array_equal(zarr.open_array(store=url + "/ncc", mode="r")[...], values)
+    np.testing.assert_array_equal(read_ledger(url)[..., 0].ravel(), np.arange(6))
+
+
+def test_a_failed_deferred_write_is_raised_once_and_its_block_stays_undone(tmp_path):
+    """A write that fails in the background surfaces from finish_writes (once) and records no ledger entry."""
+    from pipeline.io import OutputWriter, finish_writes, read_ledger
+    from pipeline.stats import STATS_LENGTH
+
+    url, regions = _blocks_output(tmp_path)
+    (tmp_path / "out.zarr" / "ncc" / "c").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "out.zarr" / "ncc" / "c" / "1").write_bytes(b"in the way of row 1's chunk directory")
+    writer = OutputWriter(url, ("ncc",))
+    for index, region in regions.items():
+        buffer = writer.buffer((32, 32))
+        buffer[...] = 0.5
+        writer.write_later({"ncc": buffer}, region, index, np.ones(STATS_LENGTH))
+        if index[0] == 1:
+            break  # the first block of row 1 fails
+    with pytest.raises(OSError):
+        finish_writes()
+    finish_writes()  # reported once
+    ledger = read_ledger(url)[..., -1]
+    assert not np.isnan(ledger[0]).any() and np.isnan(ledger[1]).all()

@@ -291,3 +291,35 @@ def test_output_without_ledger_is_rewritten_not_refused(tmp_path: Path, pair):
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(zarr.open_array(str(out / "ncc"))[...], expected)
     assert "complete (30 of 30 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
+
+
+def test_a_block_write_that_fails_fails_the_run_and_leaves_it_resumable(tmp_path: Path, pair):
+    """A block write failing in the background (here: a file where the chunk directory goes) is exit 1 with
+    one line, the output stays incomplete, and once the obstacle is gone the rerun completes it exactly."""
+    from pipeline import local_ncc
+
+    out = tmp_path / "out.zarr"
+    cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out),
+                       chunks={"y": 64, "x": 64})
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    ledger = zarr.open_array(str(out / "_lncc" / "blocks"), mode="r+")
+    ledger[1, :] = np.nan
+    zarr.open_group(str(out), mode="r+").attrs["lncc"] = {**dict(zarr.open_group(str(out)).attrs["lncc"]),
+                                                          "status": "running"}
+    row = out / "ncc" / "c" / "1"
+    for f in row.iterdir():
+        f.unlink()
+    row.rmdir()
+    row.write_bytes(b"in the way")
+    failed = lncc("run", str(cfg), cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1 and "Traceback" not in failed.stderr
+    assert "incomplete" in lncc("inspect", str(out), cwd=tmp_path).stdout.splitlines()[0]
+    assert np.isnan(read_ledger(str(out))[1, :, -1]).all()
+    row.unlink()
+    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resumed: 6 of 30 blocks computed" in rerun.stdout
+    ref = zarr.open_array(pair[0])[...]
+    mov = zarr.open_array(pair[1])[...]
+    np.testing.assert_array_equal(zarr.open_array(str(out / "ncc"))[...], local_ncc(ref, mov, 7))
