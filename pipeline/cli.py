@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import typer
+# lncc's parallelism is dask's threads, and it calls no BLAS. numpy's and scipy's OpenBLAS would each start
+# a thread per core that spins after start-up, taking ~0.4 CPU-s from a 2-core run; dask's workers set the
+# same limits. Set before anything imports numpy (the package's __init__ does not); a user's values win.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import typer  # noqa: E402
 
 __all__ = ["app", "main"]
 

@@ -292,3 +292,25 @@ def test_demo(tmp_path):
     assert np.isfinite(values).all()
     assert values.min() >= -1.0 - 1e-6 and values.max() <= 1.0 + 1e-6
     assert values.max() > 0.9  # where the two views agree the correlation is high
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2, reason="Linux, 2+ cores")
+def test_the_command_starts_no_blas_thread_pools():
+    """The command sets one BLAS thread before numpy loads: numpy's and scipy's OpenBLAS would otherwise each
+    start a thread per core (spinning after start-up); a user's own setting is kept."""
+    count = "import os; print(len(os.listdir('/proc/self/task')), os.environ['OPENBLAS_NUM_THREADS'])"
+    probe = f"import pipeline.cli, numpy, scipy.ndimage; {count}"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                            "OMP_NUM_THREADS")}
+    ours = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert ours.stdout.split() == ["1", "1"]
+    plain = subprocess.run([sys.executable, "-c", f"import numpy, scipy.ndimage; {count.split('; ')[0]}; "
+                            "print(len(os.listdir('/proc/self/task')))"], env=env, capture_output=True, text=True,
+                           check=True)
+    assert int(plain.stdout) > 1  # the control: without the command's setting, the pools are there
+    kept = subprocess.run([sys.executable, "-c", probe], env={**env, "OPENBLAS_NUM_THREADS": "2"},
+                          capture_output=True, text=True, check=True)
+    assert kept.stdout.split()[1] == "2"
+    lazy = subprocess.run([sys.executable, "-c", "import sys, pipeline; print('numpy' in sys.modules)"], env=env,
+                          capture_output=True, text=True, check=True)
+    assert lazy.stdout.strip() == "False"
