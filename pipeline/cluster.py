@@ -10,9 +10,11 @@
 - ``jobqueue``: a dask-jobqueue cluster that submits batch jobs running dask
   workers which connect back to a scheduler in this process.
 
-Nothing here is home-made scheduling: a distributed run is one
-``client.compute`` of the whole graph, and dask retries the tasks of a worker
-that dies. Every task rewrites whole chunks and then its ledger entry, so a
+Nothing here is home-made scheduling: a distributed run submits the whole
+graph at once, and dask retries the tasks of a worker that dies. The blocks go
+in contiguous bands, one per worker, as *loose* restrictions (dask may still
+run a task elsewhere, e.g. when a worker is idle or gone), so that neighbouring
+blocks share a worker's cache of decoded input chunks. Every task rewrites whole chunks and then its ledger entry, so a
 retried task writes the same bytes. A task's write may land after the task
 returns; the run waits for them in every worker before it reads the ledger.
 """
@@ -77,7 +79,9 @@ class Executor:
 
             with ProgressBar(out=sys.stderr, minimum=1.0) if progress else contextlib.nullcontext():
                 return list(dask.compute(tasks, **kwargs)[0])
-        futures = self.client.compute(tasks)
+        futures = []
+        for part, worker in _bands(tasks, self.client.nthreads()):
+            futures += self.client.compute(part, workers=worker, allow_other_workers=True)
         if progress:
             from distributed import progress as show
 
@@ -104,6 +108,28 @@ class Executor:
             func(*args)
         else:
             self.client.run(func, *args)
+
+
+def _bands(tasks: list, nthreads: dict[str, int]) -> list[tuple[list, list[str] | None]]:
+    """``tasks`` cut into contiguous runs, one per worker in proportion to its threads: (tasks, [address]).
+
+    A run lists its blocks row by row, so each worker gets a band of
+    neighbouring blocks, whose halos come from the chunks that worker already
+    decoded (the cache is per process). With one worker or none yet, one part
+    with no restriction.
+    """
+    workers = sorted(nthreads)
+    if len(workers) < 2 or len(tasks) < 2:
+        return [(list(tasks), None)]
+    total = sum(max(1, nthreads[w]) for w in workers)
+    bands, start, share = [], 0, 0
+    for worker in workers:
+        share += max(1, nthreads[worker])
+        stop = round(len(tasks) * share / total)
+        if stop > start:
+            bands.append((list(tasks[start:stop]), [worker]))
+        start = stop
+    return bands
 
 
 class _Background:

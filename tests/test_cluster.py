@@ -94,6 +94,52 @@ def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_ident
     assert "complete (144 of 144 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
 
 
+def test_blocks_go_to_workers_in_contiguous_bands(cluster):
+    """A run's blocks (listed row by row) go to the workers in contiguous bands, as loose restrictions: each
+    worker computes neighbouring blocks, which share its cache of decoded chunks."""
+    import dask
+    from distributed import Client
+
+    from pipeline.cluster import Executor
+
+    def where(i: int) -> str:  # defined here: pickled by value, so the workers need not import the tests
+        import time
+
+        from distributed import get_worker
+
+        time.sleep(0.05)
+        return get_worker().address
+
+    compute = parse_config({"reference": "a.zarr", "moving": "b.zarr", "output": "o.zarr",
+                            "compute": {"scheduler": cluster.address}}).compute
+    with Client(cluster.address) as client:
+        ran = Executor(compute, client).run([dask.delayed(where)(i, dask_key_name=f"block-{i}") for i in range(12)])
+        workers = sorted(client.nthreads())
+    assert len(workers) == 2
+    # Loose restrictions: dask may move a task (an idle worker steals), so most, not all, stay in their band.
+    assert sum(w == workers[0] for w in ran[:6]) >= 5 and sum(w == workers[1] for w in ran[6:]) >= 5
+
+
+@pytest.mark.parametrize("nthreads, n, expected", [
+    ({"a": 1, "b": 1}, 7, [4, 3]),
+    ({"b": 1, "a": 3}, 8, [6, 2]),  # sorted by address, in proportion to threads
+    ({"a": 2}, 5, [5]),
+    ({}, 3, [3]),
+    ({"a": 1, "b": 1, "c": 1}, 2, [1, 1]),  # fewer tasks than workers: no empty band
+])
+def test_bands_split_tasks_by_threads(nthreads, n, expected):
+    from pipeline.cluster import _bands
+
+    bands = _bands(list(range(n)), nthreads)
+    assert [len(part) for part, _ in bands] == expected
+    assert [i for part, _ in bands for i in part] == list(range(n))
+    if len(nthreads) > 1:  # one worker per band, each worker at most once, in address order
+        used = [w[0] for _, w in bands]
+        assert all(len(w) == 1 for _, w in bands) and used == sorted(set(used)) and set(used) <= set(nthreads)
+    else:
+        assert bands[0][1] is None
+
+
 def test_client_killed_mid_run_then_rerun_on_the_cluster_resumes_bit_identical(tmp_path: Path, cluster):
     """kill -9 of the lncc process itself while the cluster computes: the rerun computes only what is missing."""
     _, _, (ref_url, mov_url) = _pair(tmp_path, shape=(1536, 1536), seed=13)
