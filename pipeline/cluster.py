@@ -10,13 +10,16 @@
 - ``jobqueue``: a dask-jobqueue cluster that submits batch jobs running dask
   workers which connect back to a scheduler in this process.
 
-Nothing here is home-made scheduling: a distributed run submits the whole
-graph at once, and dask retries the tasks of a worker that dies. The blocks go
-in contiguous bands, one per worker, as *loose* restrictions (dask may still
-run a task elsewhere, e.g. when a worker is idle or gone), so that neighbouring
-blocks share a worker's cache of decoded input chunks. Every task rewrites whole chunks and then its ledger entry, so a
+dask schedules everything: a distributed run submits the whole graph at once,
+and dask retries the tasks of a worker that dies. lncc only hints at locality:
+the blocks go in contiguous bands, one per worker, as *loose* restrictions
+(dask may still run a task elsewhere, e.g. when a worker is idle or gone), so
+that neighbouring blocks share a worker's cache of decoded input chunks. Every task rewrites whole chunks and then its ledger entry, so a
 retried task writes the same bytes. A task's write may land after the task
-returns; the run waits for them in every worker before it reads the ledger.
+returns; the run waits for them in every worker before it reads the ledger. A
+worker that dies with writes in flight after its tasks returned leaves those
+blocks out of the ledger: the run then fails with "missing blocks", and a
+rerun computes just them.
 """
 
 from __future__ import annotations
@@ -80,13 +83,20 @@ class Executor:
             with ProgressBar(out=sys.stderr, minimum=1.0) if progress else contextlib.nullcontext():
                 return list(dask.compute(tasks, **kwargs)[0])
         futures = []
-        for part, worker in _bands(tasks, self.client.nthreads()):
+        # A jobqueue cluster's workers join over time: bands over the first arrivals would leave the rest to
+        # work stealing.
+        nthreads = {} if self.compute.scheduler == "jobqueue" else self.client.nthreads()
+        for part, worker in _bands(tasks, nthreads):
             futures += self.client.compute(part, workers=worker, allow_other_workers=True)
         if progress:
             from distributed import progress as show
 
             show(futures)
-        return self.client.gather(futures)
+        try:
+            return self.client.gather(futures)
+        except BaseException:
+            self.client.cancel(futures)  # no task starts after the run has failed
+            raise
 
     def threads_per_worker(self) -> int:
         """Threads per worker process: the most any connected worker has, or the local scheduler's."""

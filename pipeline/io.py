@@ -14,12 +14,13 @@ they may hold credentials.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
 import warnings
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -651,25 +652,31 @@ class OutputWriter:
 
     For a local output whose encoding it knows (the ones :func:`prepare_output`
     makes), each zarr chunk is encoded here and written to a temporary file
-    renamed into place, by the calling thread. This is what zarr itself would
-    write, but it skips zarr's shared event loop, which otherwise serialises the
-    writes of all dask threads and copies each chunk. Anything else goes
-    through zarr. Every write replaces whole chunks, so a retried block writes
-    the same bytes: for URL outputs each chunk is one whole-object PUT.
-    It is pickled to dask workers with its URL, names and ``storage_options``,
-    never with open arrays.
+    renamed into place, by the thread that writes the block (the caller's,
+    or with :meth:`write_later` one of this process's writer threads). This is
+    what zarr itself would write, but it skips zarr's shared event loop, which
+    otherwise serialises the writes of all dask threads and copies each chunk.
+    Anything else goes through zarr. Every write replaces whole chunks, so a
+    retried block writes the same bytes: for URL outputs each chunk is one
+    whole-object PUT. It is pickled to dask workers with its URL, names,
+    ``storage_options`` and run id, never with open arrays.
+
+    ``run`` identifies the run whose background writes :func:`finish_writes`
+    waits for (and then refuses); None for a writer used only by :meth:`write`.
     """
 
-    def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None):
+    def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None,
+                 run: str | None = None):
         self.url = url
         self.names = tuple(names)
         self.storage_options = storage_options
+        self.run = run
         self._arrays: dict[str, Any] = {}
         self._ledger = None
 
     def __getstate__(self) -> dict[str, Any]:
         # workers open their own arrays
-        return {"url": self.url, "names": self.names, "storage_options": self.storage_options,
+        return {"url": self.url, "names": self.names, "storage_options": self.storage_options, "run": self.run,
                 "_arrays": {}, "_ledger": None}
 
     def __repr__(self) -> str:  # never the storage options
@@ -701,18 +708,24 @@ class OutputWriter:
 
         Each thread alternates between two buffers, so a block computes while
         the one before it is still being written; a buffer is handed out only
-        once its last write has finished (re-raising that write's error).
+        once its last write has finished. If that write, of this writer's run,
+        failed, its error is raised here (and not again by :func:`finish_writes`).
         """
         with _flight_lock:
             ring = _rings.setdefault(threading.get_ident(), [0, None, None])
-            slot, previous = ring[0], ring[1 + ring[0]]
-            ring[1 + slot] = None
+            slot = ring[0]
+            previous = ring[1 + slot]
         if previous is not None:
-            try:
-                previous.result()
-            finally:
-                with _flight_lock:
-                    _in_flight.discard(previous)  # its error, if any, is reported here, not again
+            future, run = previous
+            wait([future])
+            with _flight_lock:
+                if ring[1 + slot] is previous:
+                    ring[1 + slot] = None
+                failed = run == self.run and future.exception() is not None
+                if failed:
+                    _in_flight.get(run, set()).discard(future)
+            if failed:
+                raise future.exception()
         return thread_buffer(f"output-{slot}", shape, np.float32)
 
     def write_later(self, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
@@ -721,39 +734,52 @@ class OutputWriter:
 
         The ledger entry still follows the block's values, so a block whose write
         did not finish is not done, and a rerun computes it. Call
-        :func:`finish_writes` before relying on the output.
+        :func:`finish_writes` with this writer's run before relying on the output.
+
+        Raises
+        ------
+        RuntimeError
+            If :func:`finish_writes` already closed the run (a task still running
+            after its run failed): nothing is written.
         """
-        future = _writer_pool().submit(self.write, values, region, block_index, stats)
         with _flight_lock:
+            if self.run in _closed:
+                raise RuntimeError(f"run {self.run} is over; block {block_index} of {self.url!r} was not written")
+            future = _writer_pool().submit(self.write, values, region, block_index, stats)
             ring = _rings.setdefault(threading.get_ident(), [0, None, None])
-            ring[1 + ring[0]] = future
+            ring[1 + ring[0]] = (future, self.run)
             ring[0] ^= 1
-            _in_flight.add(future)
-        future.add_done_callback(_landed)
+            _in_flight.setdefault(self.run, set()).add(future)
+        future.add_done_callback(functools.partial(_landed, self.run))
         return future
 
 
 _flight_lock = threading.Lock()
-#: Per thread: the buffer slot its next block uses, and the write in flight from each of its two slots.
+#: Per thread: the buffer slot its next block uses, and the (write, run) in flight from each of its two slots.
 _rings: dict[int, list] = {}
-#: Writes started by write_later that have not finished, or that failed and were not yet reported.
-_in_flight: set[Future] = set()
+#: Per run: writes started by write_later that have not finished, or that failed and were not yet reported.
+_in_flight: dict[str | None, set[Future]] = {}
+#: Runs that finish_writes closed: their late tasks write nothing.
+_closed: set[str | None] = set()
 
 
-def _landed(future: Future) -> None:
+def _landed(run, future: Future) -> None:
     if future.exception() is None:
         with _flight_lock:
-            _in_flight.discard(future)
+            _in_flight.get(run, set()).discard(future)
 
 
-def finish_writes() -> None:
-    """Wait for every block write this process started with :meth:`OutputWriter.write_later`.
+def finish_writes(run: str | None) -> None:
+    """Close ``run`` to new background writes in this process, and wait for those it started.
 
-    Raises the first error among them (each is reported once); afterwards every
-    thread's block buffers are free.
+    Called once a run's tasks are over (or have failed): a task of the run still
+    running here writes nothing after this, so the run can release its output.
+    Raises the first error among the writes (each is reported once); afterwards
+    the block buffers they used are free.
     """
     with _flight_lock:
-        pending = list(_in_flight)
+        _closed.add(run)
+        pending = list(_in_flight.pop(run, ()))
     error = None
     for future in pending:
         try:
@@ -761,9 +787,10 @@ def finish_writes() -> None:
         except BaseException as exc:  # noqa: BLE001 - the first is re-raised below
             error = error or exc
     with _flight_lock:
-        _in_flight.difference_update(pending)
         for ring in _rings.values():
-            ring[1] = ring[2] = None
+            for k in (1, 2):
+                if ring[k] is not None and ring[k][0] in pending:
+                    ring[k] = None
     if error is not None:
         raise error
 

@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -320,16 +321,16 @@ class _BlockWriter:
 
     With ``defer``, a block's write finishes in the background while its
     thread computes the next block (into the other of its two buffers); the run
-    then waits for the writes with :func:`pipeline.io.finish_writes` in every
-    process that computed. Without it, each task waits for its own write: for
+    then waits for the writes of its ``run`` id with :func:`pipeline.io.finish_writes`
+    in every process that computed. Without it, each task waits for its own write: for
     dask's process pool, whose processes cannot be reached after the run.
     """
 
     def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None,
-                 defer: bool = True):
+                 defer: bool = True, run: str | None = None):
         self.names = names
         self.defer = defer
-        self.output = io.OutputWriter(url, names, storage_options)
+        self.output = io.OutputWriter(url, names, storage_options, run=run)
 
     def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         return self.output.buffer(shape)
@@ -446,13 +447,15 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
                        config.extra_outputs)
     tasks = []
     counts = {}
+    run_id = uuid.uuid4().hex  # names this run's background block writes in every process
     for plan in plans:
         if plan.action == "up to date":
             continue
         url = plan.pair.output
         ref = io.open_input(plan.reference, plan.chunks)  # its dims, coords and chunks shape the output
         names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
-        writer = _BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes")
+        writer = _BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes",
+                              run=run_id)
         options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
                        min_valid=config.min_valid, extras=config.extra_outputs)
         pair = None
@@ -488,14 +491,15 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
     gc.freeze()
     with _PeakRss() as rss:
         # Blocks' writes may still be landing, in this process or in the workers: the ledger is read, and the
-        # output's lock released, only after they are all done (their first error raised here).
+        # output's lock released, only after they are all done (their first error raised here) and the run is
+        # closed to writes from tasks still running after a failure.
         try:
             ex.run(tasks, progress=progress)
         except BaseException:
             with contextlib.suppress(Exception):
-                ex.start(io.finish_writes).join()
+                ex.start(io.finish_writes, run_id).join()
             raise
-        ex.start(io.finish_writes).join()
+        ex.start(io.finish_writes, run_id).join()
     summary = RunSummary(seconds=time.perf_counter() - started_wall, peak_rss_mb=rss.mb)
     finished = datetime.now(timezone.utc).isoformat()
     for plan in plans:

@@ -117,7 +117,7 @@ def test_blocks_go_to_workers_in_contiguous_bands(cluster):
         workers = sorted(client.nthreads())
     assert len(workers) == 2
     # Loose restrictions: dask may move a task (an idle worker steals), so most, not all, stay in their band.
-    assert sum(w == workers[0] for w in ran[:6]) >= 5 and sum(w == workers[1] for w in ran[6:]) >= 5
+    assert sum(w == workers[0] for w in ran[:6]) >= 4 and sum(w == workers[1] for w in ran[6:]) >= 4
 
 
 @pytest.mark.parametrize("nthreads, n, expected", [

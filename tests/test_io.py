@@ -629,18 +629,23 @@ def test_deferred_writes_never_reuse_a_buffer_whose_write_is_in_flight(tmp_path)
     """Each thread alternates two buffers; one comes back only after its last write landed, and every block
     (distinct values, so a reused buffer would show) reads back exactly, ledger entries included."""
     import threading
+    import time
 
     from pipeline.io import OutputWriter, _writer_pool, finish_writes, read_ledger
     from pipeline.stats import STATS_LENGTH
 
     url, regions = _blocks_output(tmp_path)
     values = np.random.default_rng(7).uniform(-1, 1, (64, 96)).astype(np.float32)
-    writer = OutputWriter(url, ("ncc",))
+    writer = OutputWriter(url, ("ncc",), run="reuse")
     written, addresses = [], []
     third = threading.Event()
 
+    go = threading.Event()
+
     def blocks():  # one thread: the two buffers are per thread
         for index, region in regions.items():
+            if len(written) == 2:
+                go.wait(10)
             buffer = writer.buffer((32, 32))
             if len(written) == 2:
                 third.set()
@@ -654,13 +659,18 @@ def test_deferred_writes_never_reuse_a_buffer_whose_write_is_in_flight(tmp_path)
     worker = threading.Thread(target=blocks)
     worker.start()
     try:
+        deadline = time.monotonic() + 10
+        while len(written) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        finish_writes("some other run")  # forgets none of this run's writes
+        go.set()
         assert not third.wait(0.5), "a buffer came back while its block's write was still queued"
         assert len(written) == 2 and not written[0].done()
     finally:
         gate.set()
         worker.join(30)
     assert all(s.done() for s in stalls)
-    finish_writes()
+    finish_writes("reuse")
     assert all(f.done() for f in written)
     assert addresses[0] != addresses[1] and addresses[0::2] == [addresses[0]] * 3
     np.testing.assert_array_equal(zarr.open_array(store=url + "/ncc", mode="r")[...], values)
@@ -668,22 +678,46 @@ def test_deferred_writes_never_reuse_a_buffer_whose_write_is_in_flight(tmp_path)
 
 
 def test_a_failed_deferred_write_is_raised_once_and_its_block_stays_undone(tmp_path):
-    """A write that fails in the background surfaces from finish_writes (once) and records no ledger entry."""
+    """A write that fails in the background surfaces from finish_writes (once, and only for its own run) and
+    records no ledger entry; a closed run writes nothing more."""
+    import threading
+
     from pipeline.io import OutputWriter, finish_writes, read_ledger
     from pipeline.stats import STATS_LENGTH
 
     url, regions = _blocks_output(tmp_path)
     (tmp_path / "out.zarr" / "ncc" / "c").mkdir(parents=True, exist_ok=True)
     (tmp_path / "out.zarr" / "ncc" / "c" / "1").write_bytes(b"in the way of row 1's chunk directory")
-    writer = OutputWriter(url, ("ncc",))
-    for index, region in regions.items():
-        buffer = writer.buffer((32, 32))
-        buffer[...] = 0.5
-        writer.write_later({"ncc": buffer}, region, index, np.ones(STATS_LENGTH))
-        if index[0] == 1:
-            break  # the first block of row 1 fails
+    failing = OutputWriter(url, ("ncc",), run="failing")
+    other = OutputWriter(url, ("ncc",), run="other")
+
+    errors = []
+
+    def blocks():  # one thread, whose buffers both runs then share
+        try:
+            fill()
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    def fill():
+        # (1, 0) fails; written second to last, its buffer is the one this thread's next block gets.
+        for index in [(0, 0), (0, 1), (1, 0), (0, 2)]:
+            buffer = failing.buffer((32, 32))
+            buffer[...] = 0.5
+            failing.write_later({"ncc": buffer}, regions[index], index, np.ones(STATS_LENGTH))
+        other.buffer((32, 32))  # the other run waits for the failed write's buffer, but is not blamed for it
+
+    thread = threading.Thread(target=blocks)
+    thread.start()
+    thread.join(30)
+    assert not errors
+    finish_writes("other")
     with pytest.raises(OSError):
-        finish_writes()
-    finish_writes()  # reported once
+        finish_writes("failing")
+    finish_writes("failing")  # reported once
     ledger = read_ledger(url)[..., -1]
     assert not np.isnan(ledger[0]).any() and np.isnan(ledger[1]).all()
+    # A task of the closed run that comes late (still running after its run failed) writes nothing.
+    with pytest.raises(RuntimeError, match="is over"):
+        failing.write_later({"ncc": np.zeros((32, 32), np.float32)}, regions[(1, 1)], (1, 1), np.ones(STATS_LENGTH))
+    assert np.isnan(read_ledger(url)[1, 1, -1])

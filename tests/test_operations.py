@@ -314,6 +314,8 @@ def test_a_block_write_that_fails_fails_the_run_and_leaves_it_resumable(tmp_path
     failed = lncc("run", str(cfg), cwd=tmp_path)
     assert failed.returncode == 1, failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1 and "Traceback" not in failed.stderr
+    # The write's own error, not just the ledger check's "missing blocks" after it.
+    assert "missing blocks" not in failed.stderr and "File exists" in failed.stderr
     assert "incomplete" in lncc("inspect", str(out), cwd=tmp_path).stdout.splitlines()[0]
     assert np.isnan(read_ledger(str(out))[1, :, -1]).all()
     row.unlink()
