@@ -14,12 +14,14 @@ dask schedules everything: a distributed run submits the whole graph at once,
 and dask retries the tasks of a worker that dies. lncc only hints at locality:
 the blocks go in contiguous bands, one per worker, as *loose* restrictions
 (dask may still run a task elsewhere, e.g. when a worker is idle or gone), so
-that neighbouring blocks share a worker's cache of decoded input chunks. Every task rewrites whole chunks and then its ledger entry, so a
-retried task writes the same bytes. A task's write may land after the task
-returns; the run waits for them in every worker before it reads the ledger. A
-worker that dies with writes in flight after its tasks returned leaves those
-blocks out of the ledger: the run then fails with "missing blocks", and a
-rerun computes just them.
+that neighbouring blocks share a worker's cache of decoded input chunks.
+
+Every task rewrites whole chunks and then its ledger entry, so a retried task
+writes the same bytes. A task's write may land after the task returns; the run
+waits for them in every worker before it reads the ledger. A worker that dies
+with writes in flight after its tasks returned leaves those blocks out of the
+ledger: the run then fails with "missing blocks", and a rerun computes just
+them.
 """
 
 from __future__ import annotations

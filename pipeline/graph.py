@@ -94,8 +94,7 @@ def _sink_block(a, b, invalid=None, *, sink, block_chunks, radius, flat, nan_edg
     index = tuple(block_info[None]["chunk-location"])
     starts = [sum(c[:i]) for c, i in zip(block_chunks, index)]
     region = tuple(slice(s, s + c[i]) for s, c, i in zip(starts, block_chunks, index))
-    shape = tuple(r.stop - r.start for r in region)
-    shape = ((4,) if extras else ()) + shape
+    shape = ((4,) if extras else ()) + tuple(r.stop - r.start for r in region)
     buffer = sink.buffer(shape) if hasattr(sink, "buffer") else thread_buffer("output", shape, np.float32)
     out = _compute(a, b, invalid, radius, flat, min_valid, extras, buffer)
     if nan_edges:
@@ -140,8 +139,9 @@ def local_ncc_sink(sink, reference: da.Array, moving: da.Array, window: int = 7,
     ``values`` is a buffer reused by the thread's next block: the sink must
     consume it (e.g. write it) before returning, unless the sink has a
     ``buffer(shape)`` method, which then provides the float32 array each block
-    is computed into (and the sink decides when it is free again). No NCC block leaves its task,
-    so nothing large is held between tasks or moved between workers.
+    is computed into (and the sink decides when it is free again). No NCC
+    block leaves its task, so nothing large is held between tasks or moved
+    between workers.
 
     Returns
     -------

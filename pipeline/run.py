@@ -321,9 +321,10 @@ class _BlockWriter:
 
     With ``defer``, a block's write finishes in the background while its
     thread computes the next block (into the other of its two buffers); the run
-    then waits for the writes of its ``run`` id with :func:`pipeline.io.finish_writes`
-    in every process that computed. Without it, each task waits for its own write: for
-    dask's process pool, whose processes cannot be reached after the run.
+    then waits for the writes of its ``run`` id with
+    :func:`pipeline.io.finish_writes` in every process that computed. Without
+    it, each task waits for its own write: for dask's process pool, whose
+    processes cannot be reached after the run.
     """
 
     def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None,
