@@ -14,13 +14,16 @@ Two accumulation paths keep it float64-accurate:
 
 * **integers** (8- and 16-bit, and any integer data whose sums fit): the sums
   are exact ``int64``, so the variances are exact and a window is flat exactly
-  when its variance is 0;
-* **floats** (and wide integers): the sums are float64 of values shifted by the
-  block mean, restarted every ``_RESTART`` rows and columns to bound drift.
-  Where a window's variance is too small for the running sums to resolve it to
-  ~1e-7 (nearly flat windows, large offsets) the window is recomputed directly
-  with the two-pass formula, and flatness is decided by comparing the values
-  themselves, never by an epsilon.
+  when its variance is 0. Wider integers (32- and 64-bit) first become exact
+  unsigned differences from the block's smallest valid value, so their sums
+  are exact whenever the block's *range* (not its dtype) lets them be;
+* **floats** (and integer blocks whose range is too wide for exact sums): the
+  sums are float64 of values shifted by the block mean, restarted every
+  ``_RESTART`` rows and columns to bound drift. Where a window's variance is
+  too small for the running sums to resolve it to ~1e-7 (nearly flat windows,
+  large offsets) the window is recomputed directly with the two-pass formula
+  (for integers on exact differences from one of the window's own values), and
+  flatness is decided by comparing the values themselves, never by an epsilon.
 """
 
 from __future__ import annotations
@@ -311,18 +314,31 @@ def _ncc_int(a, b, m, r, flat, min_count, out, extra):
                 _finish(out, extra, i, j, n, c, min_count, np.float64(vx), np.float64(vy), np.float64(cov), flat)
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _delta(v, v0):
+    """``v - v0`` of two integers as float64, without wrapping around for any integer width.
+
+    The subtraction is done in the integers (numba widens it to 64 bits), so
+    the only rounding is the final conversion; signed 64-bit inputs must not
+    reach here (their difference can overflow int64), unsigned ones may.
+    """
+    return np.float64(v - v0) if v >= v0 else -np.float64(v0 - v)
+
+
 @numba.njit(nogil=True, cache=True, fastmath=False)
-def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y):
+def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y, rel_x, rel_y):
     """Direct two-pass moments of the window at (i0, j0), over its valid pixels.
 
     Returns (count, vx, vy, cov) scaled like the running sums (count * centred
-    sums); a variance is exactly 0 when all valid values are equal.
+    sums); a variance is exactly 0 when all valid values are equal. An image
+    with ``rel`` (integer data) enters as exact differences from the window's
+    first valid value, in image units; otherwise as ``(x - shift) * inv``.
     """
     count = 0
     flat_x = True
     flat_y = True
-    x0 = 0.0
-    y0 = 0.0
+    x0 = a[i0, j0]
+    y0 = b[i0, j0]
     mx = 0.0
     my = 0.0
     for k in range(i0, i0 + win):
@@ -330,19 +346,20 @@ def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y):
             if m is not None:
                 if m[k, q] == 0:
                     continue
-            xv = np.float64(a[k, q])
-            yv = np.float64(b[k, q])
+            xr = a[k, q]
+            yr = b[k, q]
             if count == 0:
-                x0 = xv
-                y0 = yv
+                x0 = xr
+                y0 = yr
             else:
-                if xv != x0:
+                # On the stored values: two wide integers may round to the same float64.
+                if xr != x0:
                     flat_x = False
-                if yv != y0:
+                if yr != y0:
                     flat_y = False
             count += 1
-            mx += (xv - shift_x) * inv_x
-            my += (yv - shift_y) * inv_y
+            mx += _delta(xr, x0) if rel_x else (np.float64(xr) - shift_x) * inv_x
+            my += _delta(yr, y0) if rel_y else (np.float64(yr) - shift_y) * inv_y
     if count == 0:
         return 0, 0.0, 0.0, 0.0
     mx /= count
@@ -355,8 +372,8 @@ def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y):
             if m is not None:
                 if m[k, q] == 0:
                     continue
-            dx = (np.float64(a[k, q]) - shift_x) * inv_x - mx
-            dy = (np.float64(b[k, q]) - shift_y) * inv_y - my
+            dx = (_delta(a[k, q], x0) if rel_x else (np.float64(a[k, q]) - shift_x) * inv_x) - mx
+            dy = (_delta(b[k, q], y0) if rel_y else (np.float64(b[k, q]) - shift_y) * inv_y) - my
             sxx += dx * dx
             syy += dy * dy
             sxy += dx * dy
@@ -366,12 +383,14 @@ def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y):
 
 
 @numba.njit(nogil=True, cache=True, fastmath=False)
-def _ncc_float(a, b, m, r, flat, min_count, shift_x, shift_y, inv_x, inv_y, out, extra):
+def _ncc_float(a, b, m, r, flat, min_count, shift_x, shift_y, inv_x, inv_y, rel_x, rel_y, out, extra):
     """Normalised float64 running sums with periodic restarts and a two-pass fallback.
 
     Values enter the sums as ``(x - shift) * inv`` (within [-1, 1] for the block),
     so neither huge nor tiny magnitudes overflow or underflow the squares.
     Invalid pixels (``m`` == 0; ``m`` may be None) contribute nothing.
+    ``rel_x``, ``rel_y``: the image holds integers (unsigned if wider than 32
+    bits), which the fallback takes as exact differences (see :func:`_two_pass`).
     """
     h, w = out.shape
     win = 2 * r + 1
@@ -445,9 +464,10 @@ def _ncc_float(a, b, m, r, flat, min_count, shift_x, shift_y, inv_x, inv_y, out,
                     if c < min_count or c < 0.5:
                         _finish(out, extra, i, j, n, c, min_count, 0.0, 0.0, 0.0, flat)
                     else:
-                        count, tx, ty, tc = _two_pass(a, b, m, i, j, win, shift_x, shift_y, inv_x, inv_y)
+                        count, tx, ty, tc = _two_pass(a, b, m, i, j, win, shift_x, shift_y, inv_x, inv_y,
+                                                      rel_x, rel_y)
                         _finish(out, extra, i, j, n, np.float64(count), min_count, tx, ty, tc, flat,
-                                1.0 / inv_x, 1.0 / inv_y)
+                                1.0 if rel_x else 1.0 / inv_x, 1.0 if rel_y else 1.0 / inv_y)
 
 
 def _int_sums_exact(dtype: np.dtype, radius: int) -> bool:
@@ -455,9 +475,92 @@ def _int_sums_exact(dtype: np.dtype, radius: int) -> bool:
     if dtype.kind not in "iu" or dtype.itemsize > 4:
         return False
     info = np.iinfo(dtype)
-    biggest = max(abs(int(info.min)), abs(int(info.max)))
+    return _span_sums_exact(max(abs(int(info.min)), abs(int(info.max))), radius)
+
+
+def _span_sums_exact(biggest: int, radius: int) -> bool:
+    """True when n * Sxx (and n * Sxy) fit in int64 for values of magnitude at most ``biggest``."""
     n = (2 * radius + 1) ** 2
     return n * n * biggest * biggest < 2**62
+
+
+@numba.njit(nogil=True, cache=True)
+def _valid_range(a, m):
+    """(count, smallest, largest) of the valid values of a 2-D block (``m`` == 0 is invalid; ``m`` may be None)."""
+    lo = a[0, 0]
+    hi = a[0, 0]
+    count = 0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if m is not None:
+                if m[i, j] == 0:
+                    continue
+            v = a[i, j]
+            if count == 0:
+                lo = v
+                hi = v
+            else:
+                lo = min(lo, v)
+                hi = max(hi, v)
+            count += 1
+    return count, lo, hi
+
+
+@numba.njit(nogil=True, cache=True)
+def _offsets_into(a, m, lo, out):
+    """``out = a - lo`` computed exactly in uint64 (then stored in ``out``'s dtype), 0 where ``m`` == 0.
+
+    Valid values are >= ``lo``, so the modular uint64 difference is the true one
+    whatever the sign and width of ``a``; invalid pixels may lie below ``lo``.
+    """
+    base = np.uint64(lo)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            d = np.uint64(a[i, j]) - base
+            if m is not None:
+                d = d if m[i, j] != 0 else np.uint64(0)
+            out[i, j] = d
+
+
+def _offset_wide_integers(a, b, m, radius):
+    """Integer blocks whose dtype does not bound their sums, as exact differences from their smallest valid value.
+
+    NCC does not change when a constant is added to an image, and the
+    differences span only the block's range: where that range lets the int64
+    sums stay exact they are returned in the narrowest unsigned dtype (for the
+    exact path), otherwise as uint64 (for the float path, whose float64 of an
+    exact difference is as close as float64 gets). Converting the wide values to
+    float64 first instead would round away their low bits (near 2**62 the
+    spacing of float64 is 1024). Each image gets its own offset.
+
+    Returns
+    -------
+    (a, b, exact)
+        The blocks to use (8- and 16-bit and float blocks unchanged) and whether
+        the exact int64 path applies to them.
+    """
+    wide = [x.dtype.kind in "iu" and not _int_sums_exact(x.dtype, radius) for x in (a, b)]
+    ranges = []
+    for x, is_wide in zip((a, b), wide):
+        if is_wide:
+            count, lo, hi = _valid_range(x, m)
+            ranges.append((lo, int(hi) - int(lo) if count else 0))
+    exact = all(x.dtype.kind in "iu" for x in (a, b)) and all(_span_sums_exact(span, radius) for _, span in ranges)
+    if exact:
+        widest = max(span for _, span in ranges)
+        dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if widest <= np.iinfo(t).max)
+    else:
+        dtype = np.uint64
+    blocks = []
+    lows = iter(ranges)
+    for x, is_wide in zip((a, b), wide):
+        if is_wide:
+            lo, _ = next(lows)
+            diff = np.empty(x.shape, dtype=dtype)
+            _offsets_into(x, m, x.dtype.type(lo), diff)  # typed: numba reads a Python int as int64
+            x = diff
+        blocks.append(x)
+    return blocks[0], blocks[1], exact
 
 
 def _as_kernel_input(a: np.ndarray) -> np.ndarray:
@@ -472,6 +575,9 @@ def _frame(a, b, m, radius, flat, min_count, out, extra, threads) -> None:
     """Fill ``out`` (h, w) from padded 2-D ``a``, ``b`` ((h + 2r), (w + 2r)) and mask ``m`` (or None)."""
     h = out.shape[0]
     exact = _int_sums_exact(a.dtype, radius) and _int_sums_exact(b.dtype, radius)
+    if not exact and (a.dtype.kind in "iu" or b.dtype.kind in "iu"):
+        # Pairs whose dtypes already bound the sums (8- and 16-bit) skip this: no extra pass for them.
+        a, b, exact = _offset_wide_integers(a, b, m, radius)
     if exact:
         def strip(lo, hi):
             _ncc_int(a[lo : hi + 2 * radius], b[lo : hi + 2 * radius],
@@ -482,11 +588,12 @@ def _frame(a, b, m, radius, flat, min_count, out, extra, threads) -> None:
         # only within the float64 rounding the fallback threshold allows (< 1e-7).
         shift_x, inv_x = _shift_and_scale(a if m is None else a[m != 0])
         shift_y, inv_y = _shift_and_scale(b if m is None else b[m != 0])
+        rel_x, rel_y = a.dtype.kind in "iu", b.dtype.kind in "iu"
 
         def strip(lo, hi):
             _ncc_float(
                 a[lo : hi + 2 * radius], b[lo : hi + 2 * radius], None if m is None else m[lo : hi + 2 * radius],
-                radius, flat, min_count, shift_x, shift_y, inv_x, inv_y, out[lo:hi],
+                radius, flat, min_count, shift_x, shift_y, inv_x, inv_y, rel_x, rel_y, out[lo:hi],
                 None if extra is None else extra[:, lo:hi],
             )
 

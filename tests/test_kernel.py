@@ -504,3 +504,149 @@ def test_textured_never_indexes_outside_the_image():
     for h in range(3, 41):
         for seed in range(20):
             assert ptesting.textured((h, h), "uint8", seed, levels=3).shape == (h, h)
+
+
+# --------------------------------------------------- wide integers at large offsets
+
+INT_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+
+
+def offset_reference(small_a, small_b, offsets, window, boundary, flat, invalid=None):
+    """reference_ncc of ``small + offset`` images, computed on the small ints (NCC ignores a constant offset).
+
+    'constant' pads with the images' own zeros, which are ``-offset`` in the small ints' frame: those
+    windows are built here with that pad value and measured with the reference on the padded arrays.
+    """
+    if invalid is None:
+        invalid = np.zeros(small_a.shape, bool)
+    if boundary != "constant":
+        return reference_ncc(small_a, small_b, window, boundary, flat, invalid)
+    r = window // 2
+    pa, pb = (np.pad(np.asarray(x, np.float64), r, constant_values=-float(off))
+              for x, off in zip((small_a, small_b), offsets))
+    padded_invalid = np.pad(invalid, r, constant_values=False)  # constant padding is valid data
+    return reference_ncc(pa, pb, window, "nan", flat, padded_invalid)[r:-r, r:-r]
+
+
+def with_offset(small, offset, dtype):
+    """``small + offset`` exactly in ``dtype`` (no float64 on the way)."""
+    dtype = np.dtype(dtype)
+    return small.astype(dtype) + dtype.type(offset)
+
+
+@st.composite
+def offset_int_cases(draw, dtype):
+    """Small random ints (with flat patches) plus per-image offsets anywhere up to ``dtype``'s limits,
+    with optional nodata values and a reference mask; windows 3..15, every boundary mode."""
+    info = np.iinfo(dtype)
+    h = draw(st.integers(3, 32), label="h")
+    w = draw(st.integers(3, 32), label="w")
+    window = draw(st.sampled_from(list(range(3, min(h, w, 15) + 1, 2))), label="window")
+    boundary = draw(st.sampled_from(BOUNDARIES), label="boundary")
+    flat = draw(st.sampled_from(FLATS), label="flat")
+    levels = draw(st.integers(1, 60), label="levels")
+    lo, hi = int(info.min), int(info.max) - (levels - 1)
+    offset = st.one_of(st.integers(lo, lo + 2), st.integers(hi - 2, hi), st.integers(lo, hi))
+    offsets = (draw(offset, label="offset_a"), draw(offset, label="offset_b"))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1), label="seed"))
+    small_a = rng.integers(0, levels, (h, w))
+    small_b = draw(st.sampled_from(["independent", "related"]), label="b") == "related"
+    small_b = np.clip(small_a + rng.integers(-1, 2, (h, w)), 0, levels - 1) if small_b else \
+        rng.integers(0, levels, (h, w))
+    y0, x0 = rng.integers(0, h), rng.integers(0, w)
+    small_a[y0 : y0 + h // 2 + 1, x0 : x0 + w // 2 + 1] = rng.integers(0, levels)  # flat windows too
+    nodata = [draw(st.one_of(st.none(), st.integers(0, levels - 1)), label=f"nodata_{k}") for k in "ab"]
+    mask = rng.random((h, w)) > 0.2 if draw(st.booleans(), label="mask") else None
+    return small_a, small_b, offsets, window, boundary, flat, nodata, mask
+
+
+def offset_invalid(small_a, small_b, nodata, mask):
+    """The nodata mask in the small ints' frame (True = invalid), or None."""
+    invalid = np.zeros(small_a.shape, bool)
+    for small, value in zip((small_a, small_b), nodata):
+        if value is not None:
+            invalid |= small == value
+    if mask is not None:
+        invalid |= ~mask
+    return invalid
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES)
+@settings(max_examples=max(1, settings.default.max_examples // 2))  # x8 dtypes
+@given(data=st.data())
+def test_integers_at_any_offset_match_the_reference_of_the_small_ints(dtype, data):
+    """Small ints plus offsets up to the dtype's limits (e.g. int64 near +-2**63, uint64 near 2**64), with
+    nodata values and a reference mask, equal the float64 reference of the small ints: NCC ignores offsets,
+    flat windows get `flat` exactly, and |NCC| <= 1."""
+    small_a, small_b, offsets, window, boundary, flat, nodata, mask = data.draw(offset_int_cases(dtype))
+    a, b = (with_offset(x, off, dtype) for x, off in zip((small_a, small_b), offsets))
+    values = tuple(None if v is None else np.dtype(dtype).type(v + off) for v, off in zip(nodata, offsets))
+    got = local_ncc(a, b, window, boundary=boundary, flat=flat, nodata=values, reference_mask=mask)
+    invalid = offset_invalid(small_a, small_b, nodata, mask)
+    expected = offset_reference(small_a, small_b, offsets, window, boundary, flat, invalid)
+    assert got.dtype == np.float32 and np.all(np.abs(got[~np.isnan(got)]) <= 1.0)
+    assert_matches(got, expected)  # with flat=NaN the flat windows must match exactly (NaN masks)
+
+
+@pytest.mark.parametrize("dtype,offset", [("int64", 2**62), ("int64", -(2**63)), ("uint64", 2**63),
+                                          ("uint64", 2**64 - 256), ("int32", 2**31 - 256), ("uint32", 2**32 - 256)])
+def test_wide_integers_near_their_limits_are_not_flat(dtype, offset):
+    """The reported bug: ``a8 + 2**62`` as int64 (or uint64 near 2**63) gave only flat windows, because the
+    values went through float64 (spacing 1024 near 2**62) before the offset was taken out. The NCC is
+    NCC(a8, b8)."""
+    a8, b8 = sample_pair((40, 50), "uint8", seed=1)
+    a, b = with_offset(a8, offset, dtype), with_offset(b8, offset, dtype)
+    got = local_ncc(a, b, 7, flat=np.nan)
+    expected = reference_ncc(a8, b8, 7, flat=np.nan)
+    assert not np.isnan(expected).any()
+    assert_matches(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint64"])
+@pytest.mark.parametrize("boundary", ["constant", "reflect"])
+def test_wide_range_block_keeps_small_windows_exact(dtype, boundary):
+    """A block whose range is too wide for exact int64 sums (one pixel at the dtype's far end, or the
+    zeros 'constant' pads with) still resolves windows of small ints at a large offset: those windows are
+    recomputed from exact differences, not from float64 of the wide values."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(4)
+    small_a, small_b = rng.integers(0, 9, (30, 36)), rng.integers(0, 9, (30, 36))
+    offset = int(info.max) - 20
+    a, b = with_offset(small_a, offset, dtype), with_offset(small_b, offset, dtype)
+    a[15, 18] = info.min  # the range of a is now the whole dtype
+    small_a = small_a.astype(np.float64)
+    small_a[15, 18] = float(int(info.min) - offset)
+    got = local_ncc(a, b, 5, boundary=boundary, flat=np.nan)
+    expected = offset_reference(small_a, small_b, (offset, offset), 5, boundary, np.nan)
+    assert_matches(got, expected)
+    assert not np.isnan(got[:10]).any()
+
+
+@st.composite
+def axis_chunks(draw, n):
+    """A partition of an axis of length n, chunks of 1 (smaller than any radius) included."""
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=5))) if n > 1 else []
+    points = [0, *cuts, n]
+    return tuple(q - p for p, q in zip(points[:-1], points[1:]))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint32", "uint64", "int8"])
+@settings(max_examples=max(1, settings.default.max_examples // 2))
+@given(data=st.data())
+def test_dask_chunking_never_changes_wide_integer_results(dtype, data):
+    """A chunked dask run (any chunks, chunks smaller than the radius included) equals the in-memory run to
+    1e-6 with the same NaN mask, edges included, for wide integers at large offsets, masked or not, with or
+    without a pixel that makes a block's range too wide for exact sums."""
+    import dask.array as dask_array
+
+    small_a, small_b, offsets, window, boundary, flat, nodata, mask = data.draw(offset_int_cases(dtype))
+    a, b = (with_offset(x, off, dtype) for x, off in zip((small_a, small_b), offsets))
+    if data.draw(st.booleans(), label="spike"):
+        a[a.shape[0] // 2, a.shape[1] // 3] = np.iinfo(dtype).min if offsets[0] > 0 else np.iinfo(dtype).max
+    chunks = (data.draw(axis_chunks(a.shape[0]), label="ychunks"), data.draw(axis_chunks(a.shape[1]), label="xchunks"))
+    values = tuple(None if v is None else np.dtype(dtype).type(v + off) for v, off in zip(nodata, offsets))
+    options = dict(boundary=boundary, flat=flat, nodata=values)
+    in_memory = local_ncc(a, b, window, reference_mask=mask, **options)
+    lazy = local_ncc(dask_array.from_array(a, chunks=chunks), dask_array.from_array(b, chunks=chunks), window,
+                     reference_mask=None if mask is None else dask_array.from_array(mask, chunks=chunks), **options)
+    assert_matches(lazy.compute(scheduler="synchronous"), in_memory.astype(np.float64))
