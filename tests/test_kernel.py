@@ -593,13 +593,15 @@ def test_integers_at_any_offset_match_the_reference_of_the_small_ints(dtype, dat
 def test_wide_integers_near_their_limits_are_not_flat(dtype, offset):
     """The reported bug: ``a8 + 2**62`` as int64 (or uint64 near 2**63) gave only flat windows, because the
     values went through float64 (spacing 1024 near 2**62) before the offset was taken out. The NCC is
-    NCC(a8, b8)."""
+    NCC(a8, b8), and the local stds (extras) are those of a8 and b8."""
     a8, b8 = sample_pair((40, 50), "uint8", seed=1)
     a, b = with_offset(a8, offset, dtype), with_offset(b8, offset, dtype)
-    got = local_ncc(a, b, 7, flat=np.nan)
-    expected = reference_ncc(a8, b8, 7, flat=np.nan)
+    got = local_ncc(a, b, 7, flat=np.nan, extras=True)
+    expected, _, std_a, std_b = reference_ncc(a8, b8, 7, flat=np.nan, extras=True)
     assert not np.isnan(expected).any()
-    assert_matches(got, expected)
+    assert_matches(got["ncc"], expected)
+    np.testing.assert_allclose(got["std_reference"], std_a, rtol=1e-6)
+    np.testing.assert_allclose(got["std_moving"], std_b, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["int64", "uint64"])
@@ -616,10 +618,14 @@ def test_wide_range_block_keeps_small_windows_exact(dtype, boundary):
     a[15, 18] = info.min  # the range of a is now the whole dtype
     small_a = small_a.astype(np.float64)
     small_a[15, 18] = float(int(info.min) - offset)
-    got = local_ncc(a, b, 5, boundary=boundary, flat=np.nan)
+    got = local_ncc(a, b, 5, boundary=boundary, flat=np.nan, extras=True)
     expected = offset_reference(small_a, small_b, (offset, offset), 5, boundary, np.nan)
-    assert_matches(got, expected)
-    assert not np.isnan(got[:10]).any()
+    assert_matches(got["ncc"], expected)
+    assert not np.isnan(got["ncc"][:10]).any()
+    if boundary == "reflect":  # the stds, in image units, from both the running sums and the recomputed windows
+        _, _, std_a, std_b = reference_ncc(small_a, small_b, 5, boundary, np.nan, extras=True)
+        np.testing.assert_allclose(got["std_reference"], std_a, rtol=1e-6)
+        np.testing.assert_allclose(got["std_moving"], std_b, rtol=1e-6)
 
 
 @st.composite
