@@ -71,6 +71,22 @@ def _silence_abandoned_requests() -> None:
     sys.unraisablehook = hook
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM, PBS and Kubernetes send first), raised where SIGINT's KeyboardInterrupt would be:
+    the run stops the same way, releasing its locks and leaving a resumable output."""
+
+    def __init__(self, signal_name: str = "SIGTERM"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def _on_terminate(signum, frame) -> None:
+    import signal
+
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated(signal.Signals(signum).name)
+
+
 def _guarded(func):
     """Run ``func`` turning errors into one stderr line and the documented exit code."""
     from .errors import LnccError
@@ -81,8 +97,11 @@ def _guarded(func):
         raise
     except LnccError as exc:
         _fail(2, str(exc))
-    except KeyboardInterrupt:
-        _fail(1, "interrupted")
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            _fail(143, f"terminated by {exc.signal_name}; the output's lock is released and a rerun resumes "
+                       "where this run stopped")
+        _fail(1, "interrupted; a rerun resumes where this run stopped")
     except Exception as exc:
         if os.environ.get("LNCC_DEBUG"):
             raise
@@ -93,12 +112,14 @@ def _format_summary(summary) -> str:
     seconds = max(summary.seconds, 1e-9)
     lines = [
         f"lncc: {len(summary.pairs)} pair(s), {summary.pixels / 1e6:,.1f} Mpx in {summary.seconds:.2f} s "
-        f"({summary.pixels / seconds / 1e6:,.1f} Mpx/s), peak RSS {summary.peak_rss_mb:,.0f} MB",
+        f"({summary.pixels / seconds / 1e6:,.1f} Mpx/s) after {summary.startup_seconds:.2f} s of start-up "
+        f"(checks, outputs, kernel loading or compiling), peak RSS {summary.peak_rss_mb:,.0f} MB",
     ]
     for p in summary.pairs:
         q = p.quantiles
+        repaired = f" ({p.damaged} damaged or missing blocks among them)" if p.damaged else ""
         state = {"up to date": "up to date, nothing to do",
-                 "resume": f"resumed: {p.blocks_computed} of {p.blocks_total} blocks computed",
+                 "resume": f"resumed: {p.blocks_computed} of {p.blocks_total} blocks computed{repaired}",
                  "fresh": f"computed: {p.blocks_total} blocks"}[p.action]
         lines.append(f"  {p.output}  shape {tuple(p.shape)}  {state}")
         lines.append(
@@ -108,12 +129,25 @@ def _format_summary(summary) -> str:
     return "\n".join(lines)
 
 
+def _degenerate(summary) -> list[str]:
+    """Warnings for maps that are mostly flat or NaN: they run fine and still tell nothing."""
+    lines = []
+    for p in summary.pairs:
+        if p.flat_fraction + p.nan_fraction > 0.5:
+            lines.append(f"{p.output}: {100 * p.flat_fraction:.0f}% of the map is flat (a window without variation "
+                         f"in either image) and {100 * p.nan_fraction:.0f}% NaN (missing data, or flat with "
+                         "flat: .nan); check that the inputs are the images meant (not empty or constant), their "
+                         "nodata and masks, and the window")
+    return lines
+
+
 @app.command()
 def run(
     config: ConfigArg,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an output not written by lncc.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute outputs even if up to date (lncc never deletes "
+                                                        "what it did not write).")] = False,
 ) -> None:
     """Compute the local NCC map(s) described by CONFIG."""
 
@@ -126,6 +160,8 @@ def run(
         summary = run_config(cfg, force=force, progress=not quiet and sys.stderr.isatty())
         if not quiet:
             typer.echo(_format_summary(summary))
+        for line in _degenerate(summary):
+            typer.echo(f"lncc: warning: {line}", err=True)
 
     _guarded(body)
 
@@ -134,7 +170,8 @@ def run(
 def validate(
     config: ConfigArg,
     set_: SetOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Accept outputs not written by lncc, as run --force.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Plan as run --force would (recompute up-to-date outputs)."
+                                        )] = False,
 ) -> None:
     """Check CONFIG and its inputs without computing or writing anything."""
 
@@ -173,18 +210,29 @@ def job_script(config: ConfigArg, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def inspect(output: Annotated[str, typer.Argument(help="An lncc output (zarr group path or URL).",
-                                                  show_default=False)]) -> None:
-    """Say whether OUTPUT is complete (and how much is done) and print its provenance."""
+def inspect(
+    output: Annotated[str, typer.Argument(help="An lncc output (zarr group path or URL).", show_default=False)],
+    verify: Annotated[bool, typer.Option("--verify", help="Also read every block back and compare it with its "
+                                                          "checksum.")] = False,
+) -> None:
+    """Say whether OUTPUT is complete (and how much is done and intact) and print its provenance.
+
+    Exits 1 when the output says complete but blocks are missing or (with --verify) damaged; a rerun of its
+    config recomputes just those blocks.
+    """
 
     def body():
         import json
 
         from .inspect import describe_output
 
-        report = describe_output(output)
-        typer.echo(f"{output}: {report['state']} ({report['blocks_done']} of {report['blocks_total']} blocks)")
+        report = describe_output(output, verify=verify)
+        damaged = f", {report['blocks_damaged']} damaged or missing" if report["blocks_damaged"] else ""
+        typer.echo(f"{output}: {report['state']} ({report['blocks_done']} of {report['blocks_total']} blocks"
+                   f"{damaged})")
         typer.echo(json.dumps(report["provenance"], indent=2, sort_keys=True))
+        if report["state"] == "damaged":
+            raise typer.Exit(1)
 
     _guarded(body)
 
@@ -194,6 +242,9 @@ def main() -> None:
     # When a process-pool worker dies, multiprocessing's resource tracker (its own process, started
     # with these options) warns about leaked semaphores after lncc has reported the failure on one line.
     sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_terminate)
     app(prog_name="lncc")
 
 

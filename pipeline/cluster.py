@@ -81,8 +81,11 @@ class Executor:
             kwargs: dict[str, Any] = {"scheduler": get}
             if self.compute.workers is not None and self.compute.scheduler != "synchronous":
                 kwargs["num_workers"] = self.compute.workers
-
-            with ProgressBar(out=sys.stderr, minimum=1.0) if progress else contextlib.nullcontext():
+            with contextlib.ExitStack() as stack:
+                if self.compute.scheduler == "processes":
+                    kwargs["pool"] = stack.enter_context(_process_pool(self.compute.workers))
+                if progress:
+                    stack.enter_context(ProgressBar(out=sys.stderr, minimum=1.0))
                 return list(dask.compute(tasks, **kwargs)[0])
         futures = []
         # A jobqueue cluster's workers join over time: bands over the first arrivals would leave the rest to
@@ -142,6 +145,50 @@ def _bands(tasks: list, nthreads: dict[str, int]) -> list[tuple[list, list[str] 
             bands.append((list(tasks[start:stop]), [worker]))
         start = stop
     return bands
+
+
+@contextlib.contextmanager
+def _process_pool(workers: int | None):
+    """dask's process pool, whose processes die with this one: on a failure or a signal they are stopped at
+    once (terminate), and if this process is killed (kill -9) the kernel kills them (PR_SET_PDEATHSIG)."""
+    import functools
+
+    import dask.multiprocessing
+
+    if os.environ.get("PYTHONHASHSEED") in (None, "0"):
+        os.environ["PYTHONHASHSEED"] = "6640"  # as dask's own pool: consistent hashing in the processes
+    from concurrent.futures import ProcessPoolExecutor
+
+    initializer = functools.partial(dask.multiprocessing.initialize_worker_process,
+                                    user_initializer=functools.partial(_die_with_parent, os.getpid()))
+    # An executor, not a multiprocessing.Pool: a pool replaces a process that dies and loses its task (the run
+    # would hang); the executor fails the run with BrokenProcessPool, and a rerun resumes.
+    pool = ProcessPoolExecutor(workers or worker_count(ComputeConfig(scheduler="processes"))[0],
+                               mp_context=dask.multiprocessing.get_context(), initializer=initializer)
+    try:
+        yield pool
+    except BaseException:
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor offers no terminate
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
+        raise
+    else:
+        pool.shutdown()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux; elsewhere nothing happens)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 class _Background:

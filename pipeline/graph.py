@@ -6,6 +6,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
+from .blocks import block_region, block_starts
 from .buffers import thread_buffer
 from .kernel import check_window, fill_border, invalid_mask, nan_border, ncc_padded
 
@@ -47,6 +48,7 @@ def halo_chunks(chunks: tuple[tuple[int, ...], ...], radius: int) -> tuple[tuple
 
 #: Names of the stacked outputs when extras are requested, in order.
 EXTRA_NAMES = ("ncc", "valid_fraction", "std_reference", "std_moving")
+OUTPUT_ATTRS = {name: {} for name in EXTRA_NAMES}  # provisional: replaced by the config branch
 
 
 def _block(a, b, invalid=None, *, radius, flat, nan_edges, full_shape, min_valid, extras, block_info=None):
@@ -78,8 +80,9 @@ def _sink_pair_block(ab, invalid=None, *, block_nodata, constant_pad, block_info
         if invalid is not None and constant_pad:
             radius, full_shape = kwargs["radius"], kwargs["full_shape"]
             index = block_info[None]["chunk-location"][-2:]
-            for axis, (chunks, i, size) in enumerate(zip(kwargs["block_chunks"][-2:], index, full_shape)):
-                start = sum(chunks[:i]) - radius  # image position of the padded block's first row/column
+            origin = block_starts(kwargs["block_chunks"][-2:], index)
+            for axis, (begin, size) in enumerate(zip(origin, full_shape)):
+                start = begin - radius  # image position of the padded block's first row/column
                 outside = np.flatnonzero((np.arange(invalid.shape[-2 + axis]) + start < 0)
                                          | (np.arange(invalid.shape[-2 + axis]) + start >= size))
                 where = [slice(None)] * invalid.ndim
@@ -92,8 +95,8 @@ def _sink_block(a, b, invalid=None, *, sink, block_chunks, radius, flat, nan_edg
                 block_info=None):
     # block_info[None] describes the one-element marker block, so the NCC block's place comes from `block_chunks`.
     index = tuple(block_info[None]["chunk-location"])
-    starts = [sum(c[:i]) for c, i in zip(block_chunks, index)]
-    region = tuple(slice(s, s + c[i]) for s, c, i in zip(starts, block_chunks, index))
+    region = block_region(block_chunks, index)
+    starts = [r.start for r in region]
     shape = ((4,) if extras else ()) + tuple(r.stop - r.start for r in region)
     buffer = sink.buffer(shape) if hasattr(sink, "buffer") else thread_buffer("output", shape, np.float32)
     out = _compute(a, b, invalid, radius, flat, min_valid, extras, buffer)
@@ -203,8 +206,8 @@ def local_ncc_read_sink(sink, pair, window: int = 7, *, chunks, nodata=None, **o
 
 def _read_pair_block(*, pair, block_chunks, radius, boundary, block_info=None, **kwargs):
     index = block_info[None]["chunk-location"]
-    starts = [sum(c[:i]) for c, i in zip(block_chunks, index)]
-    stops = [s + c[i] for s, c, i in zip(starts, block_chunks, index)]
+    block = block_region(block_chunks, index)
+    starts, stops = [r.start for r in block], [r.stop for r in block]
     size = pair.shape[1:]
     halo = [0] * (len(size) - 2) + [radius, radius]
     # the padded block, and the part of it inside the image (read from the store; the rest is the border)

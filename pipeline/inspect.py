@@ -1,19 +1,22 @@
-"""What an lncc output holds: complete or not, how much is done, and its provenance."""
+"""What an lncc output holds: complete or not, how much is done and intact, and its provenance."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from . import io
+from . import io, outputs
 from .errors import InputError
 
 __all__ = ["describe_output"]
 
 
-def describe_output(url: str, *, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def describe_output(url: str, *, verify: bool = False, storage_options: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
     """Describe an lncc output without changing it.
+
+    Every block the ledger counts is checked: its entry must be valid and its
+    chunk files present; with ``verify``, their values are also read back and
+    compared with the checksum written with them.
 
     ``storage_options`` are the fsspec options for a URL output; ``lncc inspect``
     uses the defaults (credentials and endpoint from the environment).
@@ -21,27 +24,31 @@ def describe_output(url: str, *, storage_options: dict[str, Any] | None = None) 
     Returns
     -------
     dict
-        ``state`` (``complete`` or ``incomplete``), ``blocks_done``,
-        ``blocks_total`` and ``provenance`` (the group's ``lncc`` attribute).
+        ``state`` (``complete``, ``incomplete`` or ``damaged``: the output says
+        complete, but some blocks are missing or do not match their checksums),
+        ``blocks_done`` (usable blocks), ``blocks_damaged``, ``blocks_total`` and
+        ``provenance`` (the group's ``lncc`` attribute).
 
     Raises
     ------
     InputError
         If ``url`` is not an lncc output.
     """
-    state = io.output_state(url, storage_options=storage_options)
+    state = outputs.output_state(url, storage_options=storage_options)
     if state != "lncc":
         what = "does not exist" if state == "absent" else "was not written by lncc"
         raise InputError(f"{url!r} {what}; give the output path of an lncc run")
     provenance = io.read_provenance(url, storage_options=storage_options)
-    try:
-        done = ~np.isnan(io.read_ledger(url, storage_options=storage_options)[..., -1])
-    except Exception:  # an output killed before its ledger was created has no blocks done
-        done = np.zeros(0, dtype=bool)
-    complete = provenance.get("status") == "complete" and done.size > 0 and bool(done.all())
+    done, damaged = outputs.usable_blocks(url, deep=verify, storage_options=storage_options)
+    says_complete = provenance.get("status") == "complete"
+    if says_complete and done.size and done.all():
+        verdict = "complete"
+    else:
+        verdict = "damaged" if says_complete else "incomplete"
     return {
-        "state": "complete" if complete else "incomplete",
+        "state": verdict,
         "blocks_done": int(done.sum()),
+        "blocks_damaged": damaged,
         "blocks_total": int(done.size),
         "provenance": provenance,
     }

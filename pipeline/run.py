@@ -19,15 +19,15 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from . import io
+from . import io, outputs
 from .api import local_ncc_into, local_ncc_pair_into
 from . import budget as budget_
 from .cluster import Executor, executor, worker_count
-from .graph import EXTRA_NAMES, halo_chunks
+from .graph import EXTRA_NAMES, OUTPUT_ATTRS, halo_chunks
 from .config import PairConfig, RunConfig
 from .errors import ConfigError, InputError
 from .kernel import warm_up
-from .stats import block_stats, summarize
+from .stats import block_stats, done_blocks, summarize
 from .validate import check_pair
 
 __all__ = ["PairPlan", "PairResult", "RunSummary", "plan_run", "run", "processing_chunks"]
@@ -55,6 +55,10 @@ class PairPlan:
     config_hash: str
     action: str  # "fresh", "resume" or "up to date"
     masks: tuple[io.InputInfo | None, io.InputInfo | None] = (None, None)
+    #: For "resume": the blocks already done and intact (see :func:`pipeline.outputs.usable_blocks`).
+    done: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: Blocks the ledger said were done whose chunks are missing or damaged: recomputed by this run.
+    damaged: int = 0
 
 
 @dataclass
@@ -70,6 +74,8 @@ class PairResult:
     action: str = "fresh"
     blocks_computed: int = 0
     blocks_total: int = 0
+    flat_fraction: float = 0.0
+    damaged: int = 0
 
 
 @dataclass
@@ -77,7 +83,10 @@ class RunSummary:
     """What a whole run produced, for the CLI's summary screen."""
 
     pairs: list[PairResult] = field(default_factory=list)
+    #: Wall time of the computation itself (the blocks, their writes and the durability sync).
     seconds: float = 0.0
+    #: Wall time before it: checks, fingerprints, preparing outputs, and loading (or compiling) the kernels.
+    startup_seconds: float = 0.0
     peak_rss_mb: float = 0.0
 
     @property
@@ -195,6 +204,8 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
     """
     plans = []
     options = config.storage_options
+    inputs = [url for p in config.all_pairs() for url in (p.reference, p.moving, p.reference_mask, p.moving_mask)
+              if url is not None]
     for pair in config.all_pairs():
         ref = io.inspect_input(pair.reference, config.dims, storage_options=options)
         mov = io.inspect_input(pair.moving, config.dims, storage_options=options)
@@ -203,10 +214,7 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
                                 ref.dims, mov.dims)
         except InputError as exc:
             raise InputError(f"{pair.reference} / {pair.moving}: {exc}") from None
-        state = io.output_state(pair.output, storage_options=options)
-        if state == "foreign" and not force:
-            raise InputError(f"output {pair.output!r} exists and was not written by lncc; "
-                             "choose another output path or pass --force to overwrite it")
+        state = outputs.check_output_path(pair.output, inputs, storage_options=options)
         masks = tuple(None if url is None else _check_mask(io.inspect_input(url, config.dims,
                                                                             storage_options=options), ref, role)
                       for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
@@ -222,26 +230,42 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
             ("reference_mask", pair.reference_mask), ("moving_mask", pair.moving_mask)) if url is not None}
         fingerprints["coordinates"] = _coords_digest(ref)  # the output's coordinates come from the reference
         digest = config_hash(config, pair, chunks)
-        action = "fresh"
+        action, done, damaged = "fresh", None, 0
         if state == "lncc" and not force:
             previous = io.read_provenance(pair.output, storage_options=options)
             if previous.get("config_hash") == digest and previous.get("fingerprints") == fingerprints:
-                action = "up to date" if previous.get("status") == "complete" else "resume"
-        plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks))
+                # What the output holds is checked, not trusted: blocks whose entry or chunks are damaged or
+                # missing are recomputed (a deep check reads local outputs back; URL outputs are listed).
+                done, damaged = outputs.usable_blocks(pair.output, deep=io._is_local(pair.output),
+                                                      storage_options=options)
+                complete = previous.get("status") == "complete" and done.size and done.all()
+                action = "up to date" if complete else ("resume" if done.any() else "fresh")
+        names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
+        if action != "up to date":
+            _check_space(pair.output, ref.shape, len(names), config.compressor, done)
+        plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks, done, damaged))
     return plans
 
 
-def _resumable_blocks(url: str, grid: tuple[int, ...],
-                      storage_options: dict[str, Any] | None = None) -> np.ndarray | None:
-    """Blocks already done in an incomplete output, or None when its ledger is missing or of another grid
-    (a run killed while creating the output): then the output is written afresh."""
-    try:
-        ledger = io.read_ledger(url, storage_options=storage_options)
-    except Exception:
-        return None
-    if ledger.shape[:-1] != tuple(grid):
-        return None
-    return ~np.isnan(ledger[..., -1])
+def _check_space(url: str, shape: tuple[int, ...], variables: int, compressor: str, done) -> None:
+    """Refuse, before anything is deleted, a local uncompressed output that cannot fit on its disk."""
+    import shutil
+
+    if compressor != "none" or not io._is_local(url):
+        return  # compressed sizes are unknown in advance; object stores do not fill up
+    need = int(np.prod(shape)) * 4 * variables
+    if done is not None and done.size:
+        need = int(need * (1 - done.mean()))
+    path = io._local_path(url)
+    existing = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() and done is None else 0
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free + existing  # a replaced output's space is freed first
+    if need > free:
+        raise InputError(f"output {url!r} needs about {budget_.format_bytes(need)} but its disk has "
+                         f"{budget_.format_bytes(free)} free; free space, choose another output path, or set "
+                         "compressor: zstd")
 
 
 def _coords_digest(info: io.InputInfo) -> str:
@@ -311,9 +335,10 @@ def _provenance(config: RunConfig, plan: PairPlan, started: str) -> dict[str, An
 
 
 def _template(reference: xr.DataArray, names: tuple[str, ...], chunks) -> xr.Dataset:
-    """The output's layout (dims, coords, chunks, float32) with no values: metadata for prepare_output."""
+    """The output's layout (dims, coords, chunks, float32, each variable's own attrs) with no values."""
     data = da.empty(reference.shape, chunks=chunks, dtype=np.float32)
-    return xr.Dataset({name: (reference.dims, data, dict(reference.attrs)) for name in names}, coords=reference.coords)
+    return xr.Dataset({name: (reference.dims, data, dict(OUTPUT_ATTRS[name])) for name in names},
+                      coords=reference.coords)
 
 
 class _BlockWriter:
@@ -324,21 +349,23 @@ class _BlockWriter:
     then waits for the writes of its ``run`` id with
     :func:`pipeline.io.finish_writes` in every process that computed. Without
     it, each task waits for its own write: for dask's process pool, whose
-    processes cannot be reached after the run.
+    processes cannot be reached after the run. A block is written only while
+    the output's provenance names this run (see :class:`pipeline.io.OutputWriter`).
     """
 
     def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None,
-                 defer: bool = True, run: str | None = None):
+                 defer: bool = True, run: str | None = None, flat: float = 0.0):
         self.names = names
         self.defer = defer
-        self.output = io.OutputWriter(url, names, storage_options, run=run)
+        self.flat = flat
+        self.output = io.OutputWriter(url, names, storage_options, run=run, owner=run)
 
     def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         return self.output.buffer(shape)
 
     def __call__(self, values: np.ndarray, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
         blocks = dict(zip(self.names, values)) if len(self.names) > 1 else {self.names[0]: values}
-        stats = block_stats(blocks["ncc"])
+        stats = block_stats(blocks["ncc"], self.flat)
         written = self.output.write_later(blocks, region, index, stats)
         if not self.defer:
             written.result()
@@ -394,26 +421,27 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
     config : RunConfig
         The validated configuration.
     force : bool
-        Overwrite outputs that exist and were not written by lncc.
+        Recompute outputs that are up to date. Never deletes anything lncc did
+        not write (see :func:`pipeline.outputs.check_output_path`).
     progress : bool
         Show dask's progress bar on stderr.
 
     Returns
     -------
     RunSummary
-        Per-pair pixel counts and NCC statistics, and the wall time.
+        Per-pair pixel counts and NCC statistics, and the wall times.
     """
-    if config.compute.distributed:
-        plan_run(config, force=force, check_only=True)  # bad configs and inputs fail before any cluster starts
+    started = time.perf_counter()
+    # Bad configs, inputs and output paths fail before any cluster starts or any lock is taken.
+    plan_run(config, force=force, check_only=True)
     with executor(config.compute) as ex, contextlib.ExitStack() as locks:
         # Every process that computes (this one, or each worker) imports lncc and starts numba (~0.2 s, and
         # seconds for a fresh worker) while this process plans the run.
         preload = ex.start(_load_lncc)
+        for pair in config.all_pairs():  # planned under the locks: no other run changes an output meanwhile
+            locks.enter_context(outputs.OutputLock(pair.output))
         plans = plan_run(config, force=force, threads=ex.threads_per_worker())
-        for plan in plans:
-            if plan.action != "up to date":
-                locks.enter_context(io.OutputLock(plan.pair.output))
-        return _execute(config, plans, progress, ex, preload)
+        return _execute(config, plans, progress, ex, preload, started)
 
 
 def _load_lncc() -> None:
@@ -439,83 +467,101 @@ def _warm_kernels(kinds, extras: bool) -> None:
         warm_up(reference, moving, radius, masked=masked, extras=extras)
 
 
-def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Executor, preload) -> RunSummary:
-    started_wall = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat()
+def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Executor, preload,
+             started_wall: float) -> RunSummary:
     # Load the compiled kernels (in this process, or in every worker) while the outputs are prepared,
     # instead of in the first block of every thread.
     warming = ex.start(_warm_kernels, _kernel_kinds(config, [p for p in plans if p.action != "up to date"]),
                        config.extra_outputs)
-    tasks = []
-    counts = {}
-    run_id = uuid.uuid4().hex  # names this run's background block writes in every process
+    run_id = uuid.uuid4().hex  # names this run in the outputs' provenance and its background block writes
+    tasks, counts = [], {}
     for plan in plans:
-        if plan.action == "up to date":
-            continue
-        url = plan.pair.output
-        ref = io.open_input(plan.reference, plan.chunks)  # its dims, coords and chunks shape the output
-        names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
-        writer = _BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes",
-                              run=run_id)
-        options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
-                       min_valid=config.min_valid, extras=config.extra_outputs)
-        pair = None
-        if _reads_pair(plan.reference, plan.moving, plan.masks):
-            cache = budget_.chunk_cache_bytes(plan.chunks[-2:], budget_.bytes_per_pixel(
-                [plan.reference.dtype, plan.moving.dtype]), plan.chunks[0] if len(plan.chunks) == 3 else 1)
-            pair = io.open_pair(plan.reference, plan.moving, halo=plan.radius, cache_bytes=cache)
-        if pair is not None:  # both images read, halo included, by one task per block
-            marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, **options)
-        else:
-            mov = io.open_input(plan.moving, plan.chunks)
-            masks = [None if m is None else io.open_input(m, plan.chunks).data for m in plan.masks]
-            marks = local_ncc_into(writer, ref.data, mov.data, config.window, reference_mask=masks[0],
-                                   moving_mask=masks[1], **options)
-        done = _resumable_blocks(url, marks.numblocks, config.storage_options) if plan.action == "resume" else None
-        if done is not None:
-            io.clean_partials(url)
-            io.update_provenance(url, {"status": "running", "resumed": started, "pid": os.getpid(),
-                                       "host": socket.gethostname()}, storage_options=config.storage_options)
-        else:
-            io.prepare_output(url, _template(ref, names, halo_chunks(ref.data.chunks, plan.radius)),
-                              _provenance(config, plan, started), zarr_format=config.zarr_format,
-                              compressor=config.compressor, storage_options=config.storage_options)
-            done = np.zeros(marks.numblocks, dtype=bool)
-        todo = [index for index in np.ndindex(done.shape) if not done[index]]
-        counts[url] = (len(todo), done.size)
-        delayed = marks.to_delayed()
-        tasks.extend(delayed[index] for index in todo)
+        if plan.action != "up to date":
+            todo, total = _prepare_pair(config, plan, run_id, tasks)
+            counts[plan.pair.output] = (todo, total)
     preload.join()
     warming.join()
+    computing = time.perf_counter()
+    with _PeakRss() as rss:
+        _compute(ex, tasks, run_id, progress, [p.pair.output for p in plans if p.action != "up to date"])
+    summary = RunSummary(seconds=time.perf_counter() - computing, startup_seconds=computing - started_wall,
+                         peak_rss_mb=rss.mb)
+    summary.pairs = [_finish_pair(config, plan, counts) for plan in plans]
+    return summary
+
+
+def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -> tuple[int, int]:
+    """Make (or reopen) one pair's output and add the tasks of its blocks still to do; (to do, total)."""
+    url = plan.pair.output
+    ref = io.open_input(plan.reference, plan.chunks)  # its dims, coords and chunks shape the output
+    names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
+    writer = _BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes",
+                          run=run_id, flat=config.flat)
+    options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
+                   min_valid=config.min_valid, extras=config.extra_outputs)
+    if _reads_pair(plan.reference, plan.moving, plan.masks):  # both images read, halo included, by one task a block
+        cache = budget_.chunk_cache_bytes(plan.chunks[-2:], budget_.bytes_per_pixel(
+            [plan.reference.dtype, plan.moving.dtype]), plan.chunks[0] if len(plan.chunks) == 3 else 1)
+        pair = io.open_pair(plan.reference, plan.moving, halo=plan.radius, cache_bytes=cache)
+        marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, **options)
+    else:
+        mov = io.open_input(plan.moving, plan.chunks)
+        masks = [None if m is None else io.open_input(m, plan.chunks).data for m in plan.masks]
+        marks = local_ncc_into(writer, ref.data, mov.data, config.window, reference_mask=masks[0],
+                               moving_mask=masks[1], **options)
+    started = datetime.now(timezone.utc).isoformat()
+    if plan.action == "resume" and plan.done is not None and plan.done.shape == marks.numblocks:
+        done = plan.done
+        outputs.clean_partials(url)
+        io.update_provenance(url, {"status": "running", "resumed": started, "run_id": run_id, "pid": os.getpid(),
+                                   "host": socket.gethostname(), "damaged_blocks": plan.damaged},
+                             storage_options=config.storage_options)
+    else:
+        outputs.create_output(url, _template(ref, names, halo_chunks(ref.data.chunks, plan.radius)),
+                              _provenance(config, plan, started), run_id=run_id, zarr_format=config.zarr_format,
+                              compressor=config.compressor, storage_options=config.storage_options)
+        done = np.zeros(marks.numblocks, dtype=bool)
+    todo = [index for index in np.ndindex(done.shape) if not done[index]]
+    delayed = marks.to_delayed()
+    tasks.extend(delayed[index] for index in todo)
+    return len(todo), done.size
+
+
+def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[str]) -> None:
+    """Compute the blocks, wait for their writes in every process, and make the outputs durable."""
     # The cyclic GC's full passes walk every object of numba, dask, xarray and the graph, again and again while
     # tasks allocate: ~5% of a gigapixel run (perf). Objects alive now are long-lived; exempt them.
     gc.freeze()
-    with _PeakRss() as rss:
-        # Blocks' writes may still be landing, in this process or in the workers: the ledger is read, and the
-        # output's lock released, only after they are all done (their first error raised here) and the run is
-        # closed to writes from tasks still running after a failure.
-        try:
-            ex.run(tasks, progress=progress)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                ex.start(io.finish_writes, run_id).join()
-            raise
-        ex.start(io.finish_writes, run_id).join()
-    summary = RunSummary(seconds=time.perf_counter() - started_wall, peak_rss_mb=rss.mb)
-    finished = datetime.now(timezone.utc).isoformat()
-    for plan in plans:
-        url = plan.pair.output
-        ledger = io.read_ledger(url, storage_options=config.storage_options)
-        if np.isnan(ledger[..., -1]).any():
-            raise RuntimeError(f"output {url!r} is missing blocks after the run; rerun to finish it")
-        stats = summarize(ledger)
-        if plan.action != "up to date":
-            # The completion marker: written last, after every block and its ledger entry.
-            io.update_provenance(url, {"status": "complete", "finished": finished, "summary": stats},
-                                 storage_options=config.storage_options)
-        quantiles = {k: v for k, v in stats.items() if k.startswith("q")}
-        computed, total = counts.get(url, (0, ledger[..., -1].size))
-        summary.pairs.append(PairResult(url, plan.reference.shape, int(np.prod(plan.reference.shape)),
-                                        stats["mean"], quantiles, stats["nan_fraction"], plan.action,
-                                        computed, total))
-    return summary
+    # Blocks' writes may still be landing, in this process or in the workers: the ledger is read, and the
+    # output's lock released, only after they are all done (their first error raised here) and the run is
+    # closed to writes from tasks still running after a failure.
+    try:
+        ex.run(tasks, progress=progress)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            ex.start(io.finish_writes, run_id).join()
+        raise
+    ex.start(io.finish_writes, run_id).join()
+    # Durable before any output says complete: the chunk files, the ledger and their renames, flushed by each
+    # process that wrote them (syncfs of the output's file system).
+    for url in urls:
+        ex.start(io.sync_output, url).join()
+
+
+def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
+    """Check that every block of a pair's output is done, mark it complete, and summarise it."""
+    url = plan.pair.output
+    ledger = io.read_ledger(url, storage_options=config.storage_options)
+    if not done_blocks(ledger).all():
+        raise RuntimeError(f"output {url!r} is missing blocks after the run; rerun to finish it")
+    stats = summarize(ledger)
+    if plan.action != "up to date":
+        # The completion marker: written last, after every block and its ledger entry are durable.
+        io.update_provenance(url, {"status": "complete", "finished": datetime.now(timezone.utc).isoformat(),
+                                   "summary": stats}, storage_options=config.storage_options)
+        io.sync_output(url)
+    quantiles = {k: v for k, v in stats.items() if k.startswith("q")}
+    computed, total = counts.get(url, (0, int(done_blocks(ledger).size)))
+    return PairResult(url, plan.reference.shape, int(np.prod(plan.reference.shape)), stats["mean"], quantiles,
+                      stats["nan_fraction"], plan.action, computed, total, stats.get("flat_fraction", 0.0),
+                      plan.damaged)

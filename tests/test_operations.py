@@ -19,6 +19,8 @@ import pytest
 import zarr
 
 from pipeline.io import read_ledger, write_array
+from pipeline.stats import done_blocks
+from pipeline.outputs import LOCK_FILE
 from pipeline.testing import chunk_files, sample_pair, write_config
 from pipeline.testing import run_cli as lncc
 
@@ -46,7 +48,7 @@ def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Pat
     done_at_kill = 0
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            done_at_kill = int((~np.isnan(read_ledger(str(tmp_path / "killed.zarr"))[..., -1])).sum())
+            done_at_kill = int(done_blocks(read_ledger(str(tmp_path / "killed.zarr"))).sum())
         except Exception:
             done_at_kill = 0
         if done_at_kill >= 10:
@@ -65,7 +67,7 @@ def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Pat
     inspect = lncc("inspect", str(tmp_path / "killed.zarr"), cwd=tmp_path)
     assert inspect.returncode == 0
     assert "incomplete" in inspect.stdout.splitlines()[0]
-    done_before = int((~np.isnan(read_ledger(str(tmp_path / "killed.zarr"))[..., -1])).sum())
+    done_before = int(done_blocks(read_ledger(str(tmp_path / "killed.zarr"))).sum())
     assert 10 <= done_before < 400
     assert json.loads(inspect.stdout.split("\n", 1)[1])["status"] == "running"
 
@@ -78,7 +80,7 @@ def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Pat
     assert len(after) == 400
     assert sum(before.get(p) != t for p, t in after.items()) == 400 - done_before
     assert not list((tmp_path / "killed.zarr").rglob("*.partial"))
-    assert not (tmp_path / "killed.zarr.lock").exists()
+    assert not (tmp_path / "killed.zarr" / LOCK_FILE).exists()
 
     clean = lncc("run", str(clean_cfg), "--quiet", cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr
@@ -167,12 +169,13 @@ def test_second_run_on_a_locked_output_refuses_naming_the_first(tmp_path: Path, 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock = {"host": socket.gethostname(), "pid": holder.pid, "started": "2026-11-23T00:00:00+00:00"}
-        (tmp_path / "out.zarr.lock").write_text(json.dumps(lock))
+        out.mkdir()
+        (out / LOCK_FILE).write_text(json.dumps(lock))
         result = lncc("run", str(cfg), cwd=tmp_path)
         assert result.returncode == 2
         assert f"pid {holder.pid}" in result.stderr and "2026-11-23T00:00:00" in result.stderr
         assert socket.gethostname() in result.stderr
-        assert not out.exists()
+        assert sorted(os.listdir(out)) == [LOCK_FILE]  # nothing written
     finally:
         holder.kill()
         holder.wait()
@@ -184,11 +187,12 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, pair):
     cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / "out.zarr.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
-                                                         "started": "2026-11-23T00:00:00+00:00"}))
+    out.mkdir()
+    (out / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+                                            "started": "2026-11-23T00:00:00+00:00"}))
     result = lncc("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert not (tmp_path / "out.zarr.lock").exists()
+    assert not (out / LOCK_FILE).exists()
 
 
 def test_inspect_refuses_what_is_not_an_lncc_output(tmp_path: Path, pair):
@@ -219,7 +223,7 @@ def test_a_dead_worker_process_fails_clearly_or_is_retried_and_nothing_is_lost(t
     victim = None
     while time.monotonic() < deadline and proc.poll() is None and victim is None:
         try:
-            done = int((~np.isnan(read_ledger(str(out))[..., -1])).sum())
+            done = int(done_blocks(read_ledger(str(out))).sum())
         except Exception:
             done = 0
         workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
@@ -244,18 +248,20 @@ def test_a_dead_worker_process_fails_clearly_or_is_retried_and_nothing_is_lost(t
 def test_unreadable_lock_is_held_and_a_foreign_lock_is_never_released(tmp_path: Path, pair):
     """A lock file that cannot be read counts as held; releasing never deletes another run's lock."""
     from pipeline.errors import InputError
-    from pipeline.io import OutputLock
+    from pipeline.outputs import OutputLock
 
     out = str(tmp_path / "out.zarr")
-    (tmp_path / "out.zarr.lock").write_text("")
+    lock = tmp_path / "out.zarr" / LOCK_FILE
+    lock.parent.mkdir()
+    lock.write_text("")
     with pytest.raises(InputError, match="unreadable lock file"):
         OutputLock(out).acquire()
-    (tmp_path / "out.zarr.lock").unlink()
+    lock.unlink()
     mine = OutputLock(out).acquire()
     theirs = {"host": socket.gethostname(), "pid": os.getpid(), "started": "later", "token": "other"}
-    (tmp_path / "out.zarr.lock").write_text(json.dumps(theirs))  # as if another run took over
+    lock.write_text(json.dumps(theirs))  # as if another run took over
     mine.release()
-    assert json.loads((tmp_path / "out.zarr.lock").read_text()) == theirs
+    assert json.loads(lock.read_text()) == theirs
 
 
 def test_changed_coordinates_recompute(tmp_path: Path):
