@@ -382,7 +382,8 @@ class OutputLock:
 
     def __init__(self, url: str):
         self.url = url
-        self.folder = io._local_path(url) if io._is_local(url) else None
+        # The real path: a symlink to a folder not made yet is followed, not replaced by a folder of its own.
+        self.folder = Path(os.path.realpath(io._local_path(url))) if io._is_local(url) else None
         self.path = self.folder / LOCK_FILE if self.folder is not None else None
         self.held = False
         self._made_folder = False

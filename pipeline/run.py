@@ -28,7 +28,7 @@ from .config import PairConfig, RunConfig
 from .errors import ConfigError, InputError
 from .kernel import warm_up
 from .stats import block_stats, done_blocks, summarize
-from .validate import check_pair
+from .validate import check_pair, processing_order
 
 __all__ = ["PairPlan", "PairResult", "RunSummary", "plan_run", "run", "processing_chunks"]
 
@@ -55,6 +55,8 @@ class PairPlan:
     config_hash: str
     action: str  # "fresh", "resume" or "up to date"
     masks: tuple[io.InputInfo | None, io.InputInfo | None] = (None, None)
+    #: The inputs' axes in processing order (frames first, then the image axes); ``chunks`` are in this order.
+    order: tuple[int, ...] = (0, 1)
     #: For "resume": the blocks already done and intact (see :func:`pipeline.outputs.usable_blocks`).
     done: np.ndarray | None = field(default=None, compare=False, repr=False)
     #: Blocks the ledger said were done whose chunks are missing or damaged: recomputed by this run.
@@ -183,9 +185,38 @@ def _fit_budget(config: RunConfig, info: io.InputInfo, chunks: tuple[int, ...], 
     return spatial
 
 
-def _reads_pair(reference: io.InputInfo, moving: io.InputInfo, masks) -> bool:
-    """Whether a run reads this pair as one array, each task with its own halo (:func:`io.open_pair`)."""
-    return masks == (None, None) and np.dtype(reference.dtype) == np.dtype(moving.dtype)
+def _reads_pair(reference: io.InputInfo, moving: io.InputInfo, masks, order: tuple[int, ...]) -> bool:
+    """Whether a run reads this pair as one array, each task with its own halo (:func:`io.open_pair`): inputs of
+    one dtype without mask arrays, stored in processing order."""
+    return (masks == (None, None) and np.dtype(reference.dtype) == np.dtype(moving.dtype)
+            and order == tuple(range(len(order))))
+
+
+def _reordered(info: io.InputInfo, order: tuple[int, ...]) -> io.InputInfo:
+    """``info`` with its axes in ``order`` (what planning sees when frames are not the first axis)."""
+    if order == tuple(range(len(info.shape))):
+        return info
+    from dataclasses import replace
+
+    return replace(info, shape=tuple(info.shape[i] for i in order), dims=tuple(info.dims[i] for i in order),
+                   zarr_chunks=tuple(info.zarr_chunks[i] for i in order))
+
+
+#: Blocks per pair at most: each is a task, a ledger entry (16 KB) and its own chunk files, so a run of tiny
+#: blocks crawls (``chunks: 1`` on a 2 Mpx pair planned for minutes and took 1.7 GB before it computed).
+MAX_BLOCKS = 50_000
+
+
+def _check_block_count(info: io.InputInfo, chunks: tuple[int, ...], radius: int) -> None:
+    blocks = math.prod(-(-n // min(c, n)) for n, c in zip(info.shape, chunks))
+    if blocks <= MAX_BLOCKS:
+        return
+    frames = info.shape[0] // min(chunks[0], info.shape[0]) if len(chunks) == 3 else 1
+    side = math.isqrt(info.shape[-2] * info.shape[-1] * max(frames, 1) // MAX_BLOCKS) + 1
+    raise ConfigError(f"config error: chunks {dict(zip(info.dims, chunks))} cut {info.url!r} into {blocks:,} blocks, "
+                      f"over the {MAX_BLOCKS:,} a run takes (each block is a task, a ledger entry and its own files, "
+                      f"so tiny blocks make a run crawl); use chunks of at least {max(side, radius)} pixels along "
+                      "y and x, or leave chunks out to let lncc choose")
 
 
 def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = None,
@@ -209,21 +240,32 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
     for pair in config.all_pairs():
         ref = io.inspect_input(pair.reference, config.dims, storage_options=options)
         mov = io.inspect_input(pair.moving, config.dims, storage_options=options)
+        order = tuple(range(len(ref.shape)))
         try:
-            radius = check_pair(ref.shape, mov.shape, ref.dtype, mov.dtype, config.window, config.boundary,
+            order = (processing_order(ref.dims, f"input {pair.reference!r}") if len(ref.shape) in (2, 3)
+                     else tuple(range(len(ref.shape))))  # check_pair refuses other ndims
+            ref_shape, mov_shape = (tuple(x.shape[i] for i in order) if len(x.shape) == len(order) else x.shape
+                                    for x in (ref, mov))
+            radius = check_pair(ref_shape, mov_shape, ref.dtype, mov.dtype, config.window, config.boundary,
                                 ref.dims, mov.dims)
         except InputError as exc:
-            raise InputError(f"{pair.reference} / {pair.moving}: {exc}") from None
+            hint = ""
+            if len(ref.shape) == 3 and ref.shape[-1] <= 4 and order[0] != len(ref.shape) - 1:
+                hint = (f"; if its last axis (length {ref.shape[-1]}) holds colour channels: colour is not "
+                        "supported yet, convert to one grey image (e.g. Rec. 709 luminance) or select one channel")
+            raise InputError(f"{pair.reference} / {pair.moving}: {exc}{hint}") from None
         state = outputs.check_output_path(pair.output, inputs, storage_options=options)
         masks = tuple(None if url is None else _check_mask(io.inspect_input(url, config.dims,
                                                                             storage_options=options), ref, role)
                       for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
-        chunks = processing_chunks(ref, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
+        view = _reordered(ref, order)  # planned in processing order
+        chunks = processing_chunks(view, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
         if config.compute.memory is not None:
-            chunks = _fit_budget(config, ref, chunks, radius, [ref.dtype, mov.dtype] + [m.dtype for m in masks if m],
-                                 threads or worker_count(config.compute)[1], _reads_pair(ref, mov, masks))
+            chunks = _fit_budget(config, view, chunks, radius, [ref.dtype, mov.dtype] + [m.dtype for m in masks if m],
+                                 threads or worker_count(config.compute)[1], _reads_pair(ref, mov, masks, order))
+        _check_block_count(view, chunks, radius)
         if check_only:
-            plans.append(PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks))
+            plans.append(PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks, order))
             continue
         fingerprints = {role: io.fingerprint(url, storage_options=options) for role, url in (
             ("reference", pair.reference), ("moving", pair.moving),
@@ -243,7 +285,8 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
         names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
         if action != "up to date":
             _check_space(pair.output, ref.shape, len(names), config.compressor, done)
-        plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks, done, damaged))
+        plans.append(PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks, order, done,
+                              damaged))
     return plans
 
 
@@ -371,6 +414,22 @@ class _BlockWriter:
             written.result()
 
 
+class _Reordered:
+    """A sink that takes blocks in processing order and hands them to ``sink`` in the inputs' axis order."""
+
+    def __init__(self, sink: _BlockWriter, inverse: tuple[int, ...]):
+        self.sink = sink
+        self.inverse = inverse
+
+    def __call__(self, values: np.ndarray, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
+        lead = values.ndim - len(self.inverse)  # the stacked extra outputs' axis comes first
+        axes = tuple(range(lead)) + tuple(lead + i for i in self.inverse)
+        block = values.transpose(axes)
+        buffer = self.sink.buffer(block.shape)
+        buffer[...] = block
+        self.sink(buffer, tuple(region[i] for i in self.inverse), tuple(index[i] for i in self.inverse))
+
+
 class _PeakRss:
     """Samples the resident memory of this process and all its children (e.g. process-pool workers).
 
@@ -493,31 +552,37 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
 def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -> tuple[int, int]:
     """Make (or reopen) one pair's output and add the tasks of its blocks still to do; (to do, total)."""
     url = plan.pair.output
-    ref = io.open_input(plan.reference, plan.chunks)  # its dims, coords and chunks shape the output
+    order, inverse = plan.order, tuple(int(i) for i in np.argsort(plan.order))
+    stored_chunks = tuple(plan.chunks[i] for i in inverse)  # the processing chunks in the inputs' own axis order
+    ref = io.open_input(plan.reference, stored_chunks)  # its dims, coords and chunks shape the output
     names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
     writer = _BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes",
                           run=run_id, flat=config.flat)
     options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
                    min_valid=config.min_valid, extras=config.extra_outputs)
-    if _reads_pair(plan.reference, plan.moving, plan.masks):  # both images read, halo included, by one task a block
+    if _reads_pair(plan.reference, plan.moving, plan.masks, order):  # both images read, halo included, per task
         cache = budget_.chunk_cache_bytes(plan.chunks[-2:], budget_.bytes_per_pixel(
             [plan.reference.dtype, plan.moving.dtype]), plan.chunks[0] if len(plan.chunks) == 3 else 1)
         pair = io.open_pair(plan.reference, plan.moving, halo=plan.radius, cache_bytes=cache)
         marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, **options)
-    else:
-        mov = io.open_input(plan.moving, plan.chunks)
-        masks = [None if m is None else io.open_input(m, plan.chunks).data for m in plan.masks]
-        marks = local_ncc_into(writer, ref.data, mov.data, config.window, reference_mask=masks[0],
+    else:  # map_overlap over dask arrays in processing order; blocks go back to the inputs' order to be written
+        proc = [ref.dims[i] for i in order]
+        mov = io.open_input(plan.moving, stored_chunks).transpose(*proc)
+        masks = [None if m is None else io.open_input(m, stored_chunks).transpose(*proc).data for m in plan.masks]
+        sink = writer if order == tuple(range(len(order))) else _Reordered(writer, inverse)
+        marks = local_ncc_into(sink, ref.transpose(*proc).data, mov.data, config.window, reference_mask=masks[0],
                                moving_mask=masks[1], **options)
     started = datetime.now(timezone.utc).isoformat()
-    if plan.action == "resume" and plan.done is not None and plan.done.shape == marks.numblocks:
-        done = plan.done
+    proc_done = None if plan.done is None else plan.done.transpose(order)  # the block grid in processing order
+    if plan.action == "resume" and proc_done is not None and proc_done.shape == marks.numblocks:
+        done = proc_done
         outputs.clean_partials(url)
         io.update_provenance(url, {"status": "running", "resumed": started, "run_id": run_id, "pid": os.getpid(),
                                    "host": socket.gethostname(), "damaged_blocks": plan.damaged},
                              storage_options=config.storage_options)
     else:
-        outputs.create_output(url, _template(ref, names, halo_chunks(ref.data.chunks, plan.radius)),
+        blocks = halo_chunks(tuple(ref.data.chunks[i] for i in order), plan.radius)
+        outputs.create_output(url, _template(ref, names, tuple(blocks[i] for i in inverse)),
                               _provenance(config, plan, started), run_id=run_id, zarr_format=config.zarr_format,
                               compressor=config.compressor, storage_options=config.storage_options)
         done = np.zeros(marks.numblocks, dtype=bool)

@@ -9,7 +9,7 @@ import numpy as np
 from .errors import InputError
 from .kernel import BOUNDARIES, check_window
 
-__all__ = ["check_pair", "check_dtype", "default_dims"]
+__all__ = ["check_pair", "check_dtype", "default_dims", "processing_order", "FRAME_DIMS"]
 
 
 def default_dims(ndim: int) -> tuple[str, ...]:
@@ -84,3 +84,33 @@ def check_pair(
             f"use a window of at most {min(height, width) - (1 - min(height, width) % 2)}"
         )
     return radius
+
+
+#: Names a 3-D input's frame axis may have; the other two axes are the image's (the window spans them).
+FRAME_DIMS = ("t", "time")
+
+
+def processing_order(dims: Sequence[str], what: str) -> tuple[int, ...]:
+    """The axes of an input in the order lncc processes them: the frame axis (3-D) first, then the image axes.
+
+    The image axes are found by name wherever they are; the output keeps the
+    input's own order.
+
+    Raises
+    ------
+    InputError
+        For a 3-D input with no frame axis (``t`` or ``time``): a third axis of
+        another name (e.g. colour channels) is not supported yet.
+    """
+    dims = tuple(dims)
+    if len(dims) == 2:
+        return (0, 1)  # both axes are the image's: the square window treats them alike
+    frames = [i for i, d in enumerate(dims) if d in FRAME_DIMS]
+    if len(frames) != 1:
+        odd = [d for d in dims if d not in FRAME_DIMS + ("y", "x")] or [d for d in dims if d not in FRAME_DIMS]
+        raise InputError(
+            f"{what} has dims {dims}: a 3-D input needs exactly one frame axis named {' or '.join(FRAME_DIMS)} "
+            f"beside its two image axes, and {odd[-1]!r} is none; colour or other channels are not supported "
+            "yet: convert to one grey image (e.g. Rec. 709 luminance) or select one channel, or name the frame "
+            "axis with the config's dims")
+    return (frames[0],) + tuple(i for i in range(3) if i != frames[0])

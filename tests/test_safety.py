@@ -1,0 +1,461 @@
+"""Nothing lost, nothing silently wrong: what lncc may delete, and what an output may claim about itself.
+
+Every test drives the real CLI in a subprocess (or the real run) on real zarr stores, and damages, kills or
+races real runs; the outputs are compared with the in-memory NCC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from pipeline import local_ncc
+from pipeline.io import read_ledger, read_provenance, write_array
+from pipeline.outputs import LOCK_FILE, OutputLock, create_output, output_state
+from pipeline.stats import STATS_LENGTH, done_blocks
+from pipeline.testing import run_cli as lncc
+from pipeline.testing import sample_pair, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pair(tmp_path: Path):
+    """A 512 x 512 uint8 pair (64 x 64 zarr chunks) and its window-7 map in memory."""
+    ref, mov = sample_pair((512, 512), "uint8", seed=11)
+    urls = (write_array(str(tmp_path / "in.zarr"), ref, chunks=(64, 64), name="ref"),
+            write_array(str(tmp_path / "in.zarr"), mov, chunks=(64, 64), name="mov"))
+    return urls, ref, mov
+
+
+def _config(tmp_path: Path, pair, name="c.yaml", output="out.zarr", **settings) -> Path:
+    (ref_url, mov_url), _, _ = pair
+    settings = {"window": 7, "chunks": {"y": 64, "x": 64}, **settings}
+    return write_config(tmp_path / name, reference=ref_url, moving=mov_url, output=str(output), **settings)
+
+
+def _ncc(path) -> np.ndarray:
+    return zarr.open_array(str(Path(path) / "ncc"), mode="r")[...]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --- 1. lncc deletes only what it wrote ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [[], ["--force"]])
+def test_a_folder_with_a_users_files_is_never_deleted(tmp_path, pair, flags):
+    """A mistyped output naming a folder of the user's: refused (exit 2, one line), with --force too, untouched."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    cfg = _config(tmp_path, pair, output=folder)
+    result = lncc("run", str(cfg), *flags, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "not written by lncc" in result.stderr and "remove it by hand" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _tree(folder) == {"notes.txt": b"mine"}
+
+
+@pytest.mark.parametrize("output", [".", ".."])
+def test_the_working_or_parent_directory_is_refused_with_force(tmp_path, pair, output):
+    """``output: .`` or ``..`` with --force: exit 2 and nothing deleted (the config itself included)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = _config(work, pair, output=output)
+    before = _tree(tmp_path)
+    for command in ("validate", "run"):
+        result = lncc(command, str(cfg), "--force", cwd=work)
+        assert result.returncode == 2, result.stderr
+        assert any(why in result.stderr for why in ("not written by lncc", "lies inside", "nested in one another"))
+    assert _tree(tmp_path) == before
+
+
+def test_root_is_refused(tmp_path, pair):
+    """``output: /`` is refused by validate and run alike, with --force."""
+    cfg = _config(tmp_path, pair, output="/")
+    for command in ("validate", "run"):
+        result = lncc(command, str(cfg), "--force", cwd=tmp_path)
+        assert result.returncode == 2 and "'/'" in result.stderr, result.stderr
+
+
+def test_an_lncc_output_holding_a_users_file_is_not_replaced(tmp_path, pair):
+    """A user's file put inside an lncc output: --force and a changed config are refused; nothing is deleted."""
+    cfg = _config(tmp_path, pair)
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    (tmp_path / "out.zarr" / "notes.txt").write_text("mine")
+    before = _tree(tmp_path / "out.zarr")
+    for args in (["--force"], ["--set", "window=9"]):
+        result = lncc("run", str(cfg), *args, cwd=tmp_path)
+        assert result.returncode == 2 and "notes.txt" in result.stderr, result.stderr
+    assert _tree(tmp_path / "out.zarr") == before
+
+
+def test_an_empty_folder_is_used_without_force(tmp_path, pair):
+    """An empty output folder is written without --force."""
+    (tmp_path / "out.zarr").mkdir()
+    cfg = _config(tmp_path, pair)
+    result = lncc("run", str(cfg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(_ncc(tmp_path / "out.zarr"), local_ncc(pair[1], pair[2], 7))
+
+
+def test_an_input_reached_through_a_symlink_is_not_an_output(tmp_path, pair):
+    """An output path that is an input folder through a symlink is refused (real paths compared)."""
+    os.symlink(tmp_path / "in.zarr", tmp_path / "link.zarr")
+    cfg = _config(tmp_path, pair, output=tmp_path / "link.zarr")
+    before = _tree(tmp_path / "in.zarr")
+    result = lncc("run", str(cfg), "--force", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert _tree(tmp_path / "in.zarr") == before
+
+
+def _bind(source: Path, target: Path) -> bool:
+    target.mkdir()
+    return subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True).returncode == 0
+
+
+def test_an_input_reached_through_a_bind_mount_is_not_an_output(tmp_path, pair):
+    """A bind mount of the inputs' folder, used as (or above) the output: refused, by device and inode."""
+    mount = tmp_path / "mnt"
+    if not _bind(tmp_path, mount):
+        pytest.skip("bind mounts need root")
+    try:
+        before = _tree(tmp_path / "in.zarr")
+        for output in (mount / "in.zarr", mount):  # the input itself, and a folder above it
+            cfg = _config(tmp_path, pair, name="b.yaml", output=output)
+            result = lncc("run", str(cfg), "--force", cwd=tmp_path)
+            assert result.returncode == 2, result.stderr
+        assert _tree(tmp_path / "in.zarr") == before
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+# --- 2, 3. an output never claims what it does not hold ------------------------------------------------------------
+
+
+def _poll(predicate, proc, timeout=60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def _status(out: Path) -> str | None:
+    return read_provenance(str(out)).get("status")
+
+
+def test_a_recompute_killed_while_replacing_never_reads_up_to_date(tmp_path):
+    """Kill a recompute (--set window=9, --force) while the old output goes: a rerun of the original config
+    then recomputes (never "up to date" over NaN holes), inspect never says complete, and the map is exact."""
+    ref, mov = sample_pair((2048, 2048), "uint8", seed=4)
+    urls = (write_array(str(tmp_path / "in.zarr"), ref, chunks=(64, 64), name="ref"),
+            write_array(str(tmp_path / "in.zarr"), mov, chunks=(64, 64), name="mov"))
+    cfg = _config(tmp_path, (urls, ref, mov))  # 1024 blocks
+    out = tmp_path / "out.zarr"
+    expected = local_ncc(ref, mov, 7)
+    for args in (["--set", "window=9"], ["--force"]):
+        assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet", *args],
+                                cwd=tmp_path)
+        try:
+            assert _poll(lambda: _status(out) == "replacing", proc), "never saw the output being replaced"
+            os.kill(proc.pid, signal.SIGSTOP)  # frozen while the old output is being deleted
+            report = lncc("inspect", str(out), cwd=tmp_path)
+            assert report.returncode == 0 and "incomplete" in report.stdout.splitlines()[0]
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert "incomplete" in lncc("inspect", str(out), cwd=tmp_path).stdout.splitlines()[0]
+        rerun = lncc("run", str(cfg), cwd=tmp_path)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "up to date" not in rerun.stdout
+        np.testing.assert_array_equal(_ncc(out), expected)
+        assert "complete (1024 of 1024 blocks)" in lncc("inspect", "--verify", str(out), cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_an_output_killed_as_it_is_created_is_resumed_not_refused(tmp_path, pair, zarr_format):
+    """Kill -9 at the first sight of the group's metadata: the group already says it is lncc's, so the rerun
+    writes it (never "not written by lncc")."""
+    out = tmp_path / "out.zarr"
+    cfg = _config(tmp_path, pair, zarr_format=zarr_format)
+    first = out / ("zarr.json" if zarr_format == 3 else ".zattrs")
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet", "--force"],
+                                cwd=tmp_path)
+        try:
+            _poll(first.exists, proc)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait()
+        if first.exists():
+            assert output_state(str(out)) == "lncc"
+        rerun = lncc("run", str(cfg), cwd=tmp_path)
+        assert rerun.returncode == 0, rerun.stderr
+        np.testing.assert_array_equal(_ncc(out), local_ncc(pair[1], pair[2], 7))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_new_group_carries_lncc_mark_in_its_first_metadata(tmp_path, zarr_format):
+    """A new group's first metadata file already says lncc's; format 2's .zattrs alone (a kill before its
+    .zgroup) still does."""
+    import dask.array as da
+
+    from pipeline.io import write_group
+
+    url = str(tmp_path / "out.zarr")
+    template = xr.Dataset({"ncc": (("y", "x"), da.empty((40, 40), chunks=20, dtype=np.float32))})
+    create_output(url, template, {"status": "running"}, run_id="r1", zarr_format=zarr_format)
+    assert output_state(url) == "lncc" and read_provenance(url)["run_id"] == "r1"
+    half = str(tmp_path / "half.zarr")
+    write_group(half, {"lncc": {"status": "creating"}}, zarr_format=zarr_format)
+    if zarr_format == 2:
+        (tmp_path / "half.zarr" / ".zgroup").unlink()
+    assert output_state(half) == "lncc"
+
+
+# --- 4. one run at a time, by any path -----------------------------------------------------------------------------
+
+
+def test_two_paths_to_one_output_share_one_lock(tmp_path):
+    """A run through a symlink to the output, paused mid-run, keeps a second run by the real path out; resumed,
+    it finishes to its own config's exact map."""
+    ref, mov = sample_pair((4096, 4096), "uint8", seed=8)
+    urls = (write_array(str(tmp_path / "in.zarr"), ref, chunks=(256, 256), name="ref"),
+            write_array(str(tmp_path / "in.zarr"), mov, chunks=(256, 256), name="mov"))
+    (tmp_path / "out").mkdir()
+    real = tmp_path / "out" / "k.zarr"
+    link = tmp_path / "klink.zarr"
+    os.symlink(real, link)
+    settings = dict(chunks={"y": 256, "x": 256}, compute={"scheduler": "threads", "workers": 1})
+    through_link = _config(tmp_path, (urls, ref, mov), name="link.yaml", output=link, **settings)
+    through_real = _config(tmp_path, (urls, ref, mov), name="real.yaml", output=real, **settings)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(through_link), "--quiet"],
+                            cwd=tmp_path)
+    try:
+        assert _poll(lambda: (real / "_lncc" / "blocks").exists() and done_blocks(read_ledger(str(real))).sum() > 2,
+                     proc, 120)
+        os.kill(proc.pid, signal.SIGSTOP)
+        other = lncc("run", str(through_real), "--set", "window=9", cwd=tmp_path)
+        assert other.returncode == 2 and f"pid {proc.pid}" in other.stderr, other.stderr
+        os.kill(proc.pid, signal.SIGCONT)
+        assert proc.wait(120) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert read_provenance(str(real))["config"]["window"] == 7
+    np.testing.assert_array_equal(_ncc(real), local_ncc(ref, mov, 7))
+
+
+def test_a_block_of_a_run_whose_output_was_taken_over_is_not_recorded(tmp_path):
+    """A writer whose run no longer owns the output (another run replaced it) writes no ledger entry: its
+    blocks can never pass for the other run's."""
+    import dask.array as da
+
+    from pipeline.io import OutputWriter
+
+    url = str(tmp_path / "out.zarr")
+    template = xr.Dataset({"ncc": (("y", "x"), da.empty((64, 64), chunks=32, dtype=np.float32))})
+    create_output(url, template, {"status": "running"}, run_id="first")
+    first = OutputWriter(url, ("ncc",), owner="first")
+    block = np.full((32, 32), 0.25, np.float32)
+    first.write({"ncc": block}, (slice(0, 32), slice(0, 32)), (0, 0), np.ones(STATS_LENGTH))
+    create_output(url, template, {"status": "running"}, run_id="second")  # the other run starts over
+    with pytest.raises(RuntimeError, match="taken over by another run"):
+        first.write({"ncc": block}, (slice(0, 32), slice(32, 64)), (0, 1), np.ones(STATS_LENGTH))
+    assert not done_blocks(read_ledger(url)).any()
+
+
+def test_the_lock_is_inside_the_output_folder(tmp_path):
+    """Two paths to one folder (a symlink) find the same lock; a folder the lock made is removed on release."""
+    (tmp_path / "real.zarr").mkdir()
+    os.symlink(tmp_path / "real.zarr", tmp_path / "link.zarr")
+    from pipeline.errors import InputError
+
+    with OutputLock(str(tmp_path / "real.zarr")):
+        assert (tmp_path / "real.zarr" / LOCK_FILE).exists()
+        with pytest.raises(InputError, match="being written by another lncc run"):
+            OutputLock(str(tmp_path / "link.zarr")).acquire()
+    assert not (tmp_path / "real.zarr" / LOCK_FILE).exists()
+    with OutputLock(str(tmp_path / "new.zarr")):
+        pass
+    assert not (tmp_path / "new.zarr").exists()
+
+
+# --- 5, 6. damaged chunks and ledger entries are noticed and recomputed --------------------------------------------
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "delete":
+        path.unlink()
+    elif how == "garble":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2: len(data) // 2 + 16] = bytes(16)  # same size, other bytes
+        path.write_bytes(bytes(data))
+    else:
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+
+
+@pytest.mark.parametrize("compressor", ["none", "zstd"])
+@pytest.mark.parametrize("how", ["delete", "garble", "truncate"])
+def test_a_damaged_chunk_is_found_and_recomputed(tmp_path, pair, how, compressor):
+    """Delete, garble or truncate one chunk of a complete output: inspect --verify says damaged (exit 1), the
+    rerun recomputes just that block (not "up to date") and the map is exact again."""
+    cfg = _config(tmp_path, pair, compressor=compressor)
+    out = tmp_path / "out.zarr"
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    _damage(out / "ncc" / "c" / "3" / "3", how)
+    report = lncc("inspect", "--verify", str(out), cwd=tmp_path)
+    assert report.returncode == 1, report.stdout + report.stderr
+    assert report.stdout.splitlines()[0].endswith("damaged (63 of 64 blocks, 1 damaged or missing)")
+    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resumed: 1 of 64 blocks computed (1 damaged or missing blocks among them)" in rerun.stdout
+    np.testing.assert_array_equal(_ncc(out), local_ncc(pair[1], pair[2], 7))
+    assert lncc("inspect", "--verify", str(out), cwd=tmp_path).returncode == 0
+
+
+def test_a_deleted_chunk_shows_without_verify(tmp_path, pair):
+    """A missing chunk file is seen by a plain inspect (a listing), exit 1."""
+    cfg = _config(tmp_path, pair)
+    out = tmp_path / "out.zarr"
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    (out / "ncc" / "c" / "0" / "5").unlink()
+    report = lncc("inspect", str(out), cwd=tmp_path)
+    assert report.returncode == 1 and "damaged (63 of 64 blocks" in report.stdout
+
+
+@pytest.mark.parametrize("how", ["delete", "garble", "truncate"])
+def test_a_damaged_ledger_entry_is_recomputed(tmp_path, pair, how):
+    """A missing, garbled or truncated ledger entry: the rerun recomputes that block (one line on stderr at most,
+    no traceback) instead of failing with "missing blocks" for ever."""
+    cfg = _config(tmp_path, pair)
+    out = tmp_path / "out.zarr"
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    entry = out / "_lncc" / "blocks" / "c" / "3" / "3" / "0"
+    if how == "garble":
+        data = bytearray(entry.read_bytes())
+        data[100:140] = os.urandom(40)
+        entry.write_bytes(bytes(data))
+    else:
+        _damage(entry, how)
+    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Traceback" not in rerun.stderr and rerun.stderr.strip() == ""
+    assert "resumed: 1 of 64 blocks computed" in rerun.stdout
+    np.testing.assert_array_equal(_ncc(out), local_ncc(pair[1], pair[2], 7))
+    assert "complete (64 of 64 blocks)" in lncc("inspect", "--verify", str(out), cwd=tmp_path).stdout
+
+
+def test_an_older_ledger_layout_is_recomputed_not_trusted(tmp_path, pair):
+    """A ledger of another entry length (an older lncc) is not read as done: the output is written afresh."""
+    cfg = _config(tmp_path, pair)
+    out = tmp_path / "out.zarr"
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    group = zarr.open_group(str(out / "_lncc"), mode="r+")
+    del group["blocks"]
+    group.create_array("blocks", shape=(8, 8, STATS_LENGTH - 4), chunks=(1, 1, STATS_LENGTH - 4), dtype="float64",
+                       fill_value=1.0)
+    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "computed: 64 blocks" in rerun.stdout
+
+
+# --- 12, 14, 15, 16. limits, dims, degenerate maps, what the summary says ------------------------------------------
+
+
+def test_tiny_chunks_are_refused_at_once(tmp_path, pair):
+    """``chunks: 1`` is refused in well under a second of planning, naming the block count and a size to use."""
+    cfg = _config(tmp_path, pair, chunks={"y": 1, "x": 1}, window=3)
+    started = time.monotonic()
+    result = lncc("validate", str(cfg), cwd=tmp_path)
+    assert result.returncode == 2 and "262,144 blocks" in result.stderr and "at least" in result.stderr
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_frames_last_are_found_by_name_and_kept_in_place(tmp_path):
+    """A (y, x, t) pair: the window spans y and x, frames stay apart, the output keeps (y, x, t), and chunking
+    (frames split, blocks shorter than the radius merged) changes nothing."""
+    ref, mov = sample_pair((4, 90, 70), "uint16", seed=2)
+    stored = [np.moveaxis(a, 0, -1) for a in (ref, mov)]
+    urls = [write_array(str(tmp_path / "in.zarr"), a, dims=("y", "x", "t"), chunks=(32, 32, 3), name=n)
+            for a, n in zip(stored, ("ref", "mov"))]
+    expected = np.moveaxis(local_ncc(ref, mov, 9), 0, -1)
+    for i, chunks in enumerate([None, {"y": 32, "x": 5, "t": 1}]):
+        cfg = write_config(tmp_path / f"c{i}.yaml", reference=urls[0], moving=urls[1], output=f"o{i}.zarr",
+                           window=9, **({"chunks": chunks} if chunks else {}))
+        result = lncc("run", str(cfg), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        ncc = xr.open_zarr(tmp_path / f"o{i}.zarr")["ncc"]
+        assert ncc.dims == ("y", "x", "t")
+        np.testing.assert_allclose(ncc.values, expected, rtol=0, atol=1e-6)
+        again = lncc("run", str(cfg), cwd=tmp_path)
+        assert "up to date" in again.stdout
+
+
+@pytest.mark.parametrize("dims", [None, ["y", "x", "c"]])
+def test_colour_is_refused_with_a_hint(tmp_path, dims):
+    """An RGB (512, 512, 3) pair: refused naming colour (and how to convert), never run as 512 frames."""
+    rgb = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    urls = [write_array(str(tmp_path / "rgb.zarr"), rgb, name=n) for n in ("a", "b")]
+    settings = {"dims": dims} if dims else {}
+    cfg = write_config(tmp_path / "c.yaml", reference=urls[0], moving=urls[1], output="o.zarr", window=3,
+                       **settings)
+    result = lncc("run", str(cfg), cwd=tmp_path) if dims else None
+    if dims:
+        assert result.returncode == 2 and "'c'" in result.stderr and "grey" in result.stderr, result.stderr
+    cfg = write_config(tmp_path / "w.yaml", reference=urls[0], moving=urls[1], output="o.zarr", window=7, **settings)
+    result = lncc("run", str(cfg), cwd=tmp_path)
+    assert result.returncode == 2 and "colour" in result.stderr and "grey" in result.stderr, result.stderr
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_a_flat_map_warns_and_reports_exact_quantiles(tmp_path):
+    """An entirely flat input: exit 0, quantiles printed as exactly +0.000 (not the bin's +0.001), and a warning
+    on stderr saying most of the map is flat."""
+    flat = np.full((256, 256), 7, np.uint8)
+    urls = [write_array(str(tmp_path / "in.zarr"), a, name=n) for a, n in ((flat, "ref"), (flat, "mov"))]
+    cfg = write_config(tmp_path / "c.yaml", reference=urls[0], moving=urls[1], output="o.zarr")
+    result = lncc("run", str(cfg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "median +0.000" in result.stdout and "+0.001" not in result.stdout
+    assert "warning" in result.stderr and "100% of the map is flat" in result.stderr
+
+
+def test_the_summary_reports_start_up_apart_from_the_compute_rate(tmp_path, pair):
+    """The summary line gives the compute rate and, apart, the start-up time (checks, compilation)."""
+    cfg = _config(tmp_path, pair)
+    result = lncc("run", str(cfg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert "Mpx/s) after" in first and "s of start-up" in first
+
+
+def test_the_stored_map_has_its_own_attrs(tmp_path):
+    """The stored NCC map carries its own attrs (what it is, unitless), not the reference's (units: DN)."""
+    from pipeline.graph import OUTPUT_ATTRS
+
+    ref, mov = sample_pair((64, 64), "uint8", seed=1)
+    urls = [write_array(str(tmp_path / "in.zarr"), a, name=n) for a, n in ((ref, "ref"), (mov, "mov"))]
+    zarr.open_array(urls[0], mode="r+").attrs["units"] = "DN"
+    cfg = write_config(tmp_path / "c.yaml", reference=urls[0], moving=urls[1], output="o.zarr")
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    attrs = xr.open_zarr(tmp_path / "o.zarr")["ncc"].attrs
+    assert attrs == OUTPUT_ATTRS["ncc"] and attrs and attrs.get("units") != "DN"
