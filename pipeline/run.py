@@ -89,6 +89,8 @@ class RunSummary:
     seconds: float = 0.0
     #: Wall time before it: checks, fingerprints, preparing outputs, and loading (or compiling) the kernels.
     startup_seconds: float = 0.0
+    #: Of ``seconds``: making the outputs durable before they are marked complete (syncfs).
+    sync_seconds: float = 0.0
     peak_rss_mb: float = 0.0
 
     @property
@@ -542,9 +544,9 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
     warming.join()
     computing = time.perf_counter()
     with _PeakRss() as rss:
-        _compute(ex, tasks, run_id, progress, [p.pair.output for p in plans if p.action != "up to date"])
+        synced = _compute(ex, tasks, run_id, progress, [p.pair.output for p in plans if p.action != "up to date"])
     summary = RunSummary(seconds=time.perf_counter() - computing, startup_seconds=computing - started_wall,
-                         peak_rss_mb=rss.mb)
+                         sync_seconds=synced, peak_rss_mb=rss.mb)
     summary.pairs = [_finish_pair(config, plan, counts) for plan in plans]
     return summary
 
@@ -592,8 +594,9 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
     return len(todo), done.size
 
 
-def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[str]) -> None:
-    """Compute the blocks, wait for their writes in every process, and make the outputs durable."""
+def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[str]) -> float:
+    """Compute the blocks, wait for their writes in every process, and make the outputs durable; return the
+    seconds the last step took."""
     # The cyclic GC's full passes walk every object of numba, dask, xarray and the graph, again and again while
     # tasks allocate: ~5% of a gigapixel run (perf). Objects alive now are long-lived; exempt them.
     gc.freeze()
@@ -609,8 +612,10 @@ def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[
     ex.start(io.finish_writes, run_id).join()
     # Durable before any output says complete: the chunk files, the ledger and their renames, flushed by each
     # process that wrote them (syncfs of the output's file system).
+    synced = time.perf_counter()
     for url in urls:
         ex.start(io.sync_output, url).join()
+    return time.perf_counter() - synced
 
 
 def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
