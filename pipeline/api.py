@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import InputError
-from .graph import EXTRA_NAMES, local_ncc_dask, local_ncc_read_sink, local_ncc_sink
+from .graph import EXTRA_NAMES, OUTPUT_ATTRS, local_ncc_dask, local_ncc_read_sink, local_ncc_sink
 from .kernel import invalid_mask, local_ncc_numpy
 from .validate import check_pair
 
@@ -67,11 +67,20 @@ def local_ncc(
     -------
     Same kind as ``reference``
         float32 NCC in [-1, 1]. An xarray input gives a DataArray named ``ncc``
-        with the reference's dims, coords and attrs; a dask input gives a lazy
+        with the reference's dims and coords and its own attrs (a long name and
+        ``units: "1"``; see :data:`pipeline.graph.OUTPUT_ATTRS`), not the
+        reference's, which describe the image; a dask input gives a lazy
         dask array with the reference's chunks (y/x chunks shorter than the window
         radius are merged). With ``extras``: a dict of arrays (an
         ``xarray.Dataset`` for xarray inputs) named ``ncc``, ``valid_fraction``,
         ``std_reference`` and ``std_moving``.
+
+    Raises
+    ------
+    TypeError
+        If ``reference`` or ``moving`` is not an array (e.g. a list).
+    InputError
+        On mismatched shapes or dims, an unsupported dtype, a bad window or option.
 
     Examples
     --------
@@ -82,16 +91,18 @@ def local_ncc(
     >>> bool(np.allclose(local_ncc(a, 2 * a + 1, 5), 1.0))
     True
     """
+    _check_array(reference, "reference")
+    _check_array(moving, "moving")
     options = dict(boundary=boundary, flat=flat, nodata=nodata, min_valid=min_valid, extras=extras)
     if isinstance(reference, xr.DataArray):
         moving_dims = moving.dims if isinstance(moving, xr.DataArray) else None
         check_pair(reference.shape, np.shape(moving), reference.dtype, moving.dtype, window, boundary,
-                   reference.dims, moving_dims)
+                   reference.dims, moving_dims, caller="api")
         plain = lambda v: v.data if isinstance(v, xr.DataArray) else v  # noqa: E731
         result = local_ncc(reference.data, plain(moving), window, reference_mask=plain(reference_mask),
                            moving_mask=plain(moving_mask), **options)
         wrap = lambda data, name: xr.DataArray(data, dims=reference.dims, coords=reference.coords,  # noqa: E731
-                                               attrs=dict(reference.attrs), name=name)
+                                               attrs=_output_attrs(name, reference, moving), name=name)
         if extras:
             return xr.Dataset({name: wrap(data, name) for name, data in result.items()})
         return wrap(result, "ncc")
@@ -105,6 +116,23 @@ def local_ncc(
     if extras:
         return dict(zip(EXTRA_NAMES, (result[0], *result[1])))
     return result
+
+
+def _check_array(value: Any, name: str) -> None:
+    """Refuse what is not an array (anything with a shape and a dtype, e.g. numpy scalars, passes)."""
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        raise TypeError(f"{name} must be a numpy.ndarray, dask.array.Array or xarray.DataArray, got "
+                        f"{type(value).__name__}; convert it first, e.g. numpy.asarray({name})")
+
+
+def _output_attrs(name: str, reference: xr.DataArray, moving: Any) -> dict[str, Any]:
+    """The attrs of output ``name``: its own, plus the units of the image a std was taken of."""
+    attrs = dict(OUTPUT_ATTRS[name])
+    source = {"std_reference": reference, "std_moving": moving}.get(name)
+    units = getattr(source, "attrs", {}).get("units")
+    if units is not None:
+        attrs["units"] = units
+    return attrs
 
 
 def local_ncc_into(sink, reference: da.Array, moving: da.Array, window: int = 7, *, boundary: str = "reflect",

@@ -87,12 +87,38 @@ def _on_terminate(signum, frame) -> None:
     raise Terminated(signal.Signals(signum).name)
 
 
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (``lncc inspect OUT | head``), so that a
+    BrokenPipeError from anything else (a socket, a subprocess) is still reported as a failure."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows) or no real stdout: trust the error
+        return True
+
+
+def _quit_quietly() -> None:
+    """Python's documented recipe for SIGPIPE: point stdout at devnull, so the interpreter's final flush
+    of what is still buffered does not fail again, and exit 0 (the reader had all it wanted)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(0)
+
+
 def _guarded(func):
-    """Run ``func`` turning errors into one stderr line and the documented exit code."""
+    """Run ``func`` turning errors into one stderr line and the documented exit code.
+
+    When stdout is closed early (piped into ``head``), exit 0 without a word.
+    """
     from .errors import LnccError
 
     try:
-        return func()
+        result = func()
+        sys.stdout.flush()  # a closed pipe shows here rather than in the interpreter's final flush
+        return result
     except typer.Exit:
         raise
     except LnccError as exc:
@@ -103,6 +129,8 @@ def _guarded(func):
                        "where this run stopped")
         _fail(1, "interrupted; a rerun resumes where this run stopped")
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            _quit_quietly()
         if os.environ.get("LNCC_DEBUG"):
             raise
         _fail(1, f"{type(exc).__name__}: {exc} (set LNCC_DEBUG=1 for the traceback)")

@@ -6,7 +6,10 @@ Every error names the key path, the value that came and what is expected, e.g.
 
 from __future__ import annotations
 
+import bisect
 import math
+import os
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +21,21 @@ from .errors import ConfigError
 
 __all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "PairConfig", "RunConfig", "load_config", "parse_config", "apply_overrides"]
 
-_STRICT = ConfigDict(frozen=True, extra="forbid", strict=True)
+# hide_input_in_errors: pydantic's own message text would embed a repr of the input; ours bounds what it echoes.
+_STRICT = ConfigDict(frozen=True, extra="forbid", strict=True, hide_input_in_errors=True)
+
+#: Largest config file read, in bytes. A config holds paths and settings (a few KiB); anything near this is
+#: not a config, and parsing YAML costs ~0.4 s per MiB.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+#: Most values (scalars, keys, lists and mappings) a config may hold once YAML aliases are expanded, each
+#: alias counting everything under its anchor again. A real config has fewer than a hundred; nine levels of
+#: nine-fold aliases in a few hundred bytes expand to 9**9 (~387 million), which pydantic would walk.
+MAX_CONFIG_VALUES = 100_000
+
+#: Errors listed in one message (the rest are counted), and characters of any one error's text.
+_MAX_ERRORS = 10
+_MAX_TEXT = 200
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -33,7 +50,7 @@ def _bytes(value: Any) -> Any:
         try:
             value = parse_bytes(value)
         except (ValueError, TypeError):
-            raise ValueError(f"expected a size such as 2GB or 512MiB, got {value!r}") from None
+            raise ValueError(f"expected a size such as 2GB or 512MiB, got {_short(value)}") from None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or value <= 0:
@@ -109,7 +126,7 @@ class ComputeConfig(BaseModel):
         if value in _SCHEDULER_NAMES or _is_address(value):
             return value
         raise ValueError(f"expected one of {', '.join(_SCHEDULER_NAMES)} or a scheduler address such as "
-                         f"tcp://host:8786, got {value!r}")
+                         f"tcp://host:8786, got {_short(value)}")
 
     @model_validator(mode="after")
     def _consistent(self) -> ComputeConfig:
@@ -117,14 +134,14 @@ class ComputeConfig(BaseModel):
             raise ValueError("scheduler: jobqueue needs a compute.jobqueue section (system, cores, memory, ...); "
                              "see configs/cluster-slurm.yaml")
         if self.jobqueue is not None and self.scheduler != "jobqueue":
-            raise ValueError(f"compute.jobqueue is given but scheduler is {self.scheduler!r}; "
+            raise ValueError(f"compute.jobqueue is given but scheduler is {_short(self.scheduler)}; "
                              "set scheduler: jobqueue or remove the jobqueue section")
         only_local = [k for k in ("threads_per_worker", "memory_limit") if getattr(self, k) is not None]
         if only_local and self.scheduler != "local":
             raise ValueError(f"{', '.join(only_local)} only apply to scheduler: local (got scheduler "
-                             f"{self.scheduler!r}); remove them or use scheduler: local")
+                             f"{_short(self.scheduler)}); remove them or use scheduler: local")
         if self.workers is not None and (self.scheduler == "jobqueue" or _is_address(self.scheduler)):
-            raise ValueError(f"workers does not apply to scheduler {self.scheduler!r} (the cluster has its own "
+            raise ValueError(f"workers does not apply to scheduler {_short(self.scheduler)} (the cluster has its own "
                              "workers); remove it, or set jobqueue.jobs for a jobqueue cluster")
         return self
 
@@ -204,10 +221,10 @@ class RunConfig(BaseModel):
     @classmethod
     def _odd_window(cls, value: int) -> int:
         if value < 3:
-            raise ValueError(f"expected an odd integer >= 3, got {value}; use 3 or more")
+            raise ValueError(f"expected an odd integer >= 3, got {_short(value)}; use 3 or more")
         if value % 2 == 0:
-            raise ValueError(f"expected an odd integer (the window needs a centre pixel), got {value}; "
-                             f"use {value - 1} or {value + 1}")
+            raise ValueError(f"expected an odd integer (the window needs a centre pixel), got {_short(value)}; "
+                             f"use {_short(value - 1)} or {_short(value + 1)}")
         return value
 
     @field_validator("flat")
@@ -222,9 +239,9 @@ class RunConfig(BaseModel):
     def _dims(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             if len(value) not in (2, 3):
-                raise ValueError(f"expected 2 names [y, x] or 3 names [t, y, x], got {len(value)}: {value}")
+                raise ValueError(f"expected 2 names [y, x] or 3 names [t, y, x], got {len(value):,}: {_short(value)}")
             if len(set(value)) != len(value):
-                raise ValueError(f"expected distinct names, got {value}")
+                raise ValueError(f"expected distinct names, got {_short(value)}")
         return value
 
     @model_validator(mode="after")
@@ -241,20 +258,7 @@ class RunConfig(BaseModel):
             missing = [k for k in ("reference", "moving", "output") if k not in single]
             raise ValueError(f"missing required key(s) {', '.join(missing)}: a run needs reference, moving and "
                              "output (or a 'pairs' list)")
-        pairs = self.all_pairs()
-        for i, p in enumerate(pairs):
-            for q in pairs[i + 1 :]:
-                if _same_path(p.output, q.output) or _overlaps(p.output, q.output):
-                    raise ValueError(f"two pairs write the same or nested outputs ({p.output!r} and {q.output!r}); "
-                                     "give each pair its own output")
-        inputs = [i for p in pairs for i in (p.reference, p.moving, p.reference_mask, p.moving_mask) if i]
-        for p in pairs:
-            for inp in inputs:
-                if _same_path(inp, p.output):
-                    raise ValueError(f"output {p.output!r} is also an input; write the map to another path")
-                if _overlaps(inp, p.output):
-                    raise ValueError(f"output {p.output!r} and input {inp!r} are nested in one another: writing "
-                                     "the output would destroy the input; write the map to another path")
+        _check_outputs(self.all_pairs())
         return self
 
     def all_pairs(self) -> list[PairConfig]:
@@ -279,21 +283,81 @@ def _normalise(path: str) -> str:
     return str(Path(path).resolve())
 
 
-def _same_path(a: str, b: str) -> bool:
-    return _normalise(a) == _normalise(b)
+def _path_key(path: str) -> str:
+    """The normalised path with one trailing slash: ``a`` lies inside ``b`` iff ``a``'s key starts with ``b``'s."""
+    return _normalise(path).rstrip("/") + "/"
 
 
-def _overlaps(a: str, b: str) -> bool:
-    """True when one path lies inside the other (not when they are equal)."""
-    a, b = _normalise(a).rstrip("/") + "/", _normalise(b).rstrip("/") + "/"
-    return a != b and (a.startswith(b) or b.startswith(a))
+def _check_outputs(pairs: list[PairConfig]) -> None:
+    """Refuse outputs equal to or nested in another output or any input (paths compared normalised).
+
+    Sorted keys and prefix look-ups instead of comparing every two paths: a batch of a thousand pairs
+    took over three minutes that way.
+    """
+    outputs = sorted((_path_key(p.output), p.output) for p in pairs)
+    # In sorted order a key is followed first by the keys it is a prefix of: neighbours suffice.
+    for (key, first), (next_key, second) in zip(outputs, outputs[1:]):
+        if next_key.startswith(key):
+            raise ValueError(f"two pairs write the same or nested outputs ({_short(first)} and {_short(second)}); "
+                             "give each pair its own output")
+    by_key = dict(outputs)
+    keys = [key for key, _ in outputs]
+    for inp in (i for p in pairs for i in (p.reference, p.moving, p.reference_mask, p.moving_mask) if i):
+        key = _path_key(inp)
+        if key in by_key:
+            raise ValueError(f"output {_short(by_key[key])} is also an input; write the map to another path")
+        after = bisect.bisect_left(keys, key)
+        inside = keys[after] if after < len(keys) and keys[after].startswith(key) else None  # output in input
+        if inside is None:  # the input inside an output: one of the input's parent directories is an output
+            inside = next((k for k in _parents(key) if k in by_key), None)
+        if inside is not None:
+            raise ValueError(f"output {_short(by_key[inside])} and input {_short(inp)} are nested in one another: "
+                             "writing the output would destroy the input; write the map to another path")
+
+
+def _parents(key: str) -> list[str]:
+    """Every proper prefix of ``key`` that ends at a slash (``/a/b/`` gives ``/``, ``/a/``)."""
+    return [key[: i + 1] for i in range(len(key) - 1) if key[i] == "/"]
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, also for bytes (``!!binary``), which reprlib would repr whole before cutting."""
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        text = repr(value[: self.maxstring])
+        return text if len(value) <= self.maxstring else text[:-1] + "..." + text[-1]
+
+    repr_bytearray = repr_bytes
+
+
+_REPR = _ShortRepr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 6
+_REPR.maxlevel = 3
+
+
+def _short(value: Any) -> str:
+    """A repr of at most ~100 characters, built without ever building the whole repr of ``value``."""
+    return _REPR.repr(value)
+
+
+def _clip(text: str, limit: int = _MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
+    return f"{_short(value)} ({type(value).__name__})"
+
+
+#: The message for any problem under storage_options, whose values are never echoed.
+_STORAGE_OPTIONS_EXPECTED = "expected a mapping of fsspec options such as endpoint_url, profile"
+_NOT_SHOWN = "(value not shown: it may hold credentials)"
+
+
+def _storage_options_hint(error: dict[str, Any]) -> str:
+    kind = type(error.get("input")).__name__
+    came = f"a key of type {kind}" if "[key]" in error["loc"] else f"a value of type {kind}"
+    return f"{_STORAGE_OPTIONS_EXPECTED}, keyed by option name, got {came} {_NOT_SHOWN}"
 
 
 def _hint(error: dict[str, Any]) -> str:
@@ -310,27 +374,172 @@ def _hint(error: dict[str, Any]) -> str:
             pass
         else:
             if "e" in value.lower() and "." not in value:
-                return (f"expected a number, got the string {value!r}: YAML 1.1 reads '1e-5' as a string; "
+                return (f"expected a number, got the string {_short(value)}: YAML 1.1 reads '1e-5' as a string; "
                         "write it with a dot (1.0e-5) or as 0.00001")
-            return f"expected a number, got the string {value!r}; write it without quotes"
+            return f"expected a number, got the string {_short(value)}; write it without quotes"
     if isinstance(value, bool) and kind in ("float_type", "int_type"):
         return (f"expected a number, got {value} (bool): YAML 1.1 reads yes/no/on/off as booleans; "
                 "write a number")
     if isinstance(value, bool) and kind in ("string_type", "literal_error"):
-        return (f"expected {error['msg'].lower().removeprefix('input should be ')}, got {value} (bool): "
-                "YAML 1.1 reads no/yes/on/off as booleans; quote the value, e.g. 'no'")
-    message = error["msg"].removeprefix("Value error, ")
+        expected = _clip(error["msg"]).lower().removeprefix("input should be ")
+        return f"expected {expected}, got {value} (bool): YAML 1.1 reads no/yes/on/off as booleans; quote the value, e.g. 'no'"
+    # pydantic's message text is not ours to trust for length: clip it.
+    message = _clip(error["msg"].removeprefix("Value error, "))
     if kind.startswith("value_error") or kind == "assertion_error":
         return message
     return f"{message[0].lower() + message[1:]}, got {_describe(value)}"
 
 
 def _format_errors(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
     parts = []
-    for error in exc.errors():
-        path = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    for error in errors[:_MAX_ERRORS]:
+        loc = error["loc"]
+        if loc and loc[0] == "storage_options":
+            parts.append(f"storage_options: {_storage_options_hint(error)}")
+            continue
+        # Mapping keys (under chunks, say) come from the file and can be any length.
+        path = ".".join(_clip(str(p), 60) for p in loc) or "(top level)"
         parts.append(f"{path}: {_hint(error)}")
+    if len(errors) > _MAX_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_ERRORS:,} more errors")
     return "config error: " + "; ".join(parts)
+
+
+def _check_expanded_size(data: Any) -> None:
+    """Refuse a structure of more than :data:`MAX_CONFIG_VALUES` values, counting every visit.
+
+    YAML aliases load as shared references, so a few hundred bytes can stand for
+    hundreds of millions of values; validating (or printing) them would walk every
+    one. The walk stops at the limit, so it costs at most that many steps, and a
+    self-referencing alias (``&a [*a]``) ends there too.
+    """
+    count = 0
+    seen: set[int] = set()
+    shared = False
+    stack = [iter((data,))]
+    while stack:
+        for value in stack[-1]:
+            count += 1
+            if count > MAX_CONFIG_VALUES:
+                _refuse_size(shared)
+            if isinstance(value, dict):
+                children = (v for item in value.items() for v in item)
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                children = iter(value)
+            else:
+                continue
+            # Scalars may be shared by the interpreter (small ints); a container reached twice is an alias.
+            shared = shared or id(value) in seen
+            seen.add(id(value))
+            stack.append(children)
+            break
+        else:
+            stack.pop()
+
+
+def _refuse_size(shared: bool) -> None:
+    if shared:
+        raise ConfigError(f"config error: YAML anchors/aliases expand to more than {MAX_CONFIG_VALUES:,} values "
+                          f"(each *alias repeats everything under its &anchor; a config may hold at most "
+                          f"{MAX_CONFIG_VALUES:,}); write the values out without nesting aliases")
+    raise ConfigError(f"config error: expected at most {MAX_CONFIG_VALUES:,} values in a config, got more; "
+                      "a config holds paths and settings: keep data out of it")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
+class _BadScalar(yaml.constructor.ConstructorError):
+    """A scalar that a safe constructor refused (its problem text says what to do)."""
+
+
+class _ForbiddenTag(yaml.YAMLError):
+    def __init__(self, tag: str, line: int) -> None:
+        super().__init__(tag, line)
+        self.tag, self.line = tag, line
+
+
+# libyaml's parser when PyYAML was built with it: ~7x faster on a token-dense file (a 1 MiB list of numbers
+# takes ~17 s with the pure-Python parser on a busy machine). The constructors are the same safe ones.
+_SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _ConfigLoader(_SafeBase):
+    """``yaml.safe_load``'s loader (only the safe constructors) that also refuses duplicate keys.
+
+    PyYAML keeps the last of two equal keys in a mapping; in a config that
+    silently drops a setting.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node) -> None:
+        # Every mapping passes here before it is constructed, and a mapping merged into another
+        # (<<: *base) passes here before the merge rewrites its value: so each one is checked as written.
+        # A key beside a merge may override a merged one; that is what merges are for.
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                first = seen.setdefault(key, key_node)
+                if first is not key_node:
+                    raise _DuplicateKey(key, first.start_mark.line + 1, key_node.start_mark.line + 1)
+        super().flatten_mapping(node)
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            # A safe constructor refusing a scalar, e.g. 2024-13-01 (month 13) or an int of > 4300 digits.
+            raise _BadScalar(None, None, f"cannot read this value ({_clip(str(exc), 80)}); quote it if it is meant "
+                             "as a string", node.start_mark) from None
+
+
+def _refuse_tag(loader: _ConfigLoader, node: yaml.Node) -> Any:
+    raise _ForbiddenTag(node.tag, node.start_mark.line + 1)
+
+
+# Every tag without a safe constructor (!!python/object/apply:..., !custom) comes here, instead of
+# SafeLoader's "could not determine a constructor", which reads like a syntax error.
+_ConfigLoader.add_constructor(None, _refuse_tag)
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with duplicate keys and unknown tags refused (see :class:`_ConfigLoader`)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_problem(where: str, exc: BaseException) -> ConfigError:
+    """The one-line error for a config document (``where``: the file or the ``--set`` item) that did not load."""
+    if isinstance(exc, _DuplicateKey):
+        return ConfigError(f"{where} has the key {_short(exc.key)} twice in one mapping (line {exc.first} and line "
+                           f"{exc.second}); a key may appear once, and YAML would silently keep the last: "
+                           "remove one")
+    if isinstance(exc, _ForbiddenTag):
+        tag = _clip(exc.tag.replace("tag:yaml.org,2002:", "!!"), 80)
+        if tag.startswith("!!python/"):
+            return ConfigError(f"{where} line {exc.line}: the tag {tag} constructs a Python object, and tags that "
+                               "construct Python objects are not allowed in a config; write plain values (strings, "
+                               "numbers, lists, mappings) instead")
+        return ConfigError(f"{where} line {exc.line}: the tag {tag} is not a plain YAML type, and a config allows "
+                           "only plain values; remove the tag and write a string, number, list or mapping")
+    if isinstance(exc, RecursionError):
+        return ConfigError(f"{where} nests lists or mappings too deeply to read (a config needs three levels); "
+                           "remove the extra nesting")
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = _clip(getattr(exc, "problem", None) or str(exc).splitlines()[0])
+    fix = "" if isinstance(exc, _BadScalar) else "; fix the syntax there"
+    return ConfigError(f"{where} is not valid YAML{at}: {problem}{fix}")
 
 
 def parse_config(data: Any) -> RunConfig:
@@ -339,11 +548,14 @@ def parse_config(data: Any) -> RunConfig:
     Raises
     ------
     ConfigError
-        With every problem on one line, each named by its key path.
+        With every problem on one line (the first ten, the rest counted), each
+        named by its key path; also when ``data`` holds more than
+        :data:`MAX_CONFIG_VALUES` values, counting each YAML alias in full.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"config error: expected a mapping of keys (reference:, moving:, ...), "
                           f"got {type(data).__name__}; see configs/reference.yaml")
+    _check_expanded_size(data)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
@@ -351,14 +563,21 @@ def parse_config(data: Any) -> RunConfig:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides (values parsed as YAML) to a config mapping."""
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a config mapping.
+
+    Nothing set under ``storage_options`` is echoed in an error: it may hold credentials.
+    """
     data = dict(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
+        secret = item.startswith("storage_options")
+        shown = f"storage_options... {_NOT_SHOWN}" if secret else _short(item)
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value (e.g. window=9 or compute.workers=2), got {item!r}")
+            raise ConfigError(f"--set expects key=value (e.g. window=9 or compute.workers=2), got {shown}")
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = _load_yaml(raw) if raw else ""
+        except (_DuplicateKey, _ForbiddenTag, RecursionError) as exc:
+            raise _yaml_problem(f"--set {key if secret else _short(item)}", exc) from None
         except yaml.YAMLError:
             value = raw
         node = data
@@ -367,7 +586,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             child = node.get(part)
             if child is not None and not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {item}: {where} is {child!r}, not a mapping; set {where}=... as a whole")
+                if secret:
+                    raise ConfigError(f"--set {_short(key)}: {where} is a {type(child).__name__}, not a mapping "
+                                      f"{_NOT_SHOWN}; {_STORAGE_OPTIONS_EXPECTED}: set {where}=... as a whole")
+                raise ConfigError(f"--set {_short(item)}: {where} is {_short(child)}, not a mapping; "
+                                  f"set {where}=... as a whole")
             child = dict(child or {})
             node[part] = child
             node = child
@@ -375,29 +598,41 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _read_config_text(path: Path) -> str:
+    """The text of a config file of at most :data:`MAX_CONFIG_BYTES` (the rest is never read)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+            size = max(os.fstat(file.fileno()).st_size, len(raw))
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {_short(str(path))} is {size:,} bytes; expected at most "
+                              f"{MAX_CONFIG_BYTES:,} bytes (1 MiB) for a config, which holds paths and settings: "
+                              "check that this is the config file, and keep data out of it")
+        return raw.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {_short(str(path))} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {_short(str(path))}: {_clip(str(exc))}") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config with ``yaml.safe_load``, apply overrides and validate it.
+    """Read a YAML config with ``yaml.safe_load``'s constructors, apply overrides and validate it.
 
     Raises
     ------
     ConfigError
-        If the file is missing or unreadable, is not valid YAML (the message
-        gives the line), or does not fit the schema.
+        If the file is missing, unreadable or over :data:`MAX_CONFIG_BYTES`; is
+        not valid YAML (the message gives the line), repeats a key in a mapping
+        or uses a tag that constructs Python objects; expands (through YAML
+        aliases) to over :data:`MAX_CONFIG_VALUES` values; or does not fit the
+        schema.
     """
     path = Path(path)
+    text = _read_config_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {problem}; fix the syntax there") from None
+        data = _load_yaml(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise _yaml_problem(f"config file {_short(str(path))}", exc) from None
     if data is None:
         data = {}
     if overrides:

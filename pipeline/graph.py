@@ -10,7 +10,7 @@ from .blocks import block_region, block_starts
 from .buffers import thread_buffer
 from .kernel import check_window, fill_border, invalid_mask, nan_border, ncc_padded
 
-__all__ = ["local_ncc_dask", "local_ncc_sink", "local_ncc_read_sink", "halo_chunks", "EXTRA_NAMES"]
+__all__ = ["local_ncc_dask", "local_ncc_sink", "local_ncc_read_sink", "halo_chunks", "EXTRA_NAMES", "OUTPUT_ATTRS"]
 
 # dask's own names for the boundary modes; 'nan' pads with zeros and blanks the
 # border afterwards, because integer blocks cannot hold NaN.
@@ -48,7 +48,15 @@ def halo_chunks(chunks: tuple[tuple[int, ...], ...], radius: int) -> tuple[tuple
 
 #: Names of the stacked outputs when extras are requested, in order.
 EXTRA_NAMES = ("ncc", "valid_fraction", "std_reference", "std_moving")
-OUTPUT_ATTRS = {name: {} for name in EXTRA_NAMES}  # provisional: replaced by the config branch
+
+#: The attrs (CF ``long_name`` and ``units``) of each output in :data:`EXTRA_NAMES`, for in-memory and stored
+#: outputs alike; copy before changing. The stds have the units of their input, which only the caller knows.
+OUTPUT_ATTRS = {
+    "ncc": {"long_name": "local normalized cross-correlation", "units": "1"},
+    "valid_fraction": {"long_name": "fraction of the window valid in both images", "units": "1"},
+    "std_reference": {"long_name": "local standard deviation of the reference image"},
+    "std_moving": {"long_name": "local standard deviation of the moving image"},
+}
 
 
 def _block(a, b, invalid=None, *, radius, flat, nan_edges, full_shape, min_valid, extras, block_info=None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -40,8 +41,17 @@ def check_pair(
     boundary: str = "reflect",
     ref_dims: Sequence[str] | None = None,
     mov_dims: Sequence[str] | None = None,
+    *,
+    caller: Literal["config", "api"] = "config",
 ) -> int:
     """Validate a reference/moving pair and the window; return the window radius.
+
+    Parameters
+    ----------
+    caller : {"config", "api"}, default "config"
+        Who gave the pair, so that a fix names what that caller can change:
+        config keys for a run, arguments and DataArray methods for
+        :func:`pipeline.local_ncc`.
 
     Raises
     ------
@@ -61,9 +71,13 @@ def check_pair(
             "select a 2-D or 3-D array"
         )
     if ref_dims is not None and mov_dims is not None and tuple(ref_dims) != tuple(mov_dims):
+        if caller == "api":
+            renames = {m: r for m, r in zip(mov_dims, ref_dims) if m != r}
+            fix = f"give both DataArrays the same dims, e.g. moving.rename({renames!r})"
+        else:
+            fix = "set 'dims' in the config to name them"
         raise InputError(
-            f"reference and moving must have the same dims, got {tuple(ref_dims)} and {tuple(mov_dims)}; "
-            "set 'dims' in the config to name them"
+            f"reference and moving must have the same dims, got {tuple(ref_dims)} and {tuple(mov_dims)}; {fix}"
         )
     check_dtype(ref_dtype, "reference")
     check_dtype(mov_dtype, "moving")

@@ -14,7 +14,7 @@ import yaml
 import zarr
 
 from pipeline.io import read_provenance, write_array
-from pipeline.testing import reference_ncc, sample_pair
+from pipeline.testing import reference_ncc, run_cli, sample_pair
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (64, 80)
@@ -310,3 +310,62 @@ def test_the_command_starts_no_blas_thread_pools():
     lazy = subprocess.run([sys.executable, "-c", "import sys, pipeline; print('numpy' in sys.modules)"], env=env,
                           capture_output=True, text=True, check=True)
     assert lazy.stdout.strip() == "False"
+
+
+# --- hostile configs, secrets, closed stdout ------------------------------------------------------
+
+KEY, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text,overrides", [
+    (f"storage_options: 'key={KEY} secret={SECRET}'\n", []),
+    ("", [f"storage_options={SECRET}"]),
+    ("", [f"storage_options={SECRET}", f"storage_options.key={KEY}"]),
+], ids=["string-in-file", "set-scalar", "set-below-a-scalar"])
+def test_storage_options_values_never_reach_stderr(tmp_path, text, overrides):
+    """storage_options that are not a mapping, in the file or from --set: exit 2, no part of the value shown."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(base_config()) + text, encoding="utf-8")
+    result = run_cli("validate", "config.yaml", *[a for o in overrides for a in ("--set", o)], cwd=tmp_path,
+                     timeout=120)
+    assert_usage_error(result, "storage_options", "(value not shown: it may hold credentials)")
+    assert KEY not in result.stderr and SECRET[:6] not in result.stderr
+
+
+@pytest.mark.slow
+def test_alias_bomb_is_refused_at_once(tmp_path):
+    """Nine levels of nine-fold YAML aliases under window: exit 2 in seconds with one short line."""
+    anchors = "a0: &l0 [a, a, a, a, a, a, a, a, a]\n" + "".join(
+        f"a{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(base_config()) + anchors + "window: *l9\n")
+    result = run_cli("validate", "config.yaml", cwd=tmp_path, timeout=60)
+    assert_usage_error(result, "YAML anchors/aliases expand to more than 100,000 values")
+    assert len(result.stderr) < 400
+
+
+def _closed_pipe_run(tmp_path, *args):
+    """``lncc ARGS`` with stdout a pipe whose reader has already gone, as in ``lncc ... | head`` once head exits."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "LNCC_DEBUG"}
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.slow
+def test_closed_stdout_exits_quietly(tmp_path):
+    """`lncc inspect OUT | head` and `lncc job-script CONFIG | head`: exit 0, nothing on stderr."""
+    from pipeline.config import parse_config
+    from pipeline.run import run as run_config
+
+    make_inputs(tmp_path)
+    run_config(parse_config({"reference": str(tmp_path / "ref.zarr"), "moving": str(tmp_path / "mov.zarr"),
+                             "output": str(tmp_path / "out.zarr")}))
+    jobqueue = {"scheduler": "jobqueue", "jobqueue": {"system": "slurm", "cores": 2, "memory": "4GB"}}
+    config = write_config(tmp_path, base_config(compute=jobqueue), name="cluster.yaml")
+    for args in (("inspect", "out.zarr"), ("job-script", config)):
+        result = _closed_pipe_run(tmp_path, *args)
+        assert (result.returncode, result.stderr) == (0, ""), args

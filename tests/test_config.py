@@ -371,3 +371,171 @@ def test_set_below_a_scalar_is_refused():
     """--set nodata.reference=0 when nodata is a number would silently drop the moving nodata: refused."""
     with pytest.raises(ConfigError, match="nodata is 5, not a mapping"):
         apply_overrides({"nodata": 5}, ["nodata.reference=0"])
+
+
+# --- hostile or oversized YAML: bounded time, memory and message -----------------------------------
+
+
+def _alias_bomb(key: str, levels: int = 9) -> str:
+    """``key`` set to ``levels`` levels of nine-fold aliases: a few hundred bytes standing for 9**levels values."""
+    anchors = "a0: &l0 [a, a, a, a, a, a, a, a, a]\n" + "".join(
+        f"a{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, levels + 1))
+    return SINGLE + anchors + f"{key}: *l{levels}\n"
+
+
+def test_config_file_over_the_size_limit_is_refused_unread(tmp_path):
+    """A file over MAX_CONFIG_BYTES is refused with its size and the limit, before YAML parses it."""
+    from pipeline.config import MAX_CONFIG_BYTES
+
+    # Invalid YAML after the limit: the error must be about the size, so the rest was never parsed.
+    path = write_yaml(tmp_path, SINGLE + "# " + "x" * MAX_CONFIG_BYTES + "\n[unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path.stat().st_size:,} bytes" in message
+    assert "1 MiB" in message and "not valid YAML" not in message
+
+
+@pytest.mark.parametrize("key", ["window", "dims", "storage_options"])
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path, key):
+    """Nine levels of nine-fold aliases (9**9 values) are refused in well under a second, naming anchors/aliases."""
+    import time
+
+    start = time.perf_counter()
+    message = config_error(tmp_path, _alias_bomb(key))
+    assert time.perf_counter() - start < 5
+    assert "YAML anchors/aliases expand to more than 100,000 values" in message
+    assert len(message) < 300
+
+
+def test_self_referencing_alias_is_refused(tmp_path):
+    """``&a [*a]`` loads as a list that contains itself: refused as an alias expansion, not a recursion error."""
+    message = config_error(tmp_path, SINGLE + "dims: &a [*a]\n")
+    assert "anchors/aliases expand" in message
+
+
+def test_too_many_plain_values_are_refused(tmp_path):
+    """More than MAX_CONFIG_VALUES values without aliases: refused, and the message does not blame aliases."""
+    message = config_error(tmp_path, SINGLE + "dims: [" + ", ".join(["y"] * 100_001) + "]\n")
+    assert "expected at most 100,000 values" in message and "alias" not in message
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize("text,fragment", [
+    (SINGLE + "dims: [" + ", ".join(["y"] * 50_000) + "]\n", "got 50,000"),
+    (SINGLE + "compute: {scheduler: '" + "x" * 500_000 + "'}\n", "compute.scheduler"),
+    (SINGLE + "chunks:\n  ? " + "k" * 500_000 + "\n  : two\n", "chunks.kkk"),  # explicit key: > 1024 chars
+    (SINGLE + "x: &w " + "w" * 100_000 + "\nwindow: [" + ", ".join(["*w"] * 50_000) + "]\n", "window"),
+    (SINGLE + "window: " + "2" * 4000 + "\n", "odd integer"),
+    (SINGLE + "pairs: [" + ", ".join(["1"] * 50) + "]\n", "and 40 more errors"),
+], ids=["long-dims", "long-string", "long-key", "long-list-of-strings", "huge-int", "many-errors"])
+def test_echoed_values_are_bounded(tmp_path, text, fragment):
+    """A long list, string, key or integer, or many errors, give a short one-line message."""
+    message = config_error(tmp_path, text)
+    assert fragment in message
+    assert len(message) < 1200, len(message)
+
+
+@pytest.mark.parametrize("text,key,lines", [
+    (SINGLE + "window: 7\nwindow: 9\n", "'window'", "line 4 and line 5"),
+    (SINGLE + "compute:\n  workers: 2\n  memory: 2GB\n  workers: 3\n", "'workers'", "line 5 and line 7"),
+    (SINGLE + "chunks: {1: 3, 0x1: 4}\n", "1", "line 4 and line 4"),
+], ids=["top-level", "nested", "same-value-spelled-differently"])
+def test_duplicate_key_is_refused_with_its_lines(tmp_path, text, key, lines):
+    """A key given twice in one mapping (PyYAML would keep the last) is refused with both lines and 'remove one'."""
+    message = config_error(tmp_path, text)
+    assert f"the key {key} twice" in message and lines in message and "remove one" in message
+
+
+def test_key_beside_a_merge_is_not_a_duplicate_but_a_repeated_key_is(tmp_path):
+    """A key written beside ``<<: *anchor`` overrides the merged one (what merges are for); one written twice does not."""
+    text = ("x-base: &base {workers: 2, memory: 1GB}\n" + SINGLE
+            + "compute: {<<: *base, workers: 3}\nnodata: {reference: 0, moving: 1, moving: 2}\n")
+    message = config_error(tmp_path, text)
+    assert "the key 'moving' twice in one mapping (line 6 and line 6)" in message
+    assert "workers" not in message
+
+
+def test_duplicate_key_in_a_set_value_is_refused():
+    """--set compute={workers: 1, workers: 2} is refused like the same mapping in the file."""
+    with pytest.raises(ConfigError, match="the key 'workers' twice.*remove one"):
+        apply_overrides({}, ["compute={workers: 1, workers: 2}"])
+
+
+@pytest.mark.parametrize("value", ["!!python/object/apply:os.system [echo hi]", "!!python/name:os.system ''",
+                                   "!!python/tuple [1, 2]"])
+def test_object_constructing_tags_are_not_allowed(tmp_path, value):
+    """Tags that construct Python objects are refused as not allowed, with the line, not as a syntax error."""
+    message = config_error(tmp_path, SINGLE + f"window: {value}\n")
+    assert "construct Python objects are not allowed in a config" in message
+    assert "line 4" in message and "plain values" in message
+    assert "syntax" not in message
+
+
+def test_other_unknown_tags_ask_for_plain_values(tmp_path):
+    """A custom tag (no safe constructor) is refused asking for a plain value."""
+    message = config_error(tmp_path, SINGLE + "window: !odd 7\n")
+    assert "!odd" in message and "line 4" in message and "plain values" in message
+
+
+def test_value_no_safe_constructor_can_build_names_its_line(tmp_path):
+    """A scalar such as 2024-13-01 (read as a date, month 13) is a config error with its line, not a ValueError."""
+    message = config_error(tmp_path, SINGLE + "moving_mask: 2024-13-01\n")
+    assert "line 4" in message and "month must be in 1..12" in message and "quote it" in message
+
+
+def test_deep_nesting_is_a_config_error(tmp_path):
+    """Thousands of nested brackets are a config error, not a RecursionError."""
+    message = config_error(tmp_path, SINGLE + "window: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "config.yaml" in message
+
+
+# --- storage_options values are never echoed -------------------------------------------------------
+
+KEY, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize("value,kind", [
+    (f"'key={KEY} secret={SECRET}'", "a value of type str"),
+    (f"[{KEY}, {SECRET}]", "a value of type list"),
+    (f"{{1: {SECRET}}}", "a key of type int"),
+    ("12345", "a value of type int"),
+], ids=["string", "list", "non-string-key", "number"])
+def test_storage_options_of_the_wrong_type_are_not_echoed(tmp_path, value, kind):
+    """Whatever storage_options holds, the error says its type and what is expected, never the value."""
+    message = config_error(tmp_path, SINGLE + f"storage_options: {value}\n")
+    assert KEY not in message and SECRET[:8] not in message and "12345" not in message
+    assert f"storage_options: expected a mapping of fsspec options such as endpoint_url, profile" in message
+    assert kind in message and "(value not shown: it may hold credentials)" in message
+
+
+@pytest.mark.parametrize("overrides", [
+    [f"storage_options={SECRET}"],
+    [f"storage_options={SECRET}", f"storage_options.key={KEY}"],
+    [f"storage_options.key:{KEY}"],
+    [f"storage_options={{key: {KEY}, key: {SECRET}}}"],
+], ids=["scalar", "below-a-scalar", "malformed", "duplicate-key"])
+def test_storage_options_overrides_are_not_echoed(tmp_path, overrides):
+    """--set storage_options... errors name the key, never the value."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml(tmp_path, SINGLE), overrides)
+    message = str(info.value)
+    assert KEY not in message and SECRET[:8] not in message
+    assert "storage_options" in message
+
+
+def test_large_batch_is_checked_in_linear_time():
+    """A thousand pairs validate in seconds (comparing every two paths took minutes), and overlaps are still found."""
+    import time
+
+    pairs = [{"reference": f"r{i}.zarr", "moving": f"m{i}.zarr", "output": f"out/o{i}.zarr"} for i in range(1000)]
+    start = time.perf_counter()
+    assert len(parse_config({"pairs": pairs}).pairs) == 1000
+    assert time.perf_counter() - start < 5
+    for extra, fragment in [({"output": "out/o3.zarr/inner"}, "same or nested outputs"),
+                            ({"reference": "out/o999.zarr/ncc"}, "nested in one another"),
+                            ({"moving_mask": "out"}, "nested in one another"),
+                            ({"reference": "./out/o500.zarr"}, "is also an input")]:
+        last = {"reference": "a.zarr", "moving": "b.zarr", "output": "c.zarr", **extra}
+        with pytest.raises(ConfigError, match=fragment):
+            parse_config({"pairs": pairs + [last]})

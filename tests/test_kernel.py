@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
+import xarray as xr
 
 from pipeline import InputError, local_ncc
 from pipeline import testing as ptesting
+from pipeline.graph import EXTRA_NAMES, OUTPUT_ATTRS
 from pipeline.kernel import local_ncc_numpy
 from pipeline.testing import cast_to, reference_ncc, sample_pair
 
@@ -656,3 +658,74 @@ def test_dask_chunking_never_changes_wide_integer_results(dtype, data):
     lazy = local_ncc(dask_array.from_array(a, chunks=chunks), dask_array.from_array(b, chunks=chunks), window,
                      reference_mask=None if mask is None else dask_array.from_array(mask, chunks=chunks), **options)
     assert_matches(lazy.compute(scheduler="synchronous"), in_memory.astype(np.float64))
+
+
+# ------------------------------------------------------ API: argument types, messages, output attrs
+
+
+@pytest.mark.parametrize("ref,mov,which,came", [
+    ([[1, 2, 3], [4, 5, 6], [7, 8, 9]], np.zeros((3, 3)), "reference", "list"),
+    (np.zeros((3, 3)), ((1, 2, 3),) * 3, "moving", "tuple"),
+    (xr.DataArray(np.zeros((3, 3)), dims=("y", "x")), [[0.0] * 3] * 3, "moving", "list"),
+], ids=["list-reference", "tuple-moving", "xarray-with-list-moving"])
+def test_non_array_inputs_raise_type_error_naming_the_accepted_types(ref, mov, which, came):
+    """Python lists or tuples raise TypeError naming the argument, the accepted types and what came."""
+    with pytest.raises(TypeError) as info:
+        local_ncc(ref, mov, 3)
+    message = str(info.value)
+    assert message.startswith(f"{which} must be a numpy.ndarray, dask.array.Array or xarray.DataArray")
+    assert f"got {came}" in message and "numpy.asarray" in message
+
+
+def test_api_dims_mismatch_names_api_fixes_not_config_keys():
+    """From the API a dims mismatch says how to rename the DataArray, not to set a config key."""
+    a, b = sample_pair((20, 30), "uint8")
+    ref = xr.DataArray(a, dims=("y", "x"))
+    with pytest.raises(InputError) as info:
+        local_ncc(ref, xr.DataArray(b, dims=("row", "x")), 3)
+    message = str(info.value)
+    assert "config" not in message
+    assert "give both DataArrays the same dims, e.g. moving.rename({'row': 'y'})" in message
+
+
+def test_api_messages_never_mention_the_config():
+    """No error reachable from local_ncc on bad arguments talks about config keys."""
+    a, b = sample_pair((20, 30), "uint8")
+    ref = xr.DataArray(a, dims=("y", "x"))
+    calls = [
+        lambda: local_ncc(ref, xr.DataArray(b, dims=("a", "b")), 3),
+        lambda: local_ncc(ref, b[:, :20], 3),
+        lambda: local_ncc(ref, b, 4),
+        lambda: local_ncc(ref, b, 3, boundary="wrap"),
+        lambda: local_ncc(ref, b, 3, flat=2.0),
+        lambda: local_ncc(ref, b, 3, min_valid=1.5),
+        lambda: local_ncc(a, b, 3, reference_mask=np.ones((2, 2), bool)),
+        lambda: local_ncc(a.astype(bool), b, 3),
+    ]
+    for call in calls:
+        with pytest.raises(InputError) as info:
+            call()
+        assert "config" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("extras", [False, True])
+def test_xarray_output_has_its_own_attrs_not_the_references(extras):
+    """The reference's attrs (units: DN) describe the image, not the unitless NCC: each output has its own."""
+    a, b = sample_pair((20, 30), "uint16")
+    ref = xr.DataArray(a, dims=("y", "x"), attrs={"units": "DN", "title": "left camera"})
+    mov = xr.DataArray(b, dims=("y", "x"), attrs={"units": "counts"})
+    before = {name: dict(attrs) for name, attrs in OUTPUT_ATTRS.items()}
+    result = local_ncc(ref, mov, 5, extras=extras)
+    outputs = result if extras else {"ncc": result}
+    assert outputs["ncc"].attrs == {"long_name": "local normalized cross-correlation", "units": "1"}
+    if extras:
+        assert result.attrs == {}
+        assert result["valid_fraction"].attrs["units"] == "1"
+        assert result["std_reference"].attrs == {"long_name": "local standard deviation of the reference image",
+                                                 "units": "DN"}
+        assert result["std_moving"].attrs == {"long_name": "local standard deviation of the moving image",
+                                              "units": "counts"}
+    for output in outputs.values():
+        output.attrs["units"] = "changed"
+    assert {name: dict(attrs) for name, attrs in OUTPUT_ATTRS.items()} == before  # copies, not the constant
+    assert set(OUTPUT_ATTRS) == set(EXTRA_NAMES)
