@@ -100,7 +100,9 @@ def largest_block_side(budget: int, image: tuple[int, int], input_bytes: int, ou
 
 def format_bytes(n: int) -> str:
     """Bytes as a short human size (MB/GB, powers of 10 as dask writes them)."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def bytes_per_pixel(dtypes: list[np.dtype]) -> int:

@@ -14,6 +14,7 @@ they may hold credentials.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -669,25 +670,33 @@ class OutputWriter:
         """
         self._check_owner(block_index)
         digest = block_digest(values)
-        try:
-            for name, block in values.items():
-                array, codec = self._array(name)
+        for name, block in values.items():
+            array, codec = self._array(name)
+            with self._where(block_index, name):
                 if codec is None:
                     array[region] = block
                 else:
                     _write_chunks(array, codec, _local_path(_join(self.url, name)), block, region)
-            if self._ledger is None:
-                options = _store_kwargs(self.url, self.storage_options)
-                self._checksums = zarr.open_array(store=_join(self.url, STATE_GROUP, CHECKSUMS), mode="r+", **options)
-                self._ledger = zarr.open_array(store=_join(self.url, STATE_GROUP, LEDGER), mode="r+", **options)
+        if self._ledger is None:
+            options = _store_kwargs(self.url, self.storage_options)
+            self._checksums = zarr.open_array(store=_join(self.url, STATE_GROUP, CHECKSUMS), mode="r+", **options)
+            self._ledger = zarr.open_array(store=_join(self.url, STATE_GROUP, LEDGER), mode="r+", **options)
+        with self._where(block_index, f"{STATE_GROUP}/{CHECKSUMS}"):
             self._checksums[block_index] = digest
+        self._check_owner(block_index)  # once more: the ledger entry is what makes the block count
+        with self._where(block_index, f"{STATE_GROUP}/{LEDGER}"):
+            self._ledger[block_index] = stats
+
+    @contextlib.contextmanager
+    def _where(self, block_index, array: str):
+        """Reword a failed write with the output, the array and the block (a full disk's OSError names none)."""
+        try:
+            yield
         except Exception as exc:  # noqa: BLE001 - reworded with where it happened
-            message = (f"cannot write block {tuple(block_index)} of output {self.url!r} "
+            message = (f"cannot write block {tuple(block_index)} to {_join(self.url, array)!r} "
                        f"({_one_line(exc, self.storage_options)}); fix the cause (e.g. free disk space) and rerun "
                        "to resume")
             raise (OSError(exc.errno, message) if isinstance(exc, OSError) else RuntimeError(message)) from None
-        self._check_owner(block_index)  # once more: the ledger entry is what makes the block count
-        self._ledger[block_index] = stats
 
     def _check_owner(self, block_index) -> None:
         if self.owner is None:

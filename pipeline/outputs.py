@@ -53,7 +53,9 @@ __all__ = [
 
 #: The lock file, inside the output's folder (so every path to the folder finds the same lock).
 LOCK_FILE = ".lncc.lock"
-#: A zarr group's own metadata files (both formats, consolidated metadata included).
+#: A zarr group's own metadata files, by format (consolidated metadata: in format 3's zarr.json, format 2's
+#: .zmetadata, which is rewritten after every provenance update).
+_FORMAT_FILES = {3: ("zarr.json",), 2: (".zgroup", ".zattrs")}
 _GROUP_FILES = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
 
 
@@ -195,11 +197,13 @@ def _mark(run_id: str, status: str) -> dict[str, Any]:
             "pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat()}
 
 
-def _remove(url: str, keep: set[str], storage_options: dict[str, Any] | None) -> None:
-    """Delete everything directly inside an lncc output but ``keep``, the lock and temporary files."""
+def _remove(url: str, keep: set[str], storage_options: dict[str, Any] | None, only: set[str] | None = None) -> None:
+    """Delete everything directly inside an lncc output but ``keep`` and the lock (or just the entries ``only``)."""
     fs, root = io._filesystem(url, storage_options)
     for entry in _entries(url, storage_options) or []:
         if entry in keep or entry == LOCK_FILE or entry.startswith(LOCK_FILE + "."):
+            continue
+        if only is not None and entry not in only:
             continue
         path = f"{root.rstrip('/')}/{entry}"
         if io._is_local(url):
@@ -236,11 +240,19 @@ def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, r
                              "two tasks would write the same zarr chunk")
     replacing = output_state(url, storage_options=storage_options) == "lncc"
     mark = {io.PROVENANCE_KEY: _mark(run_id, "replacing" if replacing else "creating")}
-    if replacing and zarr_format == 2:
-        _remove(url, {"zarr.json", ".zgroup", ".zattrs"}, storage_options)  # stale consolidated metadata first
-    io.write_group(url, mark, zarr_format=zarr_format, storage_options=storage_options)
     if replacing:
-        _remove(url, {"zarr.json"} if zarr_format == 3 else {".zgroup", ".zattrs"}, storage_options)
+        # The old output's own metadata says "replacing" before any of its data goes; format 2's consolidated
+        # copy (.zmetadata, which xarray reads first) goes before that.
+        old = 3 if io._read_json(url, "zarr.json", storage_options) is not None else 2
+        if old == 2:
+            _remove(url, set(), storage_options, only={".zmetadata"})
+        io.write_group(url, mark, zarr_format=old, storage_options=storage_options)
+        _remove(url, set(_FORMAT_FILES[old]), storage_options)
+        if old != zarr_format:  # the new format's metadata first, then the old one's goes
+            io.write_group(url, mark, zarr_format=zarr_format, storage_options=storage_options)
+            _remove(url, set(_FORMAT_FILES[zarr_format]), storage_options)
+    else:
+        io.write_group(url, mark, zarr_format=zarr_format, storage_options=storage_options)
     # xarray writes the coordinates (encoding them as it reads them back); it rewrites the group's attributes
     # in one write, given the mark again. The data variables are created empty with zarr itself, laid out as
     # xarray would: a lazy to_zarr(compute=False) costs a dask graph and, once, ~0.3 s of imports.

@@ -159,34 +159,43 @@ def _status(out: Path) -> str | None:
     return read_provenance(str(out)).get("status")
 
 
-def test_a_recompute_killed_while_replacing_never_reads_up_to_date(tmp_path):
-    """Kill a recompute (--set window=9, --force) while the old output goes: a rerun of the original config
-    then recomputes (never "up to date" over NaN holes), inspect never says complete, and the map is exact."""
-    ref, mov = sample_pair((2048, 2048), "uint8", seed=4)
-    urls = (write_array(str(tmp_path / "in.zarr"), ref, chunks=(64, 64), name="ref"),
-            write_array(str(tmp_path / "in.zarr"), mov, chunks=(64, 64), name="mov"))
-    cfg = _config(tmp_path, (urls, ref, mov))  # 1024 blocks
+@pytest.fixture(scope="module")
+def big_pair(tmp_path_factory):
+    """A 1024 x 1024 pair stored in 64 x 64 chunks (256 blocks) and its window-7 map."""
+    root = tmp_path_factory.mktemp("big")
+    ref, mov = sample_pair((1024, 1024), "uint8", seed=4)
+    urls = (write_array(str(root / "in.zarr"), ref, chunks=(64, 64), name="ref"),
+            write_array(str(root / "in.zarr"), mov, chunks=(64, 64), name="mov"))
+    return urls, ref, mov, local_ncc(ref, mov, 7)
+
+
+@pytest.mark.parametrize("first,args", [
+    (3, ["--set", "window=9"]), (3, ["--force"]), (3, ["--set", "zarr_format=2"]), (2, ["--set", "zarr_format=3"]),
+], ids=["v3-window", "v3-force", "v3-to-v2", "v2-to-v3"])
+def test_a_recompute_killed_while_replacing_never_reads_up_to_date(tmp_path, big_pair, first, args):
+    """Kill a recompute (another window, --force, another zarr format) while the old output goes: a rerun of the
+    original config then recomputes (never "up to date" over NaN holes), inspect never says complete, and the
+    map is exact."""
+    urls, ref, mov, expected = big_pair
+    cfg = _config(tmp_path, (urls, ref, mov), zarr_format=first)
     out = tmp_path / "out.zarr"
-    expected = local_ncc(ref, mov, 7)
-    for args in (["--set", "window=9"], ["--force"]):
-        assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet", *args],
-                                cwd=tmp_path)
-        try:
-            assert _poll(lambda: _status(out) == "replacing", proc), "never saw the output being replaced"
-            os.kill(proc.pid, signal.SIGSTOP)  # frozen while the old output is being deleted
-            report = lncc("inspect", str(out), cwd=tmp_path)
-            assert report.returncode == 0 and "incomplete" in report.stdout.splitlines()[0]
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait()
-        assert "incomplete" in lncc("inspect", str(out), cwd=tmp_path).stdout.splitlines()[0]
-        rerun = lncc("run", str(cfg), cwd=tmp_path)
-        assert rerun.returncode == 0, rerun.stderr
-        assert "up to date" not in rerun.stdout
-        np.testing.assert_array_equal(_ncc(out), expected)
-        assert "complete (1024 of 1024 blocks)" in lncc("inspect", "--verify", str(out), cwd=tmp_path).stdout
+    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet", *args], cwd=tmp_path)
+    try:
+        assert _poll(lambda: _status(out) == "replacing", proc), "never saw the output being replaced"
+        os.kill(proc.pid, signal.SIGSTOP)  # frozen while the old output is being deleted
+        report = lncc("inspect", str(out), cwd=tmp_path)
+        assert report.returncode == 0 and "incomplete" in report.stdout.splitlines()[0], report.stdout
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "computed: 256 blocks" in rerun.stdout  # recomputed, not "up to date"
+    np.testing.assert_array_equal(_ncc(out), expected)
+    assert _status(out) == "complete"
+    assert xr.open_zarr(out)["ncc"].shape == (1024, 1024)  # xarray reads it too (no stale consolidated metadata)
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

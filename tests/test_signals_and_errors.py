@@ -409,17 +409,18 @@ def test_a_corrupt_input_chunk_is_exit_2_naming_the_chunk_file(tmp_path: Path, s
 
 def test_a_full_disk_is_exit_1_naming_the_file_with_no_traceback(tmp_path: Path, tiny_disk: Path):
     """A compressed output that outgrows a 256 KiB disk: exit 1, one line naming a file inside the output and
-    'No space left on device', no traceback, the lock released and the output left incomplete (three times,
-    so that the disk fills at more than one kind of write)."""
+    'No space left on device', no traceback, the lock released and the output left incomplete (four times,
+    so that the disk fills at more than one kind of write: a chunk, a checksum, a ledger entry)."""
     ref, mov = sample_pair((512, 512), "uint8", seed=4)
     ref_url = write_array(str(tmp_path / "in.zarr"), ref, chunks=(128, 128), name="ref")
     mov_url = write_array(str(tmp_path / "in.zarr"), mov, chunks=(128, 128), name="mov")
     out = tiny_disk / "out.zarr"
+    # Small blocks: a block's chunk file takes about as many pages of the tmpfs as its checksum and ledger
+    # entry files, so the disk fills at any of the three kinds of write.
     cfg = write_config(tmp_path / "c.yaml", reference=ref_url, moving=mov_url, output=str(out),
-                       chunks={"y": 128, "x": 128}, compressor="zstd")
-    # Which write meets the full disk first (a chunk, a checksum, a ledger entry) depends on timing:
-    # three runs, each from an empty disk, to meet more than one of them.
-    for attempt in range(3):
+                       chunks={"y": 32, "x": 32}, compressor="zstd")
+    # Which write meets the full disk first depends on timing: four runs, each from an empty disk.
+    for attempt in range(4):
         result = lncc("run", str(cfg), cwd=tmp_path)
         assert result.returncode == 1, (attempt, result.returncode, result.stdout, result.stderr)
         line = _one_error_line(result.stderr)
