@@ -34,7 +34,6 @@ import zarr
 from .budget import edge_cache_bytes
 from .buffers import PAGE, thread_buffer
 from .errors import InputError
-from .stats import STATS_LENGTH
 from .validate import default_dims
 
 __all__ = [

@@ -505,7 +505,7 @@ def test_storage_options_of_the_wrong_type_are_not_echoed(tmp_path, value, kind)
     """Whatever storage_options holds, the error says its type and what is expected, never the value."""
     message = config_error(tmp_path, SINGLE + f"storage_options: {value}\n")
     assert KEY not in message and SECRET[:8] not in message and "12345" not in message
-    assert f"storage_options: expected a mapping of fsspec options such as endpoint_url, profile" in message
+    assert "storage_options: expected a mapping of fsspec options such as endpoint_url, profile" in message
     assert kind in message and "(value not shown: it may hold credentials)" in message
 
 

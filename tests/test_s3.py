@@ -188,6 +188,37 @@ def test_changed_s3_input_is_recomputed_and_unchanged_is_up_to_date(s3, options)
     assert np.abs(ncc - reference_ncc(ref, mov, 5)).max() <= 1e-6
 
 
+def test_a_deleted_s3_chunk_or_ledger_entry_is_recomputed_and_foreign_objects_are_kept(s3, options, fs):
+    """An S3 output with a chunk object or a ledger entry deleted: describe_output says damaged or incomplete,
+    a rerun recomputes just that block to the exact map; an object lncc did not write, put inside the
+    output, makes a recompute refuse (--force too) and stays."""
+    from pipeline.errors import InputError
+
+    ref, mov = sample_pair((256, 256), "uint8", seed=9)
+    ref_url = write_array(f"s3://{BUCKET}/dmg/in.zarr", ref, chunks=(64, 64), name="ref", storage_options=options)
+    mov_url = write_array(f"s3://{BUCKET}/dmg/in.zarr", mov, chunks=(64, 64), name="mov", storage_options=options)
+    out = f"s3://{BUCKET}/dmg/out.zarr"
+    cfg = config(reference=ref_url, moving=mov_url, output=out, window=5, chunks={"y": 64, "x": 64},
+                 storage_options=options)
+    run(cfg)
+    expected = xr.open_zarr(out, storage_options=options)["ncc"].values
+    fs.rm(f"{BUCKET}/dmg/out.zarr/ncc/c/1/2")
+    assert describe_output(out, storage_options=options)["state"] == "damaged"
+    result = run(cfg).pairs[0]
+    assert (result.action, result.blocks_computed, result.damaged) == ("resume", 1, 1)
+    fs.rm(f"{BUCKET}/dmg/out.zarr/_lncc/blocks/c/3/0/0")
+    result = run(cfg).pairs[0]
+    assert (result.action, result.blocks_computed) == ("resume", 1)
+    np.testing.assert_array_equal(xr.open_zarr(out, storage_options=options)["ncc"].values, expected)
+    assert describe_output(out, storage_options=options)["state"] == "complete"
+    fs.pipe(f"{BUCKET}/dmg/out.zarr/notes.txt", b"mine")
+    for force in (False, True):
+        with pytest.raises(InputError, match="notes.txt"):
+            run(config(reference=ref_url, moving=mov_url, output=out, window=7, storage_options=options),
+                force=force)
+    assert fs.cat(f"{BUCKET}/dmg/out.zarr/notes.txt") == b"mine"
+
+
 @pytest.mark.parametrize("where", ["local input, S3 output", "S3 input, local output"])
 def test_local_and_s3_mixed(tmp_path, s3, options, where):
     """A local pair written to S3, and an S3 pair written to a local directory."""

@@ -6,7 +6,6 @@ races real runs; the outputs are compared with the in-memory NCC.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
