@@ -56,7 +56,7 @@ __all__ = [
     "block_digest",
     "group_attributes",
     "write_group",
-    "sync_output",
+    "sync_outputs",
     "STATE_GROUP",
     "LEDGER",
     "CHECKSUMS",
@@ -641,6 +641,7 @@ class OutputWriter:
         self._arrays: dict[str, Any] = {}
         self._ledger = None
         self._checksums = None
+        self._format = None
 
     def __getstate__(self) -> dict[str, Any]:
         # workers open their own arrays
@@ -667,7 +668,6 @@ class OutputWriter:
             If the output now belongs to another run (see ``owner``), or a
             write fails (the message names the output and the block).
         """
-        self._check_owner(block_index)
         digest = block_digest(values)
         for name, block in values.items():
             array, codec = self._array(name)
@@ -682,7 +682,7 @@ class OutputWriter:
             self._ledger = zarr.open_array(store=_join(self.url, STATE_GROUP, LEDGER), mode="r+", **options)
         with self._where(block_index, f"{STATE_GROUP}/{CHECKSUMS}"):
             self._checksums[block_index] = digest
-        self._check_owner(block_index)  # once more: the ledger entry is what makes the block count
+        self._check_owner(block_index)  # the ledger entry is what makes the block count
         with self._where(block_index, f"{STATE_GROUP}/{LEDGER}"):
             self._ledger[block_index] = stats
 
@@ -700,7 +700,10 @@ class OutputWriter:
     def _check_owner(self, block_index) -> None:
         if self.owner is None:
             return
-        holder = read_provenance(self.url, storage_options=self.storage_options).get("run_id")
+        if self._format is None:
+            self._format = 3 if _read_json(self.url, _ATTRS_FILE[3], self.storage_options) is not None else 2
+        attrs = group_attributes(self.url, storage_options=self.storage_options, zarr_format=self._format) or {}
+        holder = (attrs.get(PROVENANCE_KEY) or {}).get("run_id")
         if holder != self.owner:
             raise RuntimeError(f"output {self.url!r} was taken over by another run (run id {holder}) while run "
                                f"{self.owner} was writing it; block {tuple(block_index)} is left out. Run one lncc "
@@ -961,7 +964,7 @@ def _join(url: str, *parts: str) -> str:
 def block_digest(values: dict[str, np.ndarray] | list[np.ndarray]) -> np.ndarray:
     """The checksum of a block: XXH3-128 of its float32 values, variable after variable, as two uint64.
 
-    Written beside each block's values and compared by :func:`pipeline.outputs.verify_blocks`; it is
+    Written beside each block's values and compared by :func:`pipeline.outputs.usable_blocks`; it is
     taken of the values, not the encoded bytes, so it checks a chunk whatever its codec and store.
     """
     import xxhash
@@ -995,14 +998,20 @@ def _read_json(url: str, key: str, storage_options: dict[str, Any] | None) -> An
         return None
 
 
-def group_attributes(url: str, *, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def group_attributes(url: str, *, storage_options: dict[str, Any] | None = None,
+                     zarr_format: int | None = None) -> dict[str, Any] | None:
     """The attributes of the zarr group at ``url``, read from its metadata file; None if it is no group.
 
     Read from the file itself, never from consolidated metadata, which may lag behind. A format-2
     group's ``.zattrs`` counts even before its ``.zgroup`` exists: :func:`write_group` writes it first.
+    ``zarr_format``, when known, reads just that format's file.
     """
+    if zarr_format == 2:  # known: one read (a block writer asks for every block)
+        attrs = _read_json(url, _ATTRS_FILE[2], storage_options)
+        return attrs if isinstance(attrs, dict) else None
     meta = _read_json(url, _ATTRS_FILE[3], storage_options)
-    if meta is not None:
+    if meta is not None or zarr_format == 3:
+        meta = meta or {}
         ok = isinstance(meta, dict) and meta.get("node_type") == "group"
         return dict(meta.get("attributes") or {}) if ok else None
     attrs = _read_json(url, _ATTRS_FILE[2], storage_options)
@@ -1079,21 +1088,27 @@ def read_provenance(url: str, *, storage_options: dict[str, Any] | None = None) 
     return dict(provenance) if isinstance(provenance, dict) else {}
 
 
-def sync_output(url: str) -> None:
-    """Make everything written to a local output durable (the files' data and their renames): ``syncfs`` of
-    its file system, ``sync`` where there is none. URL outputs: nothing to do (a PUT is durable once answered)."""
-    if not _is_local(url):
-        return
+def sync_outputs(urls: list[str]) -> None:
+    """Make everything written to local outputs durable (the files' data and their renames): one ``syncfs`` per
+    file system, ``sync`` where there is none. URL outputs: nothing to do (a PUT is durable once answered)."""
     import ctypes
 
-    fd = os.open(_local_path(url), os.O_RDONLY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = getattr(libc, "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
+    seen = set()
+    for url in urls:
+        if not _is_local(url):
+            continue
+        fd = os.open(_local_path(url), os.O_RDONLY)
+        try:
+            device = os.fstat(fd).st_dev
+            if device in seen:
+                continue
+            seen.add(device)
+            libc = ctypes.CDLL(None, use_errno=True)
+            syncfs = getattr(libc, "syncfs", None)
+            if syncfs is None or syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
 
 
 def write_array(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -45,6 +46,7 @@ __all__ = [
     "output_state",
     "foreign_entries",
     "check_output_path",
+    "InputIdentities",
     "create_output",
     "usable_blocks",
     "clean_partials",
@@ -59,10 +61,19 @@ _FORMAT_FILES = {3: ("zarr.json",), 2: (".zgroup", ".zattrs")}
 _GROUP_FILES = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
 
 
+#: The temporary files lncc and zarr write beside a file before renaming it into place: ``NAME.<32 hex>.partial``
+#: (zarr, :func:`pipeline.io.write_group`) and ``NAME.<pid>-<thread>.partial`` (lncc's chunk writes). A user's
+#: own ``*.partial`` file is not one of them.
+_TEMPORARY = re.compile(r".+\.(?:[0-9a-f]{32}|\d+-\d+)\.partial")
+#: What lncc writes inside one of its arrays or groups: zarr metadata and chunk files (``c/0/1`` in format 3,
+#: ``0.1`` or ``0/1`` in format 2; no others).
+_ARRAY_FILE = re.compile(r"(?:zarr\.json|\.zarray|\.zattrs|\.zgroup|\.zmetadata|(?:c/)?\d+(?:[./]\d+)*)")
+
+
 def _ignorable(name: str) -> bool:
     """Entries that do not make a folder non-empty: lncc's lock (and its temporary files), and the temporary
-    ``*.partial`` files a killed writer leaves."""
-    return name == LOCK_FILE or name.startswith(LOCK_FILE + ".") or name.endswith(".partial")
+    files a killed writer leaves."""
+    return name == LOCK_FILE or name.startswith(LOCK_FILE + ".") or _TEMPORARY.fullmatch(name) is not None
 
 
 def _entries(url: str, storage_options: dict[str, Any] | None) -> list[str] | None:
@@ -78,6 +89,19 @@ def _entries(url: str, storage_options: dict[str, Any] | None) -> list[str] | No
     root = root.rstrip("/")
     fs.invalidate_cache(root)
     return sorted({p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if p.rstrip("/") != root})
+
+
+def _files_under(url: str, entry: str, storage_options: dict[str, Any] | None) -> list[str]:
+    """The files below ``url/entry``, as paths relative to it (an entry that is a file: [""])."""
+    if io._is_local(url):
+        base = io._local_path(url) / entry
+        if not base.is_dir():
+            return [""]
+        return [str(p.relative_to(base)) for p in base.rglob("*") if not p.is_dir()]
+    fs, root = io._filesystem(url, storage_options)
+    base = f"{root.rstrip('/')}/{entry}"
+    found = fs.find(base)
+    return [p[len(base) + 1:] for p in found if p != base] if found != [base] else [""]
 
 
 def output_state(url: str, *, storage_options: dict[str, Any] | None = None) -> str:
@@ -111,29 +135,79 @@ def output_state(url: str, *, storage_options: dict[str, Any] | None = None) -> 
     return "lncc" if isinstance(attrs.get(io.PROVENANCE_KEY), dict) else "foreign"
 
 
+def _owned_names(provenance: dict[str, Any]) -> set[str] | None:
+    """The arrays an lncc output's provenance says it holds (data variables and coordinates); None for an
+    output of an lncc before 0.2, which did not say."""
+    names, coords = provenance.get("variables"), provenance.get("coords")
+    if not isinstance(names, list) or not isinstance(coords, list):
+        return None
+    return {str(n) for n in names + coords}
+
+
 def foreign_entries(url: str, *, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Entries directly inside an lncc output that lncc did not write there (e.g. a user's notes)."""
-    provenance = io.read_provenance(url, storage_options=storage_options)
-    names = provenance.get("variables")
-    dims = (provenance.get("inputs") or {}).get("reference", {}).get("dims")
+    """Files inside an lncc output that lncc did not write there (e.g. a user's notes), as relative paths.
+
+    lncc's own are the group's metadata, its lock and temporary files, and
+    inside the arrays its provenance names (and ``_lncc``) only zarr metadata
+    and chunk files.
+    """
+    owned = _owned_names(io.read_provenance(url, storage_options=storage_options))
     out = []
     for entry in _entries(url, storage_options) or []:
-        if entry in _GROUP_FILES or entry == io.STATE_GROUP or _ignorable(entry):
+        if entry in _GROUP_FILES or _ignorable(entry):
             continue
-        if isinstance(names, list) and isinstance(dims, list):
-            if entry in names or entry in dims:
-                continue
-        elif _is_zarr_node(io._join(url, entry), storage_options):  # an output of an older lncc
+        mine = entry == io.STATE_GROUP or (entry in owned if owned is not None
+                                           else _is_zarr_node(io._join(url, entry), storage_options))
+        if not mine:
+            out.append(entry)
             continue
-        out.append(entry)
+        for inner in _files_under(url, entry, storage_options):
+            name = inner.rsplit("/", 1)[-1]
+            if not inner or (not _ARRAY_FILE.fullmatch(_relative_to_array(inner)) and not _TEMPORARY.fullmatch(name)):
+                out.append(f"{entry}/{inner}" if inner else entry)
     return out
+
+
+def _relative_to_array(inner: str) -> str:
+    """A path inside ``_lncc`` (a group of arrays) relative to its array, so the same file rules apply."""
+    head, sep, rest = inner.partition("/")
+    return rest if sep and head in (io.LEDGER, io.CHECKSUMS) else inner
 
 
 def _is_zarr_node(url: str, storage_options: dict[str, Any] | None) -> bool:
     return any(io._read_json(url, name, storage_options) is not None for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
-def check_output_path(url: str, inputs: list[str], *, storage_options: dict[str, Any] | None = None) -> str:
+class InputIdentities:
+    """Where a run's local inputs really are (device, inode), found once for all its outputs' checks."""
+
+    def __init__(self, inputs: list[str]):
+        self.urls: dict[tuple[int, int], str] = {}
+        self.above: dict[tuple[int, int], str] = {}  # every folder above an input (and the input itself)
+        for source in inputs:
+            if not io._is_local(source) or not io._local_path(source).exists():
+                continue  # a missing input is reported when it is opened
+            chain = _identity_chain(io._local_path(source))
+            self.urls.setdefault(chain[0], source)
+            for node in chain:
+                self.above.setdefault(node, source)
+
+    def clash(self, url: str) -> str | None:
+        """The input that ``url`` is, contains or lies inside, if any."""
+        if not io._is_local(url):
+            return None
+        output = io._local_path(url)
+        chain = _identity_chain(output)
+        if not chain:
+            return None
+        # An output that does not exist yet can only lie inside an input (its chain starts at its parent).
+        if output.exists() and chain[0] in self.above:
+            return self.above[chain[0]]
+        return next((self.urls[node] for node in chain if node in self.urls), None)
+
+
+def check_output_path(url: str, inputs: InputIdentities | list[str], *,
+                      storage_options: dict[str, Any] | None = None) -> str:
     """Check that lncc may write ``url``; return its state (``absent`` or ``lncc``).
 
     Raises
@@ -145,7 +219,12 @@ def check_output_path(url: str, inputs: list[str], *, storage_options: dict[str,
         (compared as real paths: symlinks resolved, and bind mounts by device
         and inode).
     """
-    _check_apart(url, inputs)
+    identities = inputs if isinstance(inputs, InputIdentities) else InputIdentities(inputs)
+    source = identities.clash(url)
+    if source is not None:
+        raise InputError(f"output {url!r} and input {source!r} are the same folder or one lies inside the other "
+                         "(after following links and mounts); writing the output would destroy the input: write "
+                         "the map to another path")
     state = output_state(url, storage_options=storage_options)
     if state == "foreign":
         raise InputError(f"output {url!r} exists and was not written by lncc; lncc never deletes what it did not "
@@ -157,23 +236,6 @@ def check_output_path(url: str, inputs: list[str], *, storage_options: dict[str,
             raise InputError(f"output {url!r} is an lncc output but also holds {shown}, which lncc did not write; "
                              "move them out by hand (lncc never deletes them) or choose another output path")
     return state
-
-
-def _check_apart(url: str, inputs: list[str]) -> None:
-    """Refuse an output that is, contains or lies inside an input (local paths, by what they really are)."""
-    if not io._is_local(url):
-        return
-    output = io._local_path(url)
-    chain = _identity_chain(output)
-    for source in inputs:
-        if not io._is_local(source) or not io._local_path(source).exists():
-            continue  # a missing input is reported when it is opened
-        other = _identity_chain(io._local_path(source))
-        # An output that does not exist yet can only lie inside an input (its chain starts at its parent).
-        if chain and other and ((output.exists() and chain[0] in other) or other[0] in chain):
-            raise InputError(f"output {url!r} and input {source!r} are the same folder or one lies inside the "
-                             "other (after following links and mounts); writing the output would destroy the "
-                             "input: write the map to another path")
 
 
 def _identity_chain(path: Path) -> list[tuple[int, int]]:
@@ -239,7 +301,14 @@ def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, r
             raise ValueError(f"output chunks along {dim} {c} do not start on multiples of the zarr chunk {size}; "
                              "two tasks would write the same zarr chunk")
     replacing = output_state(url, storage_options=storage_options) == "lncc"
-    mark = {io.PROVENANCE_KEY: _mark(run_id, "replacing" if replacing else "creating")}
+    names = {"variables": list(result.data_vars), "coords": [str(c) for c in result.coords]}
+    if replacing:  # the mark names the old output's arrays too, so that a replacement killed part way is still ours
+        old_names = _owned_names(io.read_provenance(url, storage_options=storage_options))
+        if old_names is None:  # an output of an lncc before 0.2
+            old_names = {e for e in _entries(url, storage_options) or []
+                         if e != io.STATE_GROUP and _is_zarr_node(io._join(url, e), storage_options)}
+        names["coords"] = sorted(set(names["coords"]) | (old_names - set(names["variables"])))
+    mark = {io.PROVENANCE_KEY: {**_mark(run_id, "replacing" if replacing else "creating"), **names}}
     if replacing:
         # The old output's own metadata says "replacing" before any of its data goes; format 2's consolidated
         # copy (.zmetadata, which xarray reads first) goes before that.
@@ -279,7 +348,7 @@ def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, r
     state.create_array(io.LEDGER, shape=grid + (STATS_LENGTH,), chunks=ones + (STATS_LENGTH,), dtype="float64",
                        fill_value=np.nan, compressors=None)
     full = {**provenance, "software": "lncc", "run_id": run_id, "variables": list(result.data_vars),
-            "blocks": [list(c) for c in ncc.chunks]}
+            "coords": [str(c) for c in result.coords], "blocks": [list(c) for c in ncc.chunks]}
     io.update_provenance(url, full, storage_options=storage_options)
 
 
@@ -371,8 +440,9 @@ def clean_partials(url: str) -> int:
         return 0
     removed = 0
     for path in io._local_path(url).rglob("*.partial"):
-        path.unlink(missing_ok=True)
-        removed += 1
+        if _TEMPORARY.fullmatch(path.name):  # never a user's own *.partial file
+            path.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 
@@ -423,6 +493,10 @@ class OutputLock:
                     os.link(temp, self.path)
                 except FileExistsError:
                     holder = self._holder()
+                    if holder is not None and holder.get("pid") == os.getpid() and \
+                            holder.get("host") == socket.gethostname():
+                        raise InputError(f"two pairs of this run write the same output {self.url!r} (by different "
+                                         "paths to one folder); give each pair its own output") from None
                     if holder is None or not _is_stale(holder):
                         who = (f"host {holder.get('host')}, pid {holder.get('pid')}, started {holder.get('started')}"
                                if holder else "unreadable lock file")

@@ -216,7 +216,7 @@ def _check_block_count(info: io.InputInfo, chunks: tuple[int, ...], radius: int)
     frames = info.shape[0] // min(chunks[0], info.shape[0]) if len(chunks) == 3 else 1
     side = math.isqrt(info.shape[-2] * info.shape[-1] * max(frames, 1) // MAX_BLOCKS) + 1
     raise ConfigError(f"config error: chunks {dict(zip(info.dims, chunks))} cut {info.url!r} into {blocks:,} blocks, "
-                      f"over the {MAX_BLOCKS:,} a run takes (each block is a task, a ledger entry and its own files, "
+                      f"over the {MAX_BLOCKS:,} a pair may have (each block is a task, a ledger entry and its own files, "
                       f"so tiny blocks make a run crawl); use chunks of at least {max(side, radius)} pixels along "
                       "y and x, or leave chunks out to let lncc choose")
 
@@ -237,8 +237,9 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
     """
     plans = []
     options = config.storage_options
-    inputs = [url for p in config.all_pairs() for url in (p.reference, p.moving, p.reference_mask, p.moving_mask)
-              if url is not None]
+    inputs = outputs.InputIdentities([url for p in config.all_pairs() for url in (p.reference, p.moving,
+                                                                                  p.reference_mask, p.moving_mask)
+                                      if url is not None])
     for pair in config.all_pairs():
         ref = io.inspect_input(pair.reference, config.dims, storage_options=options)
         mov = io.inspect_input(pair.moving, config.dims, storage_options=options)
@@ -252,7 +253,7 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
                                 ref.dims, mov.dims)
         except InputError as exc:
             hint = ""
-            if len(ref.shape) == 3 and ref.shape[-1] <= 4 and order[0] != len(ref.shape) - 1:
+            if len(ref.shape) == 3 and ref.shape[-1] <= 4 and order[0] != 2 and "colour" not in str(exc):
                 hint = (f"; if its last axis (length {ref.shape[-1]}) holds colour channels: colour is not "
                         "supported yet, convert to one grey image (e.g. Rec. 709 luminance) or select one channel")
             raise InputError(f"{pair.reference} / {pair.moving}: {exc}{hint}") from None
@@ -548,6 +549,7 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
     summary = RunSummary(seconds=time.perf_counter() - computing, startup_seconds=computing - started_wall,
                          sync_seconds=synced, peak_rss_mb=rss.mb)
     summary.pairs = [_finish_pair(config, plan, counts) for plan in plans]
+    io.sync_outputs([p.pair.output for p in plans if p.action != "up to date"])  # the completion markers too
     return summary
 
 
@@ -613,8 +615,7 @@ def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[
     # Durable before any output says complete: the chunk files, the ledger and their renames, flushed by each
     # process that wrote them (syncfs of the output's file system).
     synced = time.perf_counter()
-    for url in urls:
-        ex.start(io.sync_output, url).join()
+    ex.start(io.sync_outputs, urls).join()
     return time.perf_counter() - synced
 
 
@@ -629,7 +630,6 @@ def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
         # The completion marker: written last, after every block and its ledger entry are durable.
         io.update_provenance(url, {"status": "complete", "finished": datetime.now(timezone.utc).isoformat(),
                                    "summary": stats}, storage_options=config.storage_options)
-        io.sync_output(url)
     quantiles = {k: v for k, v in stats.items() if k.startswith("q")}
     computed, total = counts.get(url, (0, int(done_blocks(ledger).size)))
     return PairResult(url, plan.reference.shape, int(np.prod(plan.reference.shape)), stats["mean"], quantiles,

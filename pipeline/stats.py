@@ -276,7 +276,7 @@ def entries_valid(ledger: np.ndarray, pixels) -> np.ndarray:
         The ledger's leading shape; an absent entry (NaN row) is not valid.
     """
     ledger = _check_length(ledger, "ledger")
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # a garbled entry may hold anything
         counts = ledger[..., :HIST_BINS]
         finite, lo, hi = ledger[..., FINITE], ledger[..., MIN], ledger[..., MAX]
         flat_count, flat_value, total = ledger[..., FLAT], ledger[..., FLAT_VALUE], ledger[..., PIXELS]

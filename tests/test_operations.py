@@ -99,7 +99,7 @@ def test_leftover_partial_files_are_removed_on_resume(tmp_path: Path, pair):
     ledger[1, 2] = np.nan
     zarr.open_group(str(out), mode="r+").attrs["lncc"] = {**dict(zarr.open_group(str(out)).attrs["lncc"]),
                                                           "status": "running"}
-    leftover = out / "ncc" / "c" / "1" / "2.0123abcd.partial"
+    leftover = out / "ncc" / "c" / "1" / "2.4242-139871.partial"  # as lncc names them: pid-thread
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"half a chunk")
     rerun = lncc("run", str(cfg), cwd=tmp_path)
