@@ -58,7 +58,7 @@ LOCK_FILE = ".lncc.lock"
 #: A zarr group's own metadata files, by format (consolidated metadata: in format 3's zarr.json, format 2's
 #: .zmetadata, which is rewritten after every provenance update).
 _FORMAT_FILES = {3: ("zarr.json",), 2: (".zgroup", ".zattrs")}
-_GROUP_FILES = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
+_GROUP_FILES = (*_FORMAT_FILES[3], *_FORMAT_FILES[2], ".zmetadata")
 
 
 #: The temporary files lncc and zarr write beside a file before renaming it into place: ``NAME.<32 hex>.partial``
