@@ -1,4 +1,4 @@
-"""The ``lncc`` command: thin wrappers over :mod:`pipeline.config` and :mod:`pipeline.run`.
+"""The ``lncc`` command: thin wrappers over :mod:`pipeline.config` and :mod:`pipeline.job`.
 
 Exit codes: 0 success; 2 bad config or bad input (one line on stderr, nothing
 written); 1 any other failure (one line on stderr; set ``LNCC_DEBUG=1`` for the
@@ -181,7 +181,7 @@ def run(
 
     def body():
         from .config import load_config
-        from .run import run as run_config
+        from .job import run as run_config
 
         cfg = load_config(config, set_ or [])
         _hide(cfg.storage_options)
@@ -205,7 +205,7 @@ def validate(
 
     def body():
         from .config import load_config
-        from .run import plan_run
+        from .job import plan_run
 
         cfg = load_config(config, set_ or [])
         _hide(cfg.storage_options)
@@ -223,9 +223,9 @@ def job_script(config: ConfigArg, set_: SetOpt = None) -> None:
     """Print the batch script one job of CONFIG's jobqueue cluster would run (nothing is submitted)."""
 
     def body():
-        from .cluster import job_script as build
         from .config import load_config
         from .errors import ConfigError
+        from .job.cluster import job_script as build
 
         cfg = load_config(config, set_ or [])
         if cfg.compute.jobqueue is None:
@@ -252,7 +252,7 @@ def inspect(
     def body():
         import json
 
-        from .inspect import describe_output
+        from .job.describe import describe_output
 
         report = describe_output(output, verify=verify)
         damaged = f", {report['blocks_damaged']} damaged or missing" if report["blocks_damaged"] else ""

@@ -4,7 +4,10 @@ Usage::
 
     python scripts/bench.py                    # full run (~5 min on 2 cores)
     python scripts/bench.py --size 2048 --e2e-size 4096   # quick look
-    python scripts/bench.py --markdown BENCHMARKS.md      # also write the tables
+    python scripts/bench.py --sections kernel e2e         # only some of: kernel e2e ops scale
+    python scripts/bench.py --markdown docs/benchmarks-history.md   # also append the tables to the history
+
+After a run appended to docs/benchmarks-history.md, update the current table of BENCHMARKS.md by hand.
 
 Everything is measured in one process run, so the ratios compare like with like
 on a noisy machine. Mpx/s = million output pixels per second. Errors are the
@@ -32,7 +35,7 @@ from scipy.ndimage import uniform_filter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.kernel import local_ncc_numpy  # noqa: E402
+from pipeline.core.kernel import local_ncc_numpy  # noqa: E402
 from pipeline.testing import sample_pair  # noqa: E402
 
 
@@ -85,22 +88,22 @@ def kernel_table(size: int, windows: list[int], repeats: int) -> tuple[list[list
     for w in windows:
         r = w // 2
         valid = (96 - 2 * r) ** 2
-        t = best_of(lambda: naive(crop_a, crop_b, w), 1)
+        t = best_of(lambda w=w: naive(crop_a, crop_b, w), 1)
         cells["naive"].append(f"{valid / t / 1e6:.3f}")
-        t = best_of(lambda: textbook(a, b, w), 1)
+        t = best_of(lambda w=w: textbook(a, b, w), 1)
         cells["scipy64"].append(f"{px / t / 1e6:.1f}")
         ref, vx, vy = textbook(a, b, w)
         mask = (vx > 0.5) & (vy > 0.5)
-        t = best_of(lambda: textbook(a, b, w, np.float32), 1)
+        t = best_of(lambda w=w: textbook(a, b, w, np.float32), 1)
         cells["scipy32"].append(f"{px / t / 1e6:.1f}")
         errors["scipy32"].append(float(np.abs(textbook(a, b, w, np.float32)[0] - ref)[mask].max()))
         local_ncc_numpy(a, b, w)  # compile / warm
         errors["ours"].append(float(np.abs(local_ncc_numpy(a, b, w) - ref)[mask].max()))
-        t = best_of(lambda: local_ncc_numpy(a, b, w, threads=1), repeats)
+        t = best_of(lambda w=w: local_ncc_numpy(a, b, w, threads=1), repeats)
         cells["ours1"].append(f"{px / t / 1e6:.1f}")
         af, bf = a.astype(np.float32), b.astype(np.float32)
         local_ncc_numpy(af, bf, w)
-        t = best_of(lambda: local_ncc_numpy(af, bf, w), repeats)
+        t = best_of(lambda af=af, bf=bf, w=w: local_ncc_numpy(af, bf, w), repeats)
         cells["ours_f32"].append(f"{px / t / 1e6:.1f}")
         errors["ours_f32"].append(float(np.abs(local_ncc_numpy(af, bf, w) - ref)[mask].max()))
     # The main row goes last and round-robin over the windows, so that a slow spell of this shared
@@ -108,7 +111,7 @@ def kernel_table(size: int, windows: list[int], repeats: int) -> tuple[list[list
     best = {w: float("inf") for w in windows}
     for _ in range(repeats):
         for w in windows:
-            best[w] = min(best[w], best_of(lambda: local_ncc_numpy(a, b, w), 1))
+            best[w] = min(best[w], best_of(lambda w=w: local_ncc_numpy(a, b, w), 1))
     for w in windows:
         ours_rate[w] = px / best[w] / 1e6
         cells["ours"].append(f"{ours_rate[w]:.1f}")
@@ -151,7 +154,8 @@ def make_e2e_pair(directory: Path, size: int, chunk: int) -> tuple[str, str]:
 
 def e2e(directory: Path, out_dir: Path, size: int, window: int, chunk: int | None, workers: int,
         compute: dict | None = None) -> dict[str, float]:
-    """One `lncc run` of the size^2 pair as a subprocess; its own timing, RSS, and the CPU-seconds of all its processes."""
+    """One `lncc run` of the size^2 pair as a subprocess: its own timing and RSS, and the CPU-seconds of all its
+    processes."""
     import resource
 
     ref_url, mov_url = make_e2e_pair(directory, size, 1024)
@@ -189,13 +193,13 @@ def operations(directory: Path, size: int, window: int) -> list[str]:
     before and XXH3-128), making the output durable (syncfs), and an up-to-date rerun that reads the whole
     output back against its checksums."""
     import hashlib
-    import xxhash
     import zlib
 
+    import xxhash
+
     from pipeline.config import parse_config
-    from pipeline.io import fingerprint
-    from pipeline.outputs import usable_blocks
-    from pipeline.run import run
+    from pipeline.io import fingerprint, usable_blocks
+    from pipeline.job import run
 
     ref_url, mov_url = make_e2e_pair(directory, size, 1024)
     files = [p for url in (ref_url, mov_url) for p in Path(url).rglob("*") if p.is_file()]
@@ -210,7 +214,7 @@ def operations(directory: Path, size: int, window: int) -> list[str]:
     rows = []
     for label, fn in (("CRC-32 (before)", zlib.crc32), ("SHA-256 (now)", lambda d: hashlib.sha256(d).digest()),
                       ("XXH3-128", lambda d: xxhash.xxh3_128(d).digest())):
-        rows.append(f"| {label} | {best_of(lambda: digest_all(fn), 3):.3f} |")
+        rows.append(f"| {label} | {best_of(lambda fn=fn: digest_all(fn), 3):.3f} |")
     full = best_of(lambda: [fingerprint(u) for u in (ref_url, mov_url)], 3)
     out = directory / f"ops-{size}.zarr"
     shutil.rmtree(out, ignore_errors=True)
@@ -238,7 +242,8 @@ def scale_out(args, kernel_rate: float) -> list[str]:
     """Gigapixel runs (threads and a LocalCluster, each with a memory budget) and a scaling table."""
     gp = args.scale_size
     lines = ["", f"### Scale out: {gp} x {gp} uint8 pair ({gp * gp / 1e9:.2f} gigapixel, zarr 3, 1024^2 input "
-                 f"chunks, window {args.e2e_window}, output on disk, raw float32 map of {gp * gp * 4 / 1e9:.1f} GB)", "",
+                 f"chunks, window {args.e2e_window}, output on disk, raw float32 map of {gp * gp * 4 / 1e9:.1f} GB)",
+             "",
              f"Best of {args.e2e_repeats} runs (median in brackets). CPU s: user + system time of every process of "
              "the run (start-up included), per gigapixel pair.", "",
              "| scheduler | compute.memory | blocks | compute s | Mpx/s | vs threads | vs in-memory kernel | "
@@ -257,7 +262,8 @@ def scale_out(args, kernel_rate: float) -> list[str]:
         block = _blocks(res["summary"])
         lines.append(f"| {label} | {compute['memory']} | {block} | {res['compute_s']:.1f} ({mid['compute_s']:.1f}) | "
                      f"{res['mpx_s']:.0f} ({mid['mpx_s']:.0f}) | {res['mpx_s'] / threads_rate:.2f}x "
-                     f"({mid['mpx_s'] / threads_mid:.2f}x) | {res['mpx_s'] / kernel_rate:.2f}x ({mid['mpx_s'] / kernel_rate:.2f}x) | "
+                     f"({mid['mpx_s'] / threads_mid:.2f}x) | {res['mpx_s'] / kernel_rate:.2f}x "
+                     f"({mid['mpx_s'] / kernel_rate:.2f}x) | "
                      f"{max(r['peak_rss_mb'] for r in runs):.0f} MB | "
                      f"{min(r['cpu_s'] for r in runs) / (gp * gp / 1e9):.1f} |")
         print(lines[-1], flush=True)

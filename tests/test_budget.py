@@ -14,11 +14,11 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import budget
+from pipeline.job import budget
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError
 from pipeline.io import write_array
-from pipeline.run import plan_run
+from pipeline.job import plan_run
 from pipeline.testing import sample_pair, write_config
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline import InputError, local_ncc
 from pipeline import testing as ptesting
-from pipeline.graph import OUTPUT_ATTRS
+from pipeline.core.variables import OUTPUT_ATTRS
 
 DTYPES = ["uint8", "uint16", "int16", "float32", "float64"]
 BOUNDARIES = ["reflect", "nearest", "constant", "nan"]
@@ -327,7 +327,7 @@ class _Collect:
 def test_sink_blocks_equal_in_memory(data, boundary, extras, video, nodata, stacked, dtype):
     """Every block a run's sink receives, put in its region, rebuilds the in-memory result exactly, whether the
     images come as two arrays or stacked in one (nodata and NaN then found inside each padded block)."""
-    from pipeline.api import local_ncc_into, local_ncc_pair_into
+    from pipeline.chunked.entry import local_ncc_into, local_ncc_pair_into
 
     h = data.draw(st.integers(3, 40), label="h")
     w = data.draw(st.integers(3, 40), label="w")
@@ -367,7 +367,7 @@ class _RecordingReader:
 def test_stored_pair_graph_has_one_task_per_block_and_reads_each_block_once():
     """A pair read by its own tasks: one task per block (no halo or concatenation tasks), each reading one
     padded region of both images; its blocks equal the in-memory result."""
-    from pipeline.api import local_ncc_pair_into
+    from pipeline.chunked.entry import local_ncc_pair_into
 
     ref, mov = ptesting.sample_pair((50, 70), "uint8", seed=5)
     reader = _RecordingReader(np.stack([ref, mov]))

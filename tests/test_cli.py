@@ -14,7 +14,8 @@ import yaml
 import zarr
 
 from pipeline.io import read_provenance, write_array
-from pipeline.testing import reference_ncc, run_cli, sample_pair
+from pipeline.testing import reference_ncc, sample_pair
+from support import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (64, 80)
@@ -359,7 +360,7 @@ def _closed_pipe_run(tmp_path, *args):
 def test_closed_stdout_exits_quietly(tmp_path):
     """`lncc inspect OUT | head` and `lncc job-script CONFIG | head`: exit 0, nothing on stderr."""
     from pipeline.config import parse_config
-    from pipeline.run import run as run_config
+    from pipeline.job import run as run_config
 
     make_inputs(tmp_path)
     run_config(parse_config({"reference": str(tmp_path / "ref.zarr"), "moving": str(tmp_path / "mov.zarr"),

@@ -17,9 +17,10 @@ import zarr
 
 from pipeline.config import parse_config
 from pipeline.io import read_ledger, write_array
-from pipeline.stats import done_blocks
-from pipeline.testing import DaskCluster, chunk_files, reference_ncc, sample_pair, write_config
-from pipeline.testing import run_cli as lncc
+from pipeline.core.stats import done_blocks
+from pipeline.testing import reference_ncc, sample_pair, write_config
+from support import DaskCluster, chunk_files
+from support import run_cli as lncc
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def test_blocks_go_to_workers_in_contiguous_bands(cluster):
     import dask
     from distributed import Client
 
-    from pipeline.cluster import Executor
+    from pipeline.job.cluster import Executor
 
     def where(i: int) -> str:  # defined here: pickled by value, so the workers need not import the tests
         import time
@@ -129,7 +130,7 @@ def test_blocks_go_to_workers_in_contiguous_bands(cluster):
     ({"a": 1, "b": 1, "c": 1}, 2, [1, 1]),  # fewer tasks than workers: no empty band
 ])
 def test_bands_split_tasks_by_threads(nthreads, n, expected):
-    from pipeline.cluster import _bands
+    from pipeline.job.cluster import _bands
 
     bands = _bands(list(range(n)), nthreads)
     assert [len(part) for part, _ in bands] == expected
@@ -168,7 +169,7 @@ def test_client_killed_mid_run_then_rerun_on_the_cluster_resumes_bit_identical(t
 
 def test_local_cluster_run_equals_threads_and_counts_worker_memory(tmp_path: Path):
     """scheduler: local starts worker processes for the run; same bytes as threads, RSS includes the workers."""
-    from pipeline.run import run
+    from pipeline.job import run
 
     _, _, (ref_url, mov_url) = _pair(tmp_path, shape=(700, 900), chunks=(100, 100), seed=14)
     common = dict(reference=ref_url, moving=mov_url, window=11, chunks={"y": 200, "x": 300})

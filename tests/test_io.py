@@ -1,4 +1,4 @@
-"""Zarr input inspection, output state, and whole runs through pipeline.run.run on real stores."""
+"""Zarr input inspection, output state, and whole runs through pipeline.job.run on real stores."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from pipeline.config import parse_config
 from pipeline.errors import InputError
 from pipeline.io import PROVENANCE_KEY, inspect_input, read_provenance, write_array
-from pipeline.outputs import output_state
-from pipeline.run import run
+from pipeline.io import output_state
+from pipeline.job import run
+from pipeline.io.readers.chunks import ChunkReader
+from pipeline.io.writers.files import write_file
 from pipeline.testing import reference_ncc, sample_pair
 
 FORMATS = [2, 3]
@@ -390,9 +392,10 @@ def test_output_writer_direct_chunks_equal_zarr_writes(tmp_path, zarr_format, co
     """Chunks lncc encodes itself read back through zarr exactly, edge chunks and multi-chunk blocks included."""
     import dask.array as da
 
-    from pipeline.io import OutputWriter, _direct_codec, read_ledger
-    from pipeline.outputs import create_output
-    from pipeline.stats import STATS_LENGTH
+    from pipeline.io import OutputWriter, read_ledger
+    from pipeline.io.codecs import direct_codec
+    from pipeline.io import create_output
+    from pipeline.core.stats import STATS_LENGTH
 
     rng = np.random.default_rng(1)
     values = rng.uniform(-1, 1, shape).astype(np.float32)
@@ -404,7 +407,7 @@ def test_output_writer_direct_chunks_equal_zarr_writes(tmp_path, zarr_format, co
     url = str(tmp_path / "out.zarr")
     create_output(url, template, {"status": "running"}, run_id="test", zarr_format=zarr_format,
                   compressor=compressor)
-    assert _direct_codec(zarr.open_array(store=url + "/ncc")) is not None  # the fast path is taken
+    assert direct_codec(zarr.open_array(store=url + "/ncc")) is not None  # the fast path is taken
     writer = OutputWriter(url, ("ncc",))
     block_chunks = template["ncc"].data.chunks
     for index in np.ndindex(*template["ncc"].data.numblocks):
@@ -452,7 +455,6 @@ def _stored_array(path, data, chunks, zarr_format, compressor, fill_value, drop=
        dtype=st.sampled_from(["uint8", "<u2", ">u2", "int16", "<f4", ">f8", "bool"]))
 def test_chunk_reader_equals_zarr(tmp_path_factory, data, layout, dtype):
     """Any region read by lncc's own chunk reader equals zarr's read: edge chunks, missing chunks, byte orders."""
-    from pipeline.io import _ChunkReader
 
     zarr_format, compressor = layout
     ndim = data.draw(st.integers(2, 3))
@@ -466,7 +468,7 @@ def test_chunk_reader_equals_zarr(tmp_path_factory, data, layout, dtype):
     fill = None if (zarr_format == 2 and data.draw(st.booleans())) else (True if dtype == "bool" else 7)
     path = tmp_path_factory.mktemp("read") / "a.zarr"
     _stored_array(path, values, chunks, zarr_format, compressor, fill, drop)
-    reader = _ChunkReader.for_array(zarr.open_array(store=str(path), mode="r"), str(path))
+    reader = ChunkReader.for_array(zarr.open_array(store=str(path), mode="r"), str(path))
     assert reader is not None
     lo = [data.draw(st.integers(0, n - 1)) for n in shape]
     hi = [data.draw(st.integers(a + 1, n)) for a, n in zip(lo, shape)]
@@ -531,8 +533,8 @@ def test_chunk_cache_serves_each_edge_of_a_chunk(tmp_path, monkeypatch, limit):
         infos.append(inspect_input(str(tmp_path / f"{name}.zarr")))
     pair = lio.open_pair(*infos, halo=2, cache_bytes=limit)
     decoded = []
-    original = lio._ChunkReader._chunk
-    monkeypatch.setattr(lio._ChunkReader, "_chunk", lambda self, coords: decoded.append(coords) or original(self, coords))
+    original = ChunkReader._chunk
+    monkeypatch.setattr(ChunkReader, "_chunk", lambda self, coords: decoded.append(coords) or original(self, coords))
 
     def read(ys, xs):
         out = np.zeros((2, ys.stop - ys.start, xs.stop - xs.start), dtype=np.uint16)
@@ -554,7 +556,7 @@ def test_chunk_reader_declines_layouts_it_does_not_know(tmp_path):
     """Sharded, filtered or Fortran-ordered arrays go through zarr, and open_input still reads them right."""
     import numcodecs
 
-    from pipeline.io import _ChunkReader, open_input
+    from pipeline.io import open_input
 
     values = np.arange(40 * 30, dtype=np.uint16).reshape(40, 30)
     sharded = zarr.create_array(store=str(tmp_path / "s.zarr"), shape=values.shape, chunks=(10, 10),
@@ -566,7 +568,7 @@ def test_chunk_reader_declines_layouts_it_does_not_know(tmp_path):
     for array in (sharded, filtered, fortran):
         array[...] = values
         url = str(array.store_path.store.root)
-        assert _ChunkReader.for_array(zarr.open_array(store=url, mode="r"), url) is None
+        assert ChunkReader.for_array(zarr.open_array(store=url, mode="r"), url) is None
         lazy = open_input(inspect_input(url), (16, 16))
         np.testing.assert_array_equal(lazy.values, values)
 
@@ -599,14 +601,14 @@ def test_write_file_writes_exact_bytes(tmp_path, size, offset):
 
     data = np.random.default_rng(size).integers(0, 256, size + offset, dtype=np.uint8)[offset:]
     path = tmp_path / "chunk.bin"
-    lio._write_file(path, data)
+    write_file(path, data)
     assert path.read_bytes() == data.tobytes()
     if getattr(os, "O_DIRECT", 0):
         try:  # the file system here takes O_DIRECT: then lio must not have fallen back to buffered writes
             os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
         except OSError:
             return
-        assert os.stat(tmp_path).st_dev not in lio._no_direct
+        assert os.stat(tmp_path).st_dev not in lio.process_state().no_direct
 
 
 # --- deferred block writes ------------------------------------------------------------------------------------------
@@ -615,7 +617,7 @@ def test_write_file_writes_exact_bytes(tmp_path, size, offset):
 def _blocks_output(tmp_path, shape=(64, 96), chunks=((32, 32), (32, 32, 32))):
     import dask.array as da
 
-    from pipeline.outputs import create_output
+    from pipeline.io import create_output
 
     template = xr.Dataset({"ncc": (("y", "x"), da.empty(shape, chunks=chunks, dtype=np.float32))})
     url = str(tmp_path / "out.zarr")
@@ -633,8 +635,8 @@ def test_deferred_writes_never_reuse_a_buffer_whose_write_is_in_flight(tmp_path)
     import threading
     import time
 
-    from pipeline.io import OutputWriter, _writer_pool, finish_writes, read_ledger
-    from pipeline.stats import STATS_LENGTH
+    from pipeline.io import OutputWriter, finish_writes, process_state, read_ledger
+    from pipeline.core.stats import STATS_LENGTH
 
     url, regions = _blocks_output(tmp_path)
     values = np.random.default_rng(7).uniform(-1, 1, (64, 96)).astype(np.float32)
@@ -657,7 +659,7 @@ def test_deferred_writes_never_reuse_a_buffer_whose_write_is_in_flight(tmp_path)
 
     # Every write thread held up: the first two blocks' writes stay queued, so the third block must wait.
     gate = threading.Event()
-    stalls = [_writer_pool().submit(gate.wait) for _ in range(_writer_pool()._max_workers)]
+    stalls = [process_state().writes.pool().submit(gate.wait) for _ in range(process_state().writes.pool()._max_workers)]
     worker = threading.Thread(target=blocks)
     worker.start()
     try:
@@ -685,7 +687,7 @@ def test_a_failed_deferred_write_is_raised_once_and_its_block_stays_undone(tmp_p
     import threading
 
     from pipeline.io import OutputWriter, finish_writes, read_ledger
-    from pipeline.stats import STATS_LENGTH
+    from pipeline.core.stats import STATS_LENGTH
 
     url, regions = _blocks_output(tmp_path)
     (tmp_path / "out.zarr" / "ncc" / "c").mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ import xarray as xr
 
 from pipeline import InputError, local_ncc
 from pipeline import testing as ptesting
-from pipeline.graph import EXTRA_NAMES, OUTPUT_ATTRS
-from pipeline.kernel import local_ncc_numpy
+from pipeline.core.variables import EXTRA_NAMES, OUTPUT_ATTRS
+from pipeline.core.kernel import local_ncc_numpy
 from pipeline.testing import cast_to, reference_ncc, sample_pair
 
 DTYPES = ["uint8", "uint16", "int16", "float32", "float64"]
@@ -415,7 +415,7 @@ def test_nan_boundary_blanks_exactly_radius_rows_and_cols(shape, window):
 def test_fill_border_of_a_block_equals_np_pad(data, boundary, video):
     """A block read with its halo (the in-image part only) and its border filled equals the same window of the
     whole image padded by np.pad, for any block position, images narrower than the radius included."""
-    from pipeline.kernel import fill_border, pad
+    from pipeline.core.boundary import fill_border, pad
 
     h = data.draw(st.integers(1, 30), label="h")
     w = data.draw(st.integers(1, 30), label="w")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline import InputError, local_ncc
 from pipeline.io import write_array
-from pipeline.kernel import invalid_mask
+from pipeline.core.masks import invalid_mask
 from pipeline.testing import reference_ncc, sample_pair
 
 NAMES = ("ncc", "valid_fraction", "std_reference", "std_moving")

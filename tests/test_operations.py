@@ -19,10 +19,11 @@ import pytest
 import zarr
 
 from pipeline.io import read_ledger, write_array
-from pipeline.stats import done_blocks
-from pipeline.outputs import LOCK_FILE
-from pipeline.testing import chunk_files, sample_pair, write_config
-from pipeline.testing import run_cli as lncc
+from pipeline.core.stats import done_blocks
+from pipeline.io import LOCK_FILE
+from pipeline.testing import sample_pair, write_config
+from support import chunk_files
+from support import run_cli as lncc
 
 
 @pytest.fixture
@@ -248,7 +249,7 @@ def test_a_dead_worker_process_fails_clearly_or_is_retried_and_nothing_is_lost(t
 def test_unreadable_lock_is_held_and_a_foreign_lock_is_never_released(tmp_path: Path, pair):
     """A lock file that cannot be read counts as held; releasing never deletes another run's lock."""
     from pipeline.errors import InputError
-    from pipeline.outputs import OutputLock
+    from pipeline.io import OutputLock
 
     out = str(tmp_path / "out.zarr")
     lock = tmp_path / "out.zarr" / LOCK_FILE

@@ -1,6 +1,6 @@
 """Inputs and outputs on object storage: a real S3-compatible server (moto) on 127.0.0.1.
 
-The server runs in a subprocess for the whole module (:class:`pipeline.testing.S3Server`);
+The server runs in a subprocess for the whole module (:class:`support.S3Server`);
 credentials are fake and come from the environment, the endpoint from ``storage_options`` in
 the config, as a user would write them. Every test uses its own prefix of the one bucket.
 """
@@ -24,10 +24,11 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
 from pipeline.config import RunConfig  # noqa: E402
-from pipeline.inspect import describe_output  # noqa: E402
+from pipeline.job.describe import describe_output  # noqa: E402
 from pipeline.io import write_array  # noqa: E402
-from pipeline.run import run  # noqa: E402
-from pipeline.testing import S3Server, reference_ncc, run_cli, sample_pair, write_config  # noqa: E402
+from pipeline.job import run  # noqa: E402
+from pipeline.testing import reference_ncc, sample_pair, write_config  # noqa: E402
+from support import S3Server, run_cli
 
 BUCKET = "lncc-test"
 REPO = Path(__file__).resolve().parents[1]
@@ -264,7 +265,7 @@ def test_s3_errors_are_one_line_without_secrets(tmp_path, s3, options):
     assert down.returncode == 2, down.stderr
     assert len(down.stderr.strip().splitlines()) == 1 and present in down.stderr and "cannot be read" in down.stderr
     from pipeline.errors import InputError
-    from pipeline.run import plan_run
+    from pipeline.job import plan_run
 
     with pytest.raises(InputError, match="'s3://no-such-bucket/o.zarr' cannot be written .*bucket does not exist"):
         plan_run(config(reference=present, moving=present, output="s3://no-such-bucket/o.zarr",

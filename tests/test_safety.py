@@ -20,9 +20,9 @@ import zarr
 
 from pipeline import local_ncc
 from pipeline.io import read_ledger, read_provenance, write_array
-from pipeline.outputs import LOCK_FILE, OutputLock, create_output, output_state
-from pipeline.stats import STATS_LENGTH, done_blocks
-from pipeline.testing import run_cli as lncc
+from pipeline.io import LOCK_FILE, OutputLock, create_output, output_state
+from pipeline.core.stats import STATS_LENGTH, done_blocks
+from support import run_cli as lncc
 from pipeline.testing import sample_pair, write_config
 
 pytestmark = pytest.mark.slow
@@ -117,7 +117,7 @@ def test_a_users_file_deep_inside_an_lncc_output_is_not_deleted(tmp_path, pair, 
 def test_a_users_partial_file_is_neither_ignored_nor_deleted(tmp_path, pair):
     """Only the temporary files lncc and zarr write count as leftovers: a user's ``draft.partial`` makes a folder
     non-empty (refused), and a resume's clean-up of leftovers keeps it."""
-    from pipeline.outputs import clean_partials
+    from pipeline.io import clean_partials
 
     folder = tmp_path / "out.zarr"
     folder.mkdir()
@@ -377,7 +377,7 @@ def _damage(path: Path, how: str) -> None:
 def _run(tmp_path, pair, **settings):
     """One run in this process (the CLI's own path, without a subprocess's start-up); its only pair's result."""
     from pipeline.config import load_config
-    from pipeline.run import run
+    from pipeline.job import run
 
     return run(load_config(_config(tmp_path, pair, output=tmp_path / "out.zarr", **settings))).pairs[0]
 
@@ -387,7 +387,7 @@ def _run(tmp_path, pair, **settings):
 def test_a_damaged_chunk_is_found_and_recomputed(tmp_path, pair, how, compressor):
     """Delete, garble or truncate one chunk of a complete output: a verifying inspect says damaged, the rerun
     recomputes just that block (not "up to date") and the map is exact again."""
-    from pipeline.inspect import describe_output
+    from pipeline.job.describe import describe_output
 
     out = tmp_path / "out.zarr"
     _run(tmp_path, pair, compressor=compressor)
@@ -422,7 +422,7 @@ def test_inspect_reports_damage_with_exit_1(tmp_path, pair):
 def test_a_damaged_ledger_entry_is_recomputed(tmp_path, pair, how):
     """A missing, garbled or truncated ledger entry: the rerun recomputes that block instead of failing with
     "missing blocks" for ever."""
-    from pipeline.inspect import describe_output
+    from pipeline.job.describe import describe_output
 
     out = tmp_path / "out.zarr"
     _run(tmp_path, pair)
@@ -483,7 +483,7 @@ def test_frames_last_are_found_by_name_and_kept_in_place(tmp_path):
     """A (y, x, t) pair: the window spans y and x, frames stay apart, the output keeps (y, x, t), and chunking
     (frames split, blocks shorter than the radius merged) changes nothing."""
     from pipeline.config import load_config
-    from pipeline.run import run
+    from pipeline.job import run
 
     ref, mov = sample_pair((4, 90, 70), "uint16", seed=2)
     stored = [np.moveaxis(a, 0, -1) for a in (ref, mov)]
@@ -540,7 +540,7 @@ def test_the_summary_reports_start_up_apart_from_the_compute_rate(tmp_path, pair
 
 def test_the_stored_map_has_its_own_attrs(tmp_path):
     """The stored NCC map carries its own attrs (what it is, unitless), not the reference's (units: DN)."""
-    from pipeline.graph import OUTPUT_ATTRS
+    from pipeline.core.variables import OUTPUT_ATTRS
 
     ref, mov = sample_pair((64, 64), "uint8", seed=1)
     urls = [write_array(str(tmp_path / "in.zarr"), a, name=n) for a, n in ((ref, "ref"), (mov, "mov"))]

@@ -25,9 +25,10 @@ import zarr
 
 from pipeline import local_ncc
 from pipeline.io import read_ledger, write_array
-from pipeline.stats import done_blocks
-from pipeline.testing import chunk_files, reference_ncc, sample_pair, write_config
-from pipeline.testing import run_cli as lncc
+from pipeline.core.stats import done_blocks
+from pipeline.testing import reference_ncc, sample_pair, write_config
+from support import chunk_files
+from support import run_cli as lncc
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,9 @@ import math
 
 import numpy as np
 
-__all__ = ["BASELINE", "SAFETY", "CACHE_BLOCKS", "estimate_peak", "chunk_cache_bytes", "edge_cache_bytes",
+from ..io.readers.chunks import edge_cache_bytes
+
+__all__ = ["BASELINE", "SAFETY", "CACHE_BLOCKS", "estimate_peak", "chunk_cache_bytes",
            "largest_block_side", "format_bytes", "bytes_per_pixel"]
 
 #: Resident memory of a process that has loaded lncc and its libraries, before any block.
@@ -35,11 +37,6 @@ BASELINE = 260 * 2**20
 SAFETY = 1.5
 #: The process's cache of decoded input chunks holds this many blocks' worth of padded input.
 CACHE_BLOCKS = 1
-
-
-def edge_cache_bytes(chunk_cache: int) -> int:
-    """Bytes of chunk edges a process keeps beside ``chunk_cache`` bytes of whole chunks."""
-    return max(chunk_cache // 4, 8 * 2**20)
 
 
 def chunk_cache_bytes(block: tuple[int, int], input_bytes: int, frames: int = 1) -> int:

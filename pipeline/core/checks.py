@@ -1,16 +1,72 @@
-"""Checks on an input pair that need only shapes, dtypes and dims (no data)."""
+"""Checks of a pair and its options that need only shapes, dtypes, dims and values (no data).
+
+The one home of the window, boundary, ``flat`` and ``min_valid`` rules: the config, the Python API and the
+planner all ask these functions, and the layers below trust what they return.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
-from .errors import InputError
-from .kernel import BOUNDARIES, check_window
+from ..errors import InputError
+from .boundary import BOUNDARIES
 
-__all__ = ["check_pair", "check_dtype", "default_dims", "processing_order", "FRAME_DIMS"]
+__all__ = ["check_window", "window_problem", "flat_ok", "check_options", "check_pair", "check_dtype",
+           "default_dims", "processing_order", "FRAME_DIMS"]
+
+
+def window_problem(window: int, show=repr) -> str | None:
+    """What is wrong with an integer window side length (what was expected, what came, the fix); None if nothing.
+
+    ``show`` formats the values (the config passes a bounded repr: a YAML int may have thousands of digits).
+    """
+    if window < 3:
+        return f"expected an odd integer >= 3, got {show(window)}; use 3 or more"
+    if window % 2 == 0:
+        return (f"expected an odd integer (the window needs a centre pixel), got {show(window)}; "
+                f"use {show(window - 1)} or {show(window + 1)}")
+    return None
+
+
+def check_window(window: int) -> int:
+    """Validate a window side length and return its radius.
+
+    Raises
+    ------
+    TypeError
+        If ``window`` is not an integer.
+    ValueError
+        If ``window`` is not an odd integer >= 3.
+    """
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
+        raise TypeError(f"window must be an odd integer >= 3, got {window!r} ({type(window).__name__})")
+    problem = window_problem(int(window))
+    if problem is not None:
+        raise ValueError(f"window: {problem}")
+    return int(window) // 2
+
+
+def flat_ok(flat: float) -> bool:
+    """Whether ``flat`` may stand for a flat window: NaN or a value NCC can take, in [-1, 1]."""
+    return math.isnan(flat) or -1.0 <= flat <= 1.0
+
+
+def check_options(flat: float, min_valid: float) -> None:
+    """Refuse a ``flat`` value outside [-1, 1] (NaN is fine) and a ``min_valid`` fraction outside [0, 1].
+
+    Raises
+    ------
+    InputError
+        Naming the option, its value and the range it must lie in.
+    """
+    if not flat_ok(flat):
+        raise InputError(f"flat must be in [-1, 1] or NaN (NCC values lie in [-1, 1]), got {flat}")
+    if not 0.0 <= min_valid <= 1.0:
+        raise InputError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
 
 
 def default_dims(ndim: int) -> tuple[str, ...]:

@@ -1,12 +1,13 @@
-"""Per-thread, page-aligned buffers reused from task to task (numpy only)."""
+"""What each thread and process works with: page-aligned buffers reused from task to task, and the cores."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 
-__all__ = ["PAGE", "thread_buffer"]
+__all__ = ["PAGE", "thread_buffer", "available_cores"]
 
 #: Alignment of every buffer: a page, which is also what O_DIRECT asks of addresses.
 PAGE = 4096
@@ -31,3 +32,8 @@ def thread_buffer(slot: str, shape, dtype=np.uint8) -> np.ndarray:
         cached = raw[skip:skip + nbytes]
         setattr(_local, slot, cached)
     return cached[:nbytes].view(dtype).reshape(shape)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, else the CPU count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -31,15 +31,16 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from .config import JOBQUEUE_SYSTEMS, ComputeConfig, JobqueueConfig
-from .errors import InputError
+from ..config import JOBQUEUE_SYSTEMS, ComputeConfig, JobqueueConfig
+from ..core.threads import available_cores
+from ..errors import InputError
 
 __all__ = ["Executor", "executor", "jobqueue_cluster", "job_script", "worker_count"]
 
 
 def worker_count(compute: ComputeConfig) -> tuple[int, int]:
     """(worker processes, threads per worker) that a local run uses; the cluster's own for remote ones."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = available_cores()
     if compute.scheduler == "local":
         threads = compute.threads_per_worker or 1
         return compute.workers or max(1, cpus // threads), threads
@@ -258,9 +259,8 @@ def _local_cluster(compute: ComputeConfig):
 
 
 def _connect(address: str):
-    from distributed import Client
-
     import dask
+    from distributed import Client
 
     try:
         # dask's connect timeout (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT; 30s by default) bounds the wait.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import io, outputs
-from .errors import InputError
+from .. import io
+from ..errors import InputError
 
 __all__ = ["describe_output"]
 
@@ -34,12 +34,12 @@ def describe_output(url: str, *, verify: bool = False, storage_options: dict[str
     InputError
         If ``url`` is not an lncc output.
     """
-    state = outputs.output_state(url, storage_options=storage_options)
+    state = io.output_state(url, storage_options=storage_options)
     if state != "lncc":
         what = "does not exist" if state == "absent" else "was not written by lncc"
         raise InputError(f"{url!r} {what}; give the output path of an lncc run")
     provenance = io.read_provenance(url, storage_options=storage_options)
-    done, damaged = outputs.usable_blocks(url, deep=verify, storage_options=storage_options)
+    done, damaged = io.usable_blocks(url, deep=verify, storage_options=storage_options)
     says_complete = provenance.get("status") == "complete"
     if says_complete and done.size and done.all():
         verdict = "complete"

@@ -1,0 +1,53 @@
+"""The only place that touches stores and files: zarr inputs, NCC map outputs and their bookkeeping.
+
+Its single job is storage: URLs and secret redaction (:mod:`.urls`), the one codec table (:mod:`.codecs`),
+readers per format (:mod:`.readers`: zarr, with lncc's own chunk reader and cache), writers
+(:mod:`.writers`: zarr blocks, background writes, durable files, sample arrays), an output's metadata and
+provenance (:mod:`.metadata`), its ledger and checksums (:mod:`.ledger`), its state on the store (whose it
+is, which blocks are intact, making and replacing it, its lock) and input fingerprints. It may import
+:mod:`pipeline.core` (buffers, block positions, statistics columns) and the error classes; never the
+chunked, job or CLI layers. What one process keeps between tasks lives in :mod:`.process`.
+
+Outputs are zarr groups written the xarray way: an ``ncc`` variable plus dimension coordinates, readable
+with ``xarray.open_zarr(path)["ncc"]``. Every function that opens a URL store also takes
+``storage_options`` (fsspec options such as ``endpoint_url``, ``profile``, ``anon``); they are ignored for
+local paths and never put in an error message nor in an output's attributes.
+
+The names below are the room's door: the job layer, the scripts and the tests use them.
+"""
+
+from .codecs import output_codec
+from .fingerprint import fingerprint
+from .ledger import block_digest, read_checksums, read_ledger
+from .lock import LOCK_FILE, OutputLock
+from .metadata import (
+                       CHECKSUMS,
+                       LEDGER,
+                       PROVENANCE_KEY,
+                       STATE_GROUP,
+                       group_attributes,
+                       read_provenance,
+                       update_provenance,
+                       write_group,
+)
+from .output_blocks import usable_blocks
+from .output_create import create_output
+from .output_state import InputIdentities, check_output_path, clean_partials, foreign_entries, output_state
+from .process import process_state
+from .readers.zarr import InputInfo, array_reader, inspect_input, open_input, open_pair
+from .urls import is_local, local_path, redact
+from .writers.arrays import write_array
+from .writers.background import finish_writes
+from .writers.files import sync_outputs
+from .writers.zarr import OutputWriter
+
+__all__ = [
+    "InputInfo", "inspect_input", "open_input", "open_pair", "array_reader",
+    "OutputWriter", "finish_writes", "sync_outputs", "write_array", "output_codec",
+    "read_ledger", "read_checksums", "block_digest",
+    "PROVENANCE_KEY", "STATE_GROUP", "LEDGER", "CHECKSUMS", "group_attributes", "write_group",
+    "update_provenance", "read_provenance",
+    "output_state", "foreign_entries", "check_output_path", "InputIdentities", "clean_partials",
+    "create_output", "usable_blocks", "LOCK_FILE", "OutputLock",
+    "fingerprint", "redact", "is_local", "local_path", "process_state",
+]

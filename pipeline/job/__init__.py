@@ -1,0 +1,16 @@
+"""One configured run: plan it, decide where it runs, keep its outputs' state, execute it.
+
+Its single job is a run from a validated :class:`~pipeline.config.RunConfig`: planning and chunk sizing
+(:mod:`.plan`, :mod:`.chunking`), the memory budget (:mod:`.budget`), where it runs (:mod:`.cluster`: dask's
+schedulers or dask.distributed), what the outputs record (:mod:`.provenance`), the sinks its blocks go to
+(:mod:`.sinks`), execution in named steps (:mod:`.execute`), what it reports (:mod:`.summary`) and what an
+output holds (:mod:`.describe`). It may import the config, :mod:`pipeline.chunked`, :mod:`pipeline.io` and
+:mod:`pipeline.core`; the output's files themselves (ledger, lock, provenance) are written through
+:mod:`pipeline.io`.
+"""
+
+from .execute import run
+from .plan import PairPlan, plan_run
+from .summary import PairResult, RunSummary
+
+__all__ = ["run", "plan_run", "PairPlan", "PairResult", "RunSummary"]

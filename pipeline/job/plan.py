@@ -1,0 +1,162 @@
+"""Planning a run: every input's metadata read and every check made before anything is written.
+
+The plan carries the checked values down (the window radius, the processing order and chunks, the
+fingerprints): the layers below trust it and check nothing again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .. import io
+from ..config import PairConfig, RunConfig
+from ..core.checks import check_pair, processing_order
+from ..core.variables import EXTRA_NAMES
+from ..errors import InputError
+from .chunking import block_pixels, check_block_count, check_space, fit_budget, processing_chunks
+from .cluster import worker_count
+from .provenance import config_hash, coords_digest
+
+__all__ = ["PairPlan", "plan_run", "reads_pair"]
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """A validated pair, ready to be wired into the graph."""
+
+    pair: PairConfig
+    reference: io.InputInfo
+    moving: io.InputInfo
+    chunks: tuple[int, ...]
+    radius: int
+    fingerprints: dict[str, str]
+    config_hash: str
+    action: str  # "fresh", "resume" or "up to date"
+    masks: tuple[io.InputInfo | None, io.InputInfo | None] = (None, None)
+    #: The inputs' axes in processing order (frames first, then the image axes); ``chunks`` are in this order.
+    order: tuple[int, ...] = (0, 1)
+    #: For "resume": the blocks already done and intact (see :func:`pipeline.io.usable_blocks`).
+    done: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: Blocks the ledger said were done whose chunks are missing or damaged: recomputed by this run.
+    damaged: int = 0
+
+
+def reads_pair(reference: io.InputInfo, moving: io.InputInfo, masks, order: tuple[int, ...]) -> bool:
+    """Whether a run reads this pair as one array, each task with its own halo (:func:`io.open_pair`): inputs of
+    one dtype without mask arrays, stored in processing order."""
+    return (masks == (None, None) and np.dtype(reference.dtype) == np.dtype(moving.dtype)
+            and order == tuple(range(len(order))))
+
+
+def reordered_info(info: io.InputInfo, order: tuple[int, ...]) -> io.InputInfo:
+    """``info`` with its axes in ``order`` (what planning sees when frames are not the first axis)."""
+    if order == tuple(range(len(info.shape))):
+        return info
+
+    return replace(info, shape=tuple(info.shape[i] for i in order), dims=tuple(info.dims[i] for i in order),
+                   zarr_chunks=tuple(info.zarr_chunks[i] for i in order))
+
+
+def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = None,
+             check_only: bool = False) -> list[PairPlan]:
+    """Read every input's metadata and check the whole run before anything is written.
+
+    ``threads`` is the number of threads per worker process, for the memory
+    budget; by default what the config implies. ``check_only`` skips reading
+    the inputs' content (fingerprints): every check is made, but the plans do
+    not say whether an output is up to date.
+
+    Raises
+    ------
+    InputError, ConfigError
+        On the first problem found, naming the input and the fix.
+    """
+    inputs = io.InputIdentities([url for p in config.all_pairs() for url in (p.reference, p.moving,
+                                                                             p.reference_mask, p.moving_mask)
+                                 if url is not None])
+    return [_plan_pair(config, pair, inputs, force=force, threads=threads, check_only=check_only)
+            for pair in config.all_pairs()]
+
+
+def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, *, force: bool,
+               threads: int | None, check_only: bool) -> PairPlan:
+    """Check one pair (images, output path, masks, chunks) and decide what its run does."""
+    options = config.storage_options
+    ref, mov, order, radius = _check_images(config, pair)
+    state = io.check_output_path(pair.output, inputs, storage_options=options)
+    masks = tuple(None if url is None else _check_mask(io.inspect_input(url, config.dims,
+                                                                        storage_options=options), ref, role)
+                  for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
+    view = reordered_info(ref, order)  # planned in processing order
+    chunks = processing_chunks(view, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
+    if config.compute.memory is not None:
+        chunks = fit_budget(config, view, chunks, radius, [ref.dtype, mov.dtype] + [m.dtype for m in masks if m],
+                            threads or worker_count(config.compute)[1], reads_pair(ref, mov, masks, order))
+    check_block_count(view, chunks, radius)
+    if check_only:
+        return PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks, order)
+    fingerprints = _fingerprints(pair, ref, options)
+    digest = config_hash(config, pair, chunks)
+    action, done, damaged = "fresh", None, 0
+    if state == "lncc" and not force:
+        action, done, damaged = _previous_run(pair.output, digest, fingerprints, options)
+    names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
+    if action != "up to date":
+        check_space(pair.output, ref.shape, len(names), config.compressor, done)
+    return PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks, order, done, damaged)
+
+
+def _check_images(config: RunConfig, pair: PairConfig) -> tuple[io.InputInfo, io.InputInfo, tuple[int, ...], int]:
+    """Both images' metadata, checked as a pair: (reference, moving, processing order, window radius)."""
+    options = config.storage_options
+    ref = io.inspect_input(pair.reference, config.dims, storage_options=options)
+    mov = io.inspect_input(pair.moving, config.dims, storage_options=options)
+    order = tuple(range(len(ref.shape)))
+    try:
+        order = (processing_order(ref.dims, f"input {pair.reference!r}") if len(ref.shape) in (2, 3)
+                 else tuple(range(len(ref.shape))))  # check_pair refuses other ndims
+        ref_shape, mov_shape = (tuple(x.shape[i] for i in order) if len(x.shape) == len(order) else x.shape
+                                for x in (ref, mov))
+        radius = check_pair(ref_shape, mov_shape, ref.dtype, mov.dtype, config.window, config.boundary,
+                            ref.dims, mov.dims)
+    except InputError as exc:
+        hint = ""
+        if len(ref.shape) == 3 and ref.shape[-1] <= 4 and order[0] != 2 and "colour" not in str(exc):
+            hint = (f"; if its last axis (length {ref.shape[-1]}) holds colour channels: colour is not "
+                    "supported yet, convert to one grey image (e.g. Rec. 709 luminance) or select one channel")
+        raise InputError(f"{pair.reference} / {pair.moving}: {exc}{hint}") from None
+    return ref, mov, order, radius
+
+
+def _fingerprints(pair: PairConfig, ref: io.InputInfo, options) -> dict[str, str]:
+    """The content fingerprint of each input of the pair, and of the coordinates the output takes."""
+    fingerprints = {role: io.fingerprint(url, storage_options=options) for role, url in (
+        ("reference", pair.reference), ("moving", pair.moving),
+        ("reference_mask", pair.reference_mask), ("moving_mask", pair.moving_mask)) if url is not None}
+    fingerprints["coordinates"] = coords_digest(ref)  # the output's coordinates come from the reference
+    return fingerprints
+
+
+def _previous_run(output: str, digest: str, fingerprints: dict[str, str], options
+                  ) -> tuple[str, np.ndarray | None, int]:
+    """What an existing lncc output lets this run skip: (action, blocks done and intact, blocks damaged)."""
+    previous = io.read_provenance(output, storage_options=options)
+    if previous.get("config_hash") != digest or previous.get("fingerprints") != fingerprints:
+        return "fresh", None, 0
+    # What the output holds is checked, not trusted: blocks whose entry or chunks are damaged or
+    # missing are recomputed (a deep check reads local outputs back; URL outputs are listed).
+    done, damaged = io.usable_blocks(output, deep=io.is_local(output), storage_options=options)
+    complete = previous.get("status") == "complete" and done.size and done.all()
+    return ("up to date" if complete else ("resume" if done.any() else "fresh")), done, damaged
+
+
+def _check_mask(mask: io.InputInfo, image: io.InputInfo, role: str) -> io.InputInfo:
+    if mask.dtype != np.bool_:
+        raise InputError(f"{role} {mask.url!r} has dtype {mask.dtype}; expected a bool array (true = valid): "
+                         "convert it, e.g. mask = values != 0")
+    if mask.shape != image.shape:
+        raise InputError(f"{role} {mask.url!r} has shape {mask.shape} but the images have {image.shape}; "
+                         "give a mask of the images' shape")
+    return mask
