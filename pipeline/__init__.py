@@ -1,7 +1,15 @@
 """lncc: chunked, out-of-core local normalized cross-correlation maps.
 
 The public API is :func:`local_ncc` (numpy, dask and xarray inputs) and
-:func:`run` (a whole configured zarr -> zarr job).
+:func:`pipeline.job.run` (a whole configured zarr -> zarr job, from
+:func:`pipeline.config.load_config`).
+
+The package is layered; each layer imports only those below it (checked by
+import-linter, see ``pyproject.toml``): :mod:`pipeline.cli` on top, then
+:mod:`pipeline.job` (one run) beside :mod:`pipeline.api`, then
+:mod:`pipeline.config`, then :mod:`pipeline.chunked` (dask wiring) beside
+:mod:`pipeline.io` (stores and files), then :mod:`pipeline.core` (numpy and
+numba maths), and :mod:`pipeline.errors` at the bottom.
 """
 
 from importlib.metadata import PackageNotFoundError, version

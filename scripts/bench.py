@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.core.kernel import local_ncc_numpy  # noqa: E402
+from pipeline.core.threads import available_cores  # noqa: E402
 from pipeline.testing import sample_pair  # noqa: E402
 
 
@@ -314,7 +315,7 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+    return f"{cpu}, {available_cores()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -353,7 +354,7 @@ def main() -> None:
         print("\n".join(lines), flush=True)
 
     args.data.mkdir(parents=True, exist_ok=True)
-    workers = len(os.sched_getaffinity(0))
+    workers = available_cores()
     if "e2e" in args.sections:
         chunk_text = f"{args.e2e_chunk}^2" if args.e2e_chunk else "default"
         e2e_lines = [

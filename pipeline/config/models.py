@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..core.checks import flat_ok, window_problem
+from ..core.masks import nodata_pair
 from .messages import describe, short
 
 __all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "PairConfig", "RunConfig", "JOBQUEUE_SYSTEMS"]
@@ -256,7 +257,7 @@ class RunConfig(BaseModel):
         """Nodata values as (reference, moving)."""
         if isinstance(self.nodata, NodataConfig):
             return self.nodata.reference, self.nodata.moving
-        return self.nodata, self.nodata
+        return nodata_pair(self.nodata)
 
 
 def _normalise(path: str) -> str:

@@ -37,6 +37,7 @@ from .boundary import nan_border, pad
 from .checks import check_window
 from .exact import int_sums_exact, offset_wide_integers
 from .sums import ncc_float, ncc_int
+from .threads import available_cores
 
 __all__ = ["local_ncc_numpy", "ncc_padded", "warm_up"]
 
@@ -204,9 +205,7 @@ def local_ncc_numpy(
     """
     radius = check_window(window)
     if threads is None:
-        import os
-
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = available_cores()
     padded_invalid = None if invalid is None else pad(np.asarray(invalid, dtype=bool), radius, boundary)
     result = ncc_padded(pad(reference, radius, boundary), pad(moving, radius, boundary), radius, flat, threads,
                         invalid=padded_invalid, min_valid=min_valid, extras=extras)

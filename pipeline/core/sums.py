@@ -185,6 +185,12 @@ def _delta(v, v0):
     return np.float64(v - v0) if v >= v0 else -np.float64(v0 - v)
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _scaled(v, v0, rel, shift, inv):
+    """A value as the two-pass sums take it: exact difference from ``v0`` (integers), else ``(v - shift) * inv``."""
+    return _delta(v, v0) if rel else (np.float64(v) - shift) * inv
+
+
 @numba.njit(nogil=True, cache=True, fastmath=False)
 def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y, rel_x, rel_y):
     """Direct two-pass moments of the window at (i0, j0), over its valid pixels.
@@ -218,8 +224,8 @@ def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y, rel_x, rel_y
                 if yr != y0:
                     flat_y = False
             count += 1
-            mx += _delta(xr, x0) if rel_x else (np.float64(xr) - shift_x) * inv_x
-            my += _delta(yr, y0) if rel_y else (np.float64(yr) - shift_y) * inv_y
+            mx += _scaled(xr, x0, rel_x, shift_x, inv_x)
+            my += _scaled(yr, y0, rel_y, shift_y, inv_y)
     if count == 0:
         return 0, 0.0, 0.0, 0.0
     mx /= count
@@ -232,8 +238,8 @@ def _two_pass(a, b, m, i0, j0, win, shift_x, shift_y, inv_x, inv_y, rel_x, rel_y
             if m is not None:
                 if m[k, q] == 0:
                     continue
-            dx = (_delta(a[k, q], x0) if rel_x else (np.float64(a[k, q]) - shift_x) * inv_x) - mx
-            dy = (_delta(b[k, q], y0) if rel_y else (np.float64(b[k, q]) - shift_y) * inv_y) - my
+            dx = _scaled(a[k, q], x0, rel_x, shift_x, inv_x) - mx
+            dy = _scaled(b[k, q], y0, rel_y, shift_y, inv_y) - my
             sxx += dx * dx
             syy += dy * dy
             sxy += dx * dy

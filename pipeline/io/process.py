@@ -3,7 +3,9 @@
 A process (this one, or each dask worker) keeps the decoded input chunks its tasks share, the threads that
 write blocks in the background with the writes in flight, and the devices that refused O_DIRECT. They live
 in one :class:`ProcessState`, made on first use and dropped in a forked child (whose copy would hold another
-process's threads and locks); nothing else in lncc holds mutable module state.
+process's threads and locks). Besides it, lncc keeps only each thread's reusable buffers
+(:func:`pipeline.core.threads.thread_buffer`) and, in the ``lncc`` command, the options to redact from its
+error line.
 """
 
 from __future__ import annotations

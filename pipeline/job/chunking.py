@@ -78,7 +78,7 @@ def processing_chunks(info: io.InputInfo, config_chunks: dict[str, int] | None, 
 
 
 def fit_budget(config: RunConfig, info: io.InputInfo, chunks: tuple[int, ...], radius: int, dtypes, threads: int,
-                reads_pair: bool) -> tuple[int, ...]:
+               reads_pair: bool) -> tuple[int, ...]:
     """Processing chunks within ``compute.memory`` per worker process: the default shrunk to fit, or the
     config's own checked. ``reads_pair``: each task reads its own halo (no ``map_overlap`` exchange)."""
     budget = config.compute.memory

@@ -117,7 +117,7 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
     ref = io.open_input(plan.reference, stored_chunks)  # its dims, coords and chunks shape the output
     names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
     writer = BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes",
-                          run=run_id, flat=config.flat)
+                         run=run_id, flat=config.flat)
     options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
                    min_valid=config.min_valid, extras=config.extra_outputs)
     if reads_pair(plan.reference, plan.moving, plan.masks, order):  # both images read, halo included, per task
@@ -143,8 +143,8 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
     else:
         blocks = halo_chunks(tuple(ref.data.chunks[i] for i in order), plan.radius)
         io.create_output(url, _template(ref, names, tuple(blocks[i] for i in inverse)),
-                              provenance_of(config, plan, started), run_id=run_id, zarr_format=config.zarr_format,
-                              compressor=config.compressor, storage_options=config.storage_options)
+                         provenance_of(config, plan, started), run_id=run_id, zarr_format=config.zarr_format,
+                         compressor=config.compressor, storage_options=config.storage_options)
         done = np.zeros(marks.numblocks, dtype=bool)
     todo = [index for index in np.ndindex(done.shape) if not done[index]]
     delayed = marks.to_delayed()
