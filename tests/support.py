@@ -1,15 +1,23 @@
 """What the tests share: servers and clusters started for real on 127.0.0.1, the CLI as a subprocess, and
-assertions used across layers.
+assertions and sample pairs used by more than one test file.
 
 Nothing here is a mock: :class:`S3Server` is moto's S3 server in its own process, :class:`DaskCluster` a
 dask scheduler and workers started with dask's own CLI, :func:`run_cli` the ``lncc`` command itself.
 Seeded images and the independent float64 reference stay in :mod:`pipeline.testing` (the benchmark and the
-demo use them too).
+demo use them too); what is here serves the tests only.
 """
 
 from __future__ import annotations
 
-__all__ = ["S3Server", "DaskCluster", "run_cli", "chunk_files"]
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["S3Server", "DaskCluster", "run_cli", "chunk_files", "blocks_done", "assert_matches", "MAP_NAMES",
+           "holey_pair", "assert_same", "non_zarr", "REPO"]
+
+#: The checkout: its scripts, configs and package (support.py stays at the top of tests/).
+REPO = Path(__file__).resolve().parents[1]
 
 
 class S3Server:
@@ -90,20 +98,36 @@ class S3Server:
         self.stop()
 
 
-def run_cli(*args: str, cwd, timeout: float = 300, env: dict[str, str] | None = None):
-    """``python -m pipeline.cli ARGS`` as a real subprocess in ``cwd`` (stderr not a TTY); its CompletedProcess."""
+def run_cli(*args: str, cwd, timeout: float = 300, env: dict[str, str] | None = None, stdout=None):
+    """``python -m pipeline.cli ARGS`` as a real subprocess in ``cwd`` (stderr not a TTY); its CompletedProcess.
+
+    ``env`` is added to this process's environment (without ``LNCC_DEBUG``). Output is captured as text,
+    unless ``stdout`` (a file descriptor or file) is given: then stdout goes there and only stderr is captured.
+    """
     import os
     import subprocess
     import sys
 
     base = {k: v for k, v in os.environ.items() if k != "LNCC_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**base, **(env or {})})
+    streams = {"capture_output": True} if stdout is None else {"stdout": stdout, "stderr": subprocess.PIPE}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], text=True, cwd=cwd, timeout=timeout,
+                          env={**base, **(env or {})}, **streams)
 
 
 def chunk_files(root, name: str = "ncc") -> dict[str, bytes]:
     """Every stored file of variable ``name`` of the output at ``root``, by relative path: for bit-for-bit checks."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / name).rglob("*")) if p.is_file()}
+
+
+def blocks_done(out) -> int:
+    """How many blocks the ledger of the output at ``out`` records as done; 0 while there is no ledger yet."""
+    from pipeline.core.stats import done_blocks
+    from pipeline.io import read_ledger
+
+    try:
+        return int(done_blocks(read_ledger(str(out))).sum())
+    except Exception:  # noqa: BLE001 - no ledger yet
+        return 0
 
 
 class DaskCluster:
@@ -174,3 +198,61 @@ class DaskCluster:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# --- assertions and sample pairs ------------------------------------------------------------------------------------
+
+
+def assert_matches(got, expected, tol: float = 1e-6) -> None:
+    """Same shape, identical NaN masks and max |difference| <= tol elsewhere."""
+    got = np.asarray(got)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    mismatch = np.argwhere(np.isnan(got) != np.isnan(expected))
+    assert mismatch.size == 0, f"NaN masks differ at {len(mismatch)} pixels, first {mismatch[:5].tolist()}"
+    valid = ~np.isnan(expected)
+    if valid.any():
+        err = np.abs(got[valid].astype(np.float64) - expected[valid])
+        worst = int(np.argmax(err))
+        assert err[worst] <= tol, f"max |got - expected| = {err[worst]:.3g} at {np.argwhere(valid)[worst].tolist()}"
+
+
+#: The variables of a map with extras, in the order :func:`pipeline.testing.reference_ncc` returns them.
+MAP_NAMES = ("ncc", "valid_fraction", "std_reference", "std_moving")
+
+
+def holey_pair(shape, dtype, seed, hole_fraction=0.15, border=0):
+    """A sample pair with NaN/Inf holes (float dtypes) and a nodata (0) border on the reference."""
+    from pipeline.testing import sample_pair
+
+    rng = np.random.default_rng(seed)
+    a, b = (x.copy() for x in sample_pair(shape, dtype, seed=seed))
+    if border:
+        a[..., :, :border] = 0
+    if np.dtype(dtype).kind == "f":
+        b[rng.random(shape) < hole_fraction] = np.nan
+        a[rng.random(shape) < hole_fraction / 3] = np.inf
+        a[rng.random(shape) < hole_fraction / 3] = -np.inf
+    mask = rng.random(shape) > hole_fraction
+    return a, b, mask
+
+
+def assert_same(result, expected, tol=1e-6):
+    """Each of the :data:`MAP_NAMES` variables of ``result`` equals ``expected``'s: same NaN, relative tol."""
+    for name, got, want in zip(MAP_NAMES, result, expected):
+        got = np.asarray(got, dtype=np.float64)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+        scale = np.maximum(1.0, np.abs(np.nan_to_num(want)))
+        assert np.nanmax(np.abs(got - want) / scale, initial=0.0) <= tol, name
+
+
+def non_zarr(tmp_path, kind: str) -> str:
+    """A path that exists but is no zarr store: a ``"directory"`` holding a text file, or a PNG-like ``"file"``."""
+    if kind == "directory":
+        path = tmp_path / "photos"
+        path.mkdir()
+        (path / "readme.txt").write_text("not zarr")
+    else:
+        path = tmp_path / "image.png"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    return str(path)

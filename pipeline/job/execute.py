@@ -183,6 +183,9 @@ def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
         raise RuntimeError(f"output {url!r} is missing blocks after the run; rerun to finish it")
     stats = summarize(ledger)
     if plan.action != "up to date":
+        # A worker killed mid-write (its blocks redone elsewhere) leaves its temporary file: every write of this
+        # run has landed and the run holds the lock, so any left now is garbage, and a complete output has none.
+        io.clean_partials(url)
         # The completion marker: written last, after every block and its ledger entry are durable.
         io.update_provenance(url, {"status": "complete", "finished": datetime.now(UTC).isoformat(),
                                    "summary": stats}, storage_options=config.storage_options)

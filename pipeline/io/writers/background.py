@@ -8,7 +8,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from ..process import process_state
 
-__all__ = ["BackgroundWrites", "finish_writes"]
+__all__ = ["BackgroundWrites", "finish_writes", "WRITER_THREADS"]
+
+#: Block-writing threads per process: they mostly wait on the disk, so a few keep it busy without competing
+#: for the cores.
+WRITER_THREADS = 4
 
 
 class BackgroundWrites:
@@ -36,7 +40,7 @@ class BackgroundWrites:
 
     def _pool_locked(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lncc-write")
+            self._pool = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="lncc-write")
         return self._pool
 
     def free_slot(self, run: str | None) -> int:

@@ -448,7 +448,8 @@ def test_duplicate_key_is_refused_with_its_lines(tmp_path, text, key, lines):
 
 
 def test_key_beside_a_merge_is_not_a_duplicate_but_a_repeated_key_is(tmp_path):
-    """A key written beside ``<<: *anchor`` overrides the merged one (what merges are for); one written twice does not."""
+    """A key written beside ``<<: *anchor`` overrides the merged one (what merges are for); one written twice does
+    not."""
     text = ("x-base: &base {workers: 2, memory: 1GB}\n" + SINGLE
             + "compute: {<<: *base, workers: 3}\nnodata: {reference: 0, moving: 1, moving: 2}\n")
     message = config_error(tmp_path, text)

@@ -1,7 +1,7 @@
 """Tests of the chunked (dask) and labelled (xarray) paths of ``pipeline.local_ncc``.
 
 The oracle is the in-memory numpy path, itself checked against the reference in
-``test_kernel.py``.
+``tests/core/test_kernel.py``.
 """
 
 from __future__ import annotations
@@ -17,27 +17,13 @@ from hypothesis import strategies as st
 from pipeline import InputError, local_ncc
 from pipeline import testing as ptesting
 from pipeline.core.variables import OUTPUT_ATTRS
+from support import assert_matches
 
 DTYPES = ["uint8", "uint16", "int16", "float32", "float64"]
 BOUNDARIES = ["reflect", "nearest", "constant", "nan"]
-TOL = 1e-6
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def assert_matches(got, expected, tol=TOL):
-    """Same shape, identical NaN masks and max |difference| <= tol elsewhere."""
-    got = np.asarray(got)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert got.shape == expected.shape, (got.shape, expected.shape)
-    mismatch = np.argwhere(np.isnan(got) != np.isnan(expected))
-    assert mismatch.size == 0, f"NaN masks differ at {len(mismatch)} pixels, first {mismatch[:5].tolist()}"
-    valid = ~np.isnan(expected)
-    if valid.any():
-        err = np.abs(got[valid].astype(np.float64) - expected[valid])
-        worst = int(np.argmax(err))
-        assert err[worst] <= tol, f"max |dask - numpy| = {err[worst]:.3g} at {np.argwhere(valid)[worst].tolist()}"
 
 
 def _forbidden_scheduler(*args, **kwargs):
@@ -77,7 +63,8 @@ def chunked_cases(draw, dtype):
     levels = draw(st.integers(2, 6))
     ref, mov = ptesting.sample_crop(shape, dtype, seed)
     if source == "textured":
-        a, b = ptesting.textured(shape, dtype, seed, levels=levels), ptesting.textured(shape, dtype, seed + 1, levels=levels)
+        a, b = (ptesting.textured(shape, dtype, seed, levels=levels),
+                ptesting.textured(shape, dtype, seed + 1, levels=levels))
     elif source == "sample":
         a, b = ref, mov
     else:

@@ -1,8 +1,9 @@
 """Inputs and outputs on object storage: a real S3-compatible server (moto) on 127.0.0.1.
 
-The server runs in a subprocess for the whole module (:class:`support.S3Server`);
-credentials are fake and come from the environment, the endpoint from ``storage_options`` in
-the config, as a user would write them. Every test uses its own prefix of the one bucket.
+The server runs in a subprocess, started once for the tests that use it (:class:`support.S3Server`; those
+are marked slow); credentials are fake and come from the environment, the endpoint from ``storage_options``
+in the config, as a user would write them. Every test uses its own prefix of the one bucket. The last two
+tests need no server: options kept out of reprs, and fsspec URLs without ETags (``memory://``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,14 +24,13 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
 from pipeline.config import RunConfig  # noqa: E402
-from pipeline.job.describe import describe_output  # noqa: E402
 from pipeline.io import write_array  # noqa: E402
 from pipeline.job import run  # noqa: E402
+from pipeline.job.describe import describe_output  # noqa: E402
 from pipeline.testing import reference_ncc, sample_pair, write_config  # noqa: E402
-from support import S3Server, run_cli
+from support import REPO, S3Server, run_cli
 
 BUCKET = "lncc-test"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +62,6 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def lncc(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return run_cli(*args, cwd=cwd, env={**cli_env(), **env})
-
-
 def config(**settings) -> RunConfig:
     return RunConfig.model_validate(settings)
 
@@ -77,6 +72,7 @@ def metadata_text(fs, prefix: str) -> str:
     return "\n".join(fs.cat_file(p).decode() for p in fs.find(prefix) if p.endswith(names))
 
 
+@pytest.mark.slow
 def test_cli_reads_a_v2_v3_pair_from_s3_and_writes_the_map_to_s3(tmp_path, s3, options, fs):
     """A pair uploaded with zarr (formats 3 and 2) is read and the map written to S3 by `lncc run`; it equals
     the in-memory result, a rerun is up to date, `lncc inspect` finds the endpoint in the environment, and no
@@ -89,7 +85,7 @@ def test_cli_reads_a_v2_v3_pair_from_s3_and_writes_the_map_to_s3(tmp_path, s3, o
     cfg = write_config(tmp_path / "c.yaml", reference=ref_url, moving=mov_url, output=out, window=7,
                        chunks={"y": 128, "x": 128}, storage_options=options)
 
-    first = lncc("run", str(cfg), cwd=tmp_path)
+    first = run_cli("run", str(cfg), cwd=tmp_path, env=cli_env())
     assert first.returncode == 0, first.stderr
     assert "computed: 9 blocks" in first.stdout
     ds = xr.open_zarr(out, storage_options=options)
@@ -97,10 +93,11 @@ def test_cli_reads_a_v2_v3_pair_from_s3_and_writes_the_map_to_s3(tmp_path, s3, o
     assert np.abs(ds["ncc"].values - reference_ncc(ref, mov, 7)).max() <= 1e-6
     assert ds.attrs["lncc"]["inputs"]["moving"]["zarr_format"] == 2
 
-    again = lncc("run", str(cfg), cwd=tmp_path)
+    again = run_cli("run", str(cfg), cwd=tmp_path, env=cli_env())
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout
-    inspect = lncc("inspect", out, cwd=tmp_path, AWS_ENDPOINT_URL=s3.endpoint_url)  # as the README says
+    inspect = run_cli("inspect", out, cwd=tmp_path,
+                      env={**cli_env(), "AWS_ENDPOINT_URL": s3.endpoint_url})  # as the README says
     assert inspect.returncode == 0, inspect.stderr
     assert inspect.stdout.startswith(f"{out}: complete (9 of 9 blocks)")
 
@@ -114,6 +111,7 @@ def test_cli_reads_a_v2_v3_pair_from_s3_and_writes_the_map_to_s3(tmp_path, s3, o
         assert secret not in printed
 
 
+@pytest.mark.slow
 def test_kill_minus_9_of_an_s3_run_then_rerun_resumes_bit_identical(tmp_path, s3, options, fs):
     """`lncc run` killed part way through an S3 output: the rerun computes only the blocks without a ledger
     entry, and ends with chunk objects identical to an uninterrupted run's."""
@@ -149,7 +147,8 @@ def test_kill_minus_9_of_an_s3_run_then_rerun_resumes_bit_identical(tmp_path, s3
     before = {o["name"]: o["LastModified"] for o in fs.find(f"{killed}/ncc/c", detail=True).values()}
     time.sleep(1.1)  # S3 times have a resolution of one second: any object written from now on is later
 
-    rerun = lncc("run", str(cfg), "--set", "compute.workers=2", cwd=tmp_path)  # compute is not in the hash
+    rerun = run_cli("run", str(cfg), "--set", "compute.workers=2", cwd=tmp_path,
+                    env=cli_env())  # compute is not in the hash
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed: {16 - done_before} of 16 blocks computed" in rerun.stdout
     # Counted independently of lncc's report: chunk objects written by the rerun.
@@ -169,6 +168,7 @@ def test_kill_minus_9_of_an_s3_run_then_rerun_resumes_bit_identical(tmp_path, s3
     assert describe_output(f"s3://{killed}", storage_options=options)["state"] == "complete"
 
 
+@pytest.mark.slow
 def test_changed_s3_input_is_recomputed_and_unchanged_is_up_to_date(s3, options):
     """The fingerprint of an S3 input (object listing with ETags) sees a rewritten chunk."""
     ref, mov = sample_pair((200, 220), "uint8", seed=4)
@@ -189,6 +189,7 @@ def test_changed_s3_input_is_recomputed_and_unchanged_is_up_to_date(s3, options)
     assert np.abs(ncc - reference_ncc(ref, mov, 5)).max() <= 1e-6
 
 
+@pytest.mark.slow
 def test_a_deleted_s3_chunk_or_ledger_entry_is_recomputed_and_foreign_objects_are_kept(s3, options, fs):
     """An S3 output with a chunk object or a ledger entry deleted: describe_output says damaged or incomplete,
     a rerun recomputes just that block to the exact map; an object lncc did not write, put inside the
@@ -220,6 +221,7 @@ def test_a_deleted_s3_chunk_or_ledger_entry_is_recomputed_and_foreign_objects_ar
     assert fs.cat(f"{BUCKET}/dmg/out.zarr/notes.txt") == b"mine"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["local input, S3 output", "S3 input, local output"])
 def test_local_and_s3_mixed(tmp_path, s3, options, where):
     """A local pair written to S3, and an S3 pair written to a local directory."""
@@ -237,6 +239,7 @@ def test_local_and_s3_mixed(tmp_path, s3, options, where):
     assert np.abs(ncc - reference_ncc(ref, mov, 7)).max() <= 1e-6
 
 
+@pytest.mark.slow
 def test_s3_errors_are_one_line_without_secrets(tmp_path, s3, options):
     """A missing S3 input and an unreachable endpoint: exit 2, one line naming the URL and the fix, and
     none of the storage options (keys, secret, endpoint) in it. An output in a missing bucket is refused."""
@@ -246,7 +249,7 @@ def test_s3_errors_are_one_line_without_secrets(tmp_path, s3, options):
     secret_options = {**options, "key": "AKIAFAKEKEYFORLNCC", "secret": "fake-secret-never-printed"}
     cfg = write_config(tmp_path / "c.yaml", reference=missing, moving=present, output=f"s3://{BUCKET}/err/o.zarr",
                        storage_options=secret_options)
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = run_cli("run", str(cfg), cwd=tmp_path, env=cli_env())
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and missing in lines[0] and "does not exist" in lines[0]
@@ -261,7 +264,7 @@ def test_s3_errors_are_one_line_without_secrets(tmp_path, s3, options):
     unreachable = {**secret_options, "endpoint_url": closed, "config_kwargs": {"retries": {"max_attempts": 1}}}
     cfg = write_config(tmp_path / "d.yaml", reference=present, moving=present, output=f"s3://{BUCKET}/err/o.zarr",
                        storage_options=unreachable)
-    down = lncc("validate", str(cfg), cwd=tmp_path)
+    down = run_cli("validate", str(cfg), cwd=tmp_path, env=cli_env())
     assert down.returncode == 2, down.stderr
     assert len(down.stderr.strip().splitlines()) == 1 and present in down.stderr and "cannot be read" in down.stderr
     from pipeline.errors import InputError

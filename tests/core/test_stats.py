@@ -7,8 +7,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.stats import (FINITE, FLAT, FLAT_VALUE, HIST_BINS, MAX, MIN, PIXELS, STATS_LENGTH, SUM, block_stats,
-                            done_blocks, entries_valid, entry_is_valid, summarize)
+from pipeline.core.stats import (
+    FINITE,
+    FLAT,
+    FLAT_VALUE,
+    HIST_BINS,
+    MAX,
+    MIN,
+    PIXELS,
+    STATS_LENGTH,
+    SUM,
+    block_stats,
+    done_blocks,
+    entries_valid,
+    entry_is_valid,
+    summarize,
+)
 
 QUANTILES = (5, 25, 50, 75, 95)
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
-import xarray as xr
 
 from pipeline import InputError, local_ncc
 from pipeline import testing as ptesting
-from pipeline.core.variables import EXTRA_NAMES, OUTPUT_ATTRS
 from pipeline.core.kernel import local_ncc_numpy
+from pipeline.core.variables import EXTRA_NAMES, OUTPUT_ATTRS
 from pipeline.testing import cast_to, reference_ncc, sample_pair
+from support import assert_matches
 
 DTYPES = ["uint8", "uint16", "int16", "float32", "float64"]
 BOUNDARIES = ["reflect", "nearest", "constant", "nan"]
@@ -36,20 +37,6 @@ def flat_windows(x, window, boundary="reflect"):
     widths = [(0, 0)] * (x.ndim - 2) + [(r, r)] * 2
     w = sliding_window_view(np.pad(x, widths, mode=mode), (window, window), axis=(-2, -1))
     return (w == w[..., :1, :1]).all(axis=(-2, -1))
-
-
-def assert_matches(got, expected, tol=TOL):
-    """Same shape, identical NaN masks and max |difference| <= tol elsewhere."""
-    got = np.asarray(got)
-    assert got.shape == expected.shape, (got.shape, expected.shape)
-    got_nan, exp_nan = np.isnan(got), np.isnan(expected)
-    mismatch = np.argwhere(got_nan != exp_nan)
-    assert mismatch.size == 0, f"NaN masks differ at {len(mismatch)} pixels, first {mismatch[:5].tolist()}"
-    valid = ~exp_nan
-    if valid.any():
-        err = np.abs(got[valid].astype(np.float64) - expected[valid])
-        worst = int(np.argmax(err))
-        assert err[worst] <= tol, f"max |ncc - reference| = {err[worst]:.3g} at {np.argwhere(valid)[worst].tolist()}"
 
 
 def scipy_ncc(a, b, window, boundary):
@@ -302,7 +289,8 @@ def test_one_grey_level_off_is_not_flat(dtype, base, flat):
     ("float64", 100.0, 1e-6),
 ])
 def test_tiny_step_in_flat_patch_next_to_texture_is_not_flat(dtype, base, step, flat):
-    """A flat patch beside strong texture, with one pixel one ulp (or 1e-6) up, is flat only where that pixel is absent."""
+    """A flat patch beside strong texture, with one pixel one ulp (or 1e-6) up, is flat only where that pixel is
+    absent."""
     rng = np.random.default_rng(23)
     a = rng.normal(0.0, 300.0, (30, 40)).astype(dtype)
     a[5:25, 18:38] = base

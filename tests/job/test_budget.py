@@ -14,11 +14,10 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.job import budget
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError
 from pipeline.io import write_array
-from pipeline.job import plan_run
+from pipeline.job import budget, plan_run
 from pipeline.testing import sample_pair, write_config
 
 
@@ -112,6 +111,7 @@ def _peak_rss_of_tree(proc: subprocess.Popen) -> tuple[int, int]:
     return total_peak, single_peak
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compute, limit_of", [
     ({"scheduler": "threads", "workers": 2, "memory": "450MB"}, "total"),
     ({"scheduler": "local", "workers": 2, "threads_per_worker": 1, "memory": "450MB"}, "worker"),
@@ -131,6 +131,7 @@ def test_a_run_stays_within_its_budget(tmp_path: Path, big_pair, compute, limit_
     measured = total if limit_of == "total" else single
     assert 0 < measured <= 450e6, f"peak RSS {measured / 1e6:.0f} MB over the 450 MB budget"
     free = write_config(tmp_path / "f.yaml", reference=ref_url, moving=mov_url, output=str(tmp_path / "f.zarr"))
-    assert subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(free), "--quiet"], cwd=tmp_path).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(free), "--quiet"],
+                          cwd=tmp_path).returncode == 0
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "o.zarr" / "ncc"))[...],
                                   zarr.open_array(str(tmp_path / "f.zarr" / "ncc"))[...])

@@ -1,7 +1,7 @@
 """Nothing lost, nothing silently wrong: what lncc may delete, and what an output may claim about itself.
 
-Every test drives the real CLI in a subprocess (or the real run) on real zarr stores, and damages, kills or
-races real runs; the outputs are compared with the in-memory NCC.
+Every test drives the real CLI in a subprocess (those are marked slow) or the real run in this process, on
+real zarr stores, and damages, kills or races real runs; the outputs are compared with the in-memory NCC.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ import xarray as xr
 import zarr
 
 from pipeline import local_ncc
-from pipeline.io import read_ledger, read_provenance, write_array
-from pipeline.io import LOCK_FILE, OutputLock, create_output, output_state
 from pipeline.core.stats import STATS_LENGTH, done_blocks
-from support import run_cli as lncc
+from pipeline.io import output_state, read_ledger, read_provenance, write_array
 from pipeline.testing import sample_pair, write_config
-
-pytestmark = pytest.mark.slow
+from support import run_cli as lncc
 
 
 @pytest.fixture
@@ -54,6 +51,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 # --- 1. lncc deletes only what it wrote ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--force"]])
 def test_a_folder_with_a_users_files_is_never_deleted(tmp_path, pair, flags):
     """A mistyped output naming a folder of the user's: refused (exit 2, one line), with --force too, untouched."""
@@ -68,6 +66,7 @@ def test_a_folder_with_a_users_files_is_never_deleted(tmp_path, pair, flags):
     assert _tree(folder) == {"notes.txt": b"mine"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", [".", ".."])
 def test_the_working_or_parent_directory_is_refused_with_force(tmp_path, pair, output):
     """``output: .`` or ``..`` with --force: exit 2 and nothing deleted (the config itself included)."""
@@ -82,6 +81,7 @@ def test_the_working_or_parent_directory_is_refused_with_force(tmp_path, pair, o
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_root_is_refused(tmp_path, pair):
     """``output: /`` is refused by validate and run alike, with --force."""
     cfg = _config(tmp_path, pair, output="/")
@@ -90,6 +90,7 @@ def test_root_is_refused(tmp_path, pair):
         assert result.returncode == 2 and "'/'" in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_an_lncc_output_holding_a_users_file_is_not_replaced(tmp_path, pair):
     """A user's file put inside an lncc output: --force and a changed config are refused; nothing is deleted."""
     cfg = _config(tmp_path, pair)
@@ -102,6 +103,7 @@ def test_an_lncc_output_holding_a_users_file_is_not_replaced(tmp_path, pair):
     assert _tree(tmp_path / "out.zarr") == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["ncc", "_lncc/blocks", "_lncc"])
 def test_a_users_file_deep_inside_an_lncc_output_is_not_deleted(tmp_path, pair, where):
     """A user's file inside one of the output's arrays (not only at its top): a recompute is refused, kept."""
@@ -114,6 +116,7 @@ def test_a_users_file_deep_inside_an_lncc_output_is_not_deleted(tmp_path, pair, 
     assert mine.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_users_partial_file_is_neither_ignored_nor_deleted(tmp_path, pair):
     """Only the temporary files lncc and zarr write count as leftovers: a user's ``draft.partial`` makes a folder
     non-empty (refused), and a resume's clean-up of leftovers keeps it."""
@@ -130,6 +133,7 @@ def test_a_users_partial_file_is_neither_ignored_nor_deleted(tmp_path, pair):
     assert (folder / "draft.partial").read_text() == "mine" and not leftover.exists()
 
 
+@pytest.mark.slow
 def test_a_replacement_killed_part_way_through_deleting_is_still_lncc_s(tmp_path, pair):
     """The state a kill can leave mid-deletion (the replacing mark, an array without its metadata but with some
     chunks): the output is still lncc's, a rerun rewrites it to the exact map."""
@@ -150,6 +154,7 @@ def test_a_replacement_killed_part_way_through_deleting_is_still_lncc_s(tmp_path
     np.testing.assert_array_equal(_ncc(out), local_ncc(pair[1], pair[2], 7))
 
 
+@pytest.mark.slow
 def test_an_empty_folder_is_used_without_force(tmp_path, pair):
     """An empty output folder is written without --force."""
     (tmp_path / "out.zarr").mkdir()
@@ -159,6 +164,7 @@ def test_an_empty_folder_is_used_without_force(tmp_path, pair):
     np.testing.assert_array_equal(_ncc(tmp_path / "out.zarr"), local_ncc(pair[1], pair[2], 7))
 
 
+@pytest.mark.slow
 def test_an_input_reached_through_a_symlink_is_not_an_output(tmp_path, pair):
     """An output path that is an input folder through a symlink is refused (real paths compared)."""
     os.symlink(tmp_path / "in.zarr", tmp_path / "link.zarr")
@@ -174,6 +180,7 @@ def _bind(source: Path, target: Path) -> bool:
     return subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 def test_an_input_reached_through_a_bind_mount_is_not_an_output(tmp_path, pair):
     """A bind mount of the inputs' folder, used as (or above) the output: refused, by device and inode."""
     mount = tmp_path / "mnt"
@@ -216,6 +223,7 @@ def big_pair(tmp_path_factory):
     return urls, ref, mov, local_ncc(ref, mov, 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first,args", [
     (3, ["--force"]), (3, ["--set", "window=9", "--set", "zarr_format=2"]), (2, ["--set", "zarr_format=3"]),
 ], ids=["v3-force", "v3-to-v2-window-9", "v2-to-v3"])
@@ -245,6 +253,7 @@ def test_a_recompute_killed_while_replacing_never_reads_up_to_date(tmp_path, big
     assert xr.open_zarr(out)["ncc"].shape == (1024, 1024)  # xarray reads it too (no stale consolidated metadata)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_an_output_killed_as_it_is_created_is_resumed_not_refused(tmp_path, pair, zarr_format):
     """Kill -9 at the first sight of the group's metadata: the group already says it is lncc's, so the rerun
@@ -267,28 +276,10 @@ def test_an_output_killed_as_it_is_created_is_resumed_not_refused(tmp_path, pair
         np.testing.assert_array_equal(_ncc(out), local_ncc(pair[1], pair[2], 7))
 
 
-@pytest.mark.parametrize("zarr_format", [2, 3])
-def test_a_new_group_carries_lncc_mark_in_its_first_metadata(tmp_path, zarr_format):
-    """A new group's first metadata file already says lncc's; format 2's .zattrs alone (a kill before its
-    .zgroup) still does."""
-    import dask.array as da
-
-    from pipeline.io import write_group
-
-    url = str(tmp_path / "out.zarr")
-    template = xr.Dataset({"ncc": (("y", "x"), da.empty((40, 40), chunks=20, dtype=np.float32))})
-    create_output(url, template, {"status": "running"}, run_id="r1", zarr_format=zarr_format)
-    assert output_state(url) == "lncc" and read_provenance(url)["run_id"] == "r1"
-    half = str(tmp_path / "half.zarr")
-    write_group(half, {"lncc": {"status": "creating"}}, zarr_format=zarr_format)
-    if zarr_format == 2:
-        (tmp_path / "half.zarr" / ".zgroup").unlink()
-    assert output_state(half) == "lncc"
-
-
 # --- 4. one run at a time, by any path -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_paths_to_one_output_share_one_lock(tmp_path):
     """A run through a symlink to the output, paused mid-run, keeps a second run by the real path out; resumed,
     it finishes to its own config's exact map."""
@@ -322,42 +313,6 @@ def test_two_paths_to_one_output_share_one_lock(tmp_path):
         proc.wait()
     assert read_provenance(str(real))["config"]["window"] == 7
     np.testing.assert_array_equal(_ncc(real), local_ncc(ref, mov, 7))
-
-
-def test_a_block_of_a_run_whose_output_was_taken_over_is_not_recorded(tmp_path):
-    """A writer whose run no longer owns the output (another run replaced it) writes no ledger entry: its
-    blocks can never pass for the other run's."""
-    import dask.array as da
-
-    from pipeline.io import OutputWriter
-
-    url = str(tmp_path / "out.zarr")
-    template = xr.Dataset({"ncc": (("y", "x"), da.empty((64, 64), chunks=32, dtype=np.float32))})
-    create_output(url, template, {"status": "running"}, run_id="first")
-    first = OutputWriter(url, ("ncc",), owner="first")
-    block = np.full((32, 32), 0.25, np.float32)
-    first.write({"ncc": block}, (slice(0, 32), slice(0, 32)), (0, 0), np.ones(STATS_LENGTH))
-    create_output(url, template, {"status": "running"}, run_id="second")  # the other run starts over
-    with pytest.raises(RuntimeError, match="taken over by another run"):
-        first.write({"ncc": block}, (slice(0, 32), slice(32, 64)), (0, 1), np.ones(STATS_LENGTH))
-    assert not done_blocks(read_ledger(url)).any()
-
-
-def test_the_lock_is_inside_the_output_folder(tmp_path):
-    """Two paths to one folder (a symlink) find the same lock (from one process: two pairs of one run); a folder
-    the lock made is removed on release."""
-    (tmp_path / "real.zarr").mkdir()
-    os.symlink(tmp_path / "real.zarr", tmp_path / "link.zarr")
-    from pipeline.errors import InputError
-
-    with OutputLock(str(tmp_path / "real.zarr")):
-        assert (tmp_path / "real.zarr" / LOCK_FILE).exists()
-        with pytest.raises(InputError, match="two pairs of this run write the same output"):  # same process
-            OutputLock(str(tmp_path / "link.zarr")).acquire()
-    assert not (tmp_path / "real.zarr" / LOCK_FILE).exists()
-    with OutputLock(str(tmp_path / "new.zarr")):
-        pass
-    assert not (tmp_path / "new.zarr").exists()
 
 
 # --- 5, 6. damaged chunks and ledger entries are noticed and recomputed --------------------------------------------
@@ -400,6 +355,7 @@ def test_a_damaged_chunk_is_found_and_recomputed(tmp_path, pair, how, compressor
     assert describe_output(str(out), verify=True)["state"] == "complete"
 
 
+@pytest.mark.slow
 def test_inspect_reports_damage_with_exit_1(tmp_path, pair):
     """The CLI: a missing chunk shows in a plain inspect (a listing), a garbled one with --verify; exit 1 for
     damaged, and the rerun's summary says what it repaired."""
@@ -439,6 +395,7 @@ def test_a_damaged_ledger_entry_is_recomputed(tmp_path, pair, how):
     assert describe_output(str(out), verify=True)["state"] == "complete"
 
 
+@pytest.mark.slow
 def test_a_garbled_ledger_entry_costs_no_traceback(tmp_path, pair):
     """The CLI on a ledger entry overwritten with random bytes: exit 0, nothing on stderr (no asyncio
     tracebacks), the block recomputed."""
@@ -452,6 +409,7 @@ def test_a_garbled_ledger_entry_costs_no_traceback(tmp_path, pair):
     assert "resumed: 1 of 64 blocks computed" in rerun.stdout
 
 
+@pytest.mark.slow
 def test_an_older_ledger_layout_is_recomputed_not_trusted(tmp_path, pair):
     """A ledger of another entry length (an older lncc) is not read as done: the output is written afresh."""
     cfg = _config(tmp_path, pair)
@@ -469,6 +427,7 @@ def test_an_older_ledger_layout_is_recomputed_not_trusted(tmp_path, pair):
 # --- 12, 14, 15, 16. limits, dims, degenerate maps, what the summary says ------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_chunks_are_refused_at_once(tmp_path, pair):
     """``chunks: 1`` is refused in well under a second of planning, naming the block count and a size to use."""
     cfg = _config(tmp_path, pair, chunks={"y": 1, "x": 1}, window=3)
@@ -500,6 +459,7 @@ def test_frames_last_are_found_by_name_and_kept_in_place(tmp_path):
         assert run(load_config(cfg)).pairs[0].action == "up to date"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims", [None, ["y", "x", "c"]])
 def test_colour_is_refused_with_a_hint(tmp_path, dims):
     """An RGB (512, 512, 3) pair: refused naming colour (and how to convert), never run as 512 frames."""
@@ -517,6 +477,7 @@ def test_colour_is_refused_with_a_hint(tmp_path, dims):
     assert not (tmp_path / "o.zarr").exists()
 
 
+@pytest.mark.slow
 def test_a_flat_map_warns_and_reports_exact_quantiles(tmp_path):
     """An entirely flat input: exit 0, quantiles printed as exactly +0.000 (not the bin's +0.001), and a warning
     on stderr saying most of the map is flat."""
@@ -529,6 +490,7 @@ def test_a_flat_map_warns_and_reports_exact_quantiles(tmp_path):
     assert "warning" in result.stderr and "100% of the map is flat" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_summary_reports_start_up_apart_from_the_compute_rate(tmp_path, pair):
     """The summary line gives the compute rate and, apart, the start-up time (checks, compilation)."""
     cfg = _config(tmp_path, pair)
@@ -538,6 +500,7 @@ def test_the_summary_reports_start_up_apart_from_the_compute_rate(tmp_path, pair
     assert "Mpx/s) after" in first and "s of start-up" in first
 
 
+@pytest.mark.slow
 def test_the_stored_map_has_its_own_attrs(tmp_path):
     """The stored NCC map carries its own attrs (what it is, unitless), not the reference's (units: DN)."""
     from pipeline.core.variables import OUTPUT_ATTRS

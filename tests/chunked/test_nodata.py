@@ -1,11 +1,7 @@
-"""Nodata, NaN and masks: windows use only pixels valid in both images, the same for every chunking."""
+"""Nodata, NaN and masks through ``pipeline.local_ncc``: windows use only pixels valid in both images, the same
+for every chunking. (The same through the ``lncc`` command: ``tests/cli/test_cli_nodata.py``.)"""
 
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -15,33 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline import InputError, local_ncc
-from pipeline.io import write_array
 from pipeline.core.masks import invalid_mask
 from pipeline.testing import reference_ncc, sample_pair
-
-NAMES = ("ncc", "valid_fraction", "std_reference", "std_moving")
-
-
-def holey_pair(shape, dtype, seed, hole_fraction=0.15, border=0):
-    """A sample pair with NaN/Inf holes (float dtypes) and a nodata (0) border on the reference."""
-    rng = np.random.default_rng(seed)
-    a, b = (x.copy() for x in sample_pair(shape, dtype, seed=seed))
-    if border:
-        a[..., :, :border] = 0
-    if np.dtype(dtype).kind == "f":
-        b[rng.random(shape) < hole_fraction] = np.nan
-        a[rng.random(shape) < hole_fraction / 3] = np.inf
-        a[rng.random(shape) < hole_fraction / 3] = -np.inf
-    mask = rng.random(shape) > hole_fraction
-    return a, b, mask
-
-
-def assert_same(result, expected, tol=1e-6):
-    for name, got, want in zip(NAMES, result, expected):
-        got = np.asarray(got, dtype=np.float64)
-        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
-        scale = np.maximum(1.0, np.abs(np.nan_to_num(want)))
-        assert np.nanmax(np.abs(got - want) / scale, initial=0.0) <= tol, name
+from support import MAP_NAMES as NAMES
+from support import assert_same, holey_pair
 
 
 @given(
@@ -131,44 +104,3 @@ def test_xarray_extras_give_a_dataset():
     out = local_ncc(ref, b, 3, extras=True)
     assert isinstance(out, xr.Dataset) and set(out.data_vars) == set(NAMES)
     assert out["valid_fraction"].dims == ("lat", "lon") and "lat" in out.coords
-
-
-def lncc(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
-
-
-@pytest.mark.parametrize("zarr_format", [2, 3])
-def test_cli_with_nodata_masks_and_extra_outputs(tmp_path: Path, zarr_format):
-    """Through the CLI on zarr stores: per-input nodata and a mask array, with the extra variables written."""
-    a, b, mask = holey_pair((90, 110), "float32", seed=9, border=6)
-    write_array(str(tmp_path / "a.zarr"), a, chunks=(32, 32), zarr_format=zarr_format)
-    write_array(str(tmp_path / "b.zarr"), b, chunks=(32, 32), zarr_format=zarr_format)
-    write_array(str(tmp_path / "m.zarr"), mask, chunks=(32, 32), zarr_format=zarr_format)
-    config = {"reference": "a.zarr", "moving": "b.zarr", "output": "out.zarr", "moving_mask": "m.zarr",
-              "window": 7, "nodata": {"reference": 0}, "min_valid": 0.6, "extra_outputs": True,
-              "chunks": {"y": 32, "x": 32}}
-    (tmp_path / "c.yaml").write_text(json.dumps(config))
-    result = lncc(tmp_path, "run", "c.yaml")
-    assert result.returncode == 0, result.stderr
-    ds = xr.open_zarr(tmp_path / "out.zarr")
-    invalid = invalid_mask(a, b, (0, None), None, mask)
-    expected = reference_ncc(a, b, 7, invalid=invalid, min_valid=0.6, extras=True)
-    assert_same([ds[n].values for n in NAMES], expected)
-    assert np.isnan(ds["ncc"].values[:, :2]).all()  # the nodata border
-
-
-@pytest.mark.parametrize("bad", ["dtype", "shape"])
-def test_cli_refuses_a_bad_mask(tmp_path: Path, bad):
-    """A mask that is not bool, or not of the images' shape, exits 2 before anything is written."""
-    a, b = sample_pair((40, 50), "uint8")
-    write_array(str(tmp_path / "a.zarr"), a)
-    write_array(str(tmp_path / "b.zarr"), b)
-    mask = np.ones((40, 50), np.uint8) if bad == "dtype" else np.ones((40, 49), bool)
-    write_array(str(tmp_path / "m.zarr"), mask)
-    (tmp_path / "c.yaml").write_text(json.dumps({"reference": "a.zarr", "moving": "b.zarr", "output": "out.zarr",
-                                                 "reference_mask": "m.zarr"}))
-    result = lncc(tmp_path, "run", "c.yaml")
-    assert result.returncode == 2
-    assert ("expected a bool array" if bad == "dtype" else "(40, 49)") in result.stderr
-    assert not (tmp_path / "out.zarr").exists()

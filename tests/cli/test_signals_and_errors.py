@@ -24,10 +24,9 @@ import pytest
 import zarr
 
 from pipeline import local_ncc
-from pipeline.io import read_ledger, write_array
-from pipeline.core.stats import done_blocks
+from pipeline.io import write_array
 from pipeline.testing import reference_ncc, sample_pair, write_config
-from support import chunk_files
+from support import blocks_done, chunk_files
 from support import run_cli as lncc
 
 pytestmark = pytest.mark.slow
@@ -86,13 +85,6 @@ def _stop(proc: subprocess.Popen, sig: int, cwd: Path, timeout: float = 60) -> s
     return (cwd / "stderr.txt").read_text()
 
 
-def _done(out: Path) -> int:
-    try:
-        return int(done_blocks(read_ledger(str(out))).sum())
-    except Exception:  # noqa: BLE001 - no ledger yet
-        return 0
-
-
 def _pool_processes(pid: int) -> list:
     """The process-pool workers among ``pid``'s descendants."""
     import psutil
@@ -127,7 +119,7 @@ def _wait_until_running(proc: subprocess.Popen, out: Path, blocks: int, pool: in
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         workers = _pool_processes(proc.pid) if pool else []
-        if _done(out) >= blocks and len(workers) >= pool:
+        if blocks_done(out) >= blocks and len(workers) >= pool:
             return workers
         time.sleep(0.05)
     assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be stopped"
@@ -181,7 +173,7 @@ def test_sigterm_stops_like_ctrl_c_releases_the_lock_and_the_rerun_resumes_exact
     inspect = lncc("inspect", str(out), cwd=tmp_path)
     assert inspect.returncode == 0, inspect.stderr
     assert inspect.stdout.splitlines()[0].startswith(f"{out}: incomplete")
-    done = _done(out)
+    done = blocks_done(out)
     assert 5 <= done < 256
 
     rerun = lncc("run", str(cfg), cwd=tmp_path)
@@ -245,7 +237,7 @@ def test_sigterm_of_a_processes_run_exits_143_and_leaves_no_pool_process(tmp_pat
     assert _one_error_line(stderr).startswith("lncc: error: terminated by SIGTERM")
     assert not left, f"pool processes {[p.pid for p in left]} outlived their run"
     assert not _lock_files(tmp_path)
-    done = _done(out)
+    done = blocks_done(out)
     rerun = lncc("run", str(cfg), "--set", "compute.scheduler=threads", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed: {256 - done} of 256 blocks computed" in rerun.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,23 +13,12 @@ import yaml
 import zarr
 
 from pipeline.io import read_provenance, write_array
-from pipeline.testing import reference_ncc, sample_pair
-from support import run_cli
+from pipeline.testing import reference_ncc, sample_pair, write_config
+from support import REPO, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
 SHAPE = (64, 80)
-
-
-def lncc(tmp_path, *args):
-    """Run `python -m pipeline.cli ARGS` in tmp_path with stderr not a TTY."""
-    env = {k: v for k, v in os.environ.items() if k != "LNCC_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=120)
-
-
-def write_config(tmp_path, data, name="config.yaml"):
-    (tmp_path / name).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return name
 
 
 def make_inputs(tmp_path, zarr_format=3, shape=SHAPE):
@@ -61,8 +49,8 @@ def assert_usage_error(result, *fragments):
 def test_run_succeeds(tmp_path, zarr_format):
     """`lncc run` exits 0, prints a summary with Mpx/s and the output path, no progress bar, a complete output."""
     ref, mov = make_inputs(tmp_path, zarr_format)
-    config = write_config(tmp_path, base_config(window=7, zarr_format=zarr_format))
-    result = lncc(tmp_path, "run", config)
+    config = write_config(tmp_path / "config.yaml", **base_config(window=7, zarr_format=zarr_format))
+    result = run_cli("run", config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Mpx/s" in result.stdout
     assert "out.zarr" in result.stdout and "(64, 80)" in result.stdout
@@ -80,8 +68,8 @@ def test_run_succeeds(tmp_path, zarr_format):
 def test_run_quiet_with_set(tmp_path):
     """`--quiet` prints nothing at all and `--set window=5` reaches the provenance and the values."""
     ref, mov = make_inputs(tmp_path)
-    config = write_config(tmp_path, base_config(window=7))
-    result = lncc(tmp_path, "run", config, "--quiet", "--set", "window=5", "--set", "compute.workers=1")
+    config = write_config(tmp_path / "config.yaml", **base_config(window=7))
+    result = run_cli("run", config, "--quiet", "--set", "window=5", "--set", "compute.workers=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert result.stderr == ""
@@ -96,9 +84,9 @@ def test_run_quiet_with_set(tmp_path):
 def test_validate_writes_nothing(tmp_path):
     """`lncc validate` exits 0, reports the pair and creates no output."""
     make_inputs(tmp_path, 2)
-    config = write_config(tmp_path, base_config(window=9))
+    config = write_config(tmp_path / "config.yaml", **base_config(window=9))
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = lncc(tmp_path, "validate", config)
+    result = run_cli("validate", config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ref.zarr x mov.zarr -> out.zarr")
     assert "(64, 80)" in result.stdout
@@ -221,9 +209,9 @@ def test_run_usage_errors(tmp_path, setup):
     if isinstance(config, str):
         (tmp_path / "config.yaml").write_text(config, encoding="utf-8")
     else:
-        write_config(tmp_path, config)
+        write_config(tmp_path / "config.yaml", **config)
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = lncc(tmp_path, "run", "config.yaml")
+    result = run_cli("run", "config.yaml", cwd=tmp_path)
     assert_usage_error(result, *fragments)
     assert not (tmp_path / "out.zarr").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -235,10 +223,10 @@ def test_foreign_output_refused_even_with_force(tmp_path):
     theirs = np.arange(12, dtype=np.int32).reshape(3, 4)
     write_array(str(tmp_path / "out.zarr"), theirs, zarr_format=2)
     before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out.zarr").rglob("*") if p.is_file()}
-    config = write_config(tmp_path, base_config(window=5))
+    config = write_config(tmp_path / "config.yaml", **base_config(window=5))
 
     for flags in ([], ["--force"]):
-        result = lncc(tmp_path, "run", config, *flags)
+        result = run_cli("run", config, *flags, cwd=tmp_path)
         assert_usage_error(result, "out.zarr", "not written by lncc", "remove it by hand or choose another output")
         after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out.zarr").rglob("*") if p.is_file()}
         assert after == before
@@ -251,8 +239,8 @@ def test_non_zarr_output_directory_is_not_deleted(tmp_path):
     (tmp_path / "out.zarr").mkdir()
     notes = tmp_path / "out.zarr" / "notes.txt"
     notes.write_text("my thesis")
-    config = write_config(tmp_path, base_config())
-    result = lncc(tmp_path, "run", config)
+    config = write_config(tmp_path / "config.yaml", **base_config())
+    result = run_cli("run", config, cwd=tmp_path)
     assert notes.exists() and notes.read_text() == "my thesis"
     assert_usage_error(result, "not written by lncc")
 
@@ -271,9 +259,9 @@ def test_demo(tmp_path):
     assert {k: demo[k] for k in demo_paths} == demo_paths  # the paths this test rewrites
     config = dict(demo, reference=str(data_dir / "motorcycle.zarr" / "left"),
                   moving=str(data_dir / "motorcycle.zarr" / "right"), output=str(tmp_path / "out" / "moto.zarr"))
-    write_config(tmp_path, config, "demo.yaml")
+    write_config(tmp_path / "demo.yaml", **config)
 
-    result = lncc(tmp_path, "run", "demo.yaml")
+    result = run_cli("run", "demo.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Mpx/s" in result.stdout and "moto.zarr" in result.stdout
     out = tmp_path / "out" / "moto.zarr"
@@ -318,7 +306,6 @@ def test_the_command_starts_no_blas_thread_pools():
 KEY, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("text,overrides", [
     (f"storage_options: 'key={KEY} secret={SECRET}'\n", []),
     ("", [f"storage_options={SECRET}"]),
@@ -333,7 +320,6 @@ def test_storage_options_values_never_reach_stderr(tmp_path, text, overrides):
     assert KEY not in result.stderr and SECRET[:6] not in result.stderr
 
 
-@pytest.mark.slow
 def test_alias_bomb_is_refused_at_once(tmp_path):
     """Nine levels of nine-fold YAML aliases under window: exit 2 in seconds with one short line."""
     anchors = "a0: &l0 [a, a, a, a, a, a, a, a, a]\n" + "".join(
@@ -349,14 +335,11 @@ def _closed_pipe_run(tmp_path, *args):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        env = {k: v for k, v in os.environ.items() if k != "LNCC_DEBUG"}
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, timeout=120)
+        return run_cli(*args, cwd=tmp_path, timeout=120, stdout=write_end)
     finally:
         os.close(write_end)
 
 
-@pytest.mark.slow
 def test_closed_stdout_exits_quietly(tmp_path):
     """`lncc inspect OUT | head` and `lncc job-script CONFIG | head`: exit 0, nothing on stderr."""
     from pipeline.config import parse_config
@@ -366,7 +349,7 @@ def test_closed_stdout_exits_quietly(tmp_path):
     run_config(parse_config({"reference": str(tmp_path / "ref.zarr"), "moving": str(tmp_path / "mov.zarr"),
                              "output": str(tmp_path / "out.zarr")}))
     jobqueue = {"scheduler": "jobqueue", "jobqueue": {"system": "slurm", "cores": 2, "memory": "4GB"}}
-    config = write_config(tmp_path, base_config(compute=jobqueue), name="cluster.yaml")
+    config = write_config(tmp_path / "cluster.yaml", **base_config(compute=jobqueue))
     for args in (("inspect", "out.zarr"), ("job-script", config)):
         result = _closed_pipe_run(tmp_path, *args)
         assert (result.returncode, result.stderr) == (0, ""), args

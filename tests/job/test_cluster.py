@@ -16,10 +16,9 @@ import pytest
 import zarr
 
 from pipeline.config import parse_config
-from pipeline.io import read_ledger, write_array
-from pipeline.core.stats import done_blocks
+from pipeline.io import write_array
 from pipeline.testing import reference_ncc, sample_pair, write_config
-from support import DaskCluster, chunk_files
+from support import DaskCluster, blocks_done, chunk_files
 from support import run_cli as lncc
 
 
@@ -35,13 +34,7 @@ def _pair(tmp_path: Path, shape=(1024, 1024), chunks=(128, 128), seed=11):
                       write_array(str(tmp_path / "p.zarr"), mov, chunks=chunks, name="mov"))
 
 
-def _done(out: Path) -> int:
-    try:
-        return int(done_blocks(read_ledger(str(out))).sum())
-    except Exception:
-        return 0
-
-
+@pytest.mark.slow
 def test_run_through_a_scheduler_address_equals_the_threaded_run(tmp_path: Path, cluster):
     """A pair computed by real dask workers behind `dask scheduler` gives the threaded run's bytes."""
     ref, mov, (ref_url, mov_url) = _pair(tmp_path)
@@ -63,6 +56,7 @@ def test_run_through_a_scheduler_address_equals_the_threaded_run(tmp_path: Path,
         assert sum(client.run(lambda dask_worker: len(dask_worker.state.log)).values()) > 0
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_identical(tmp_path: Path, cluster):
     """kill -9 of a worker process (and its nanny) mid-run: dask retries its tasks on the other worker, or the
     run exits 1 with one line; a rerun then resumes. Either way the output equals an uninterrupted run."""
@@ -75,11 +69,11 @@ def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_ident
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(killed)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and _done(out) < 20:
+    while time.monotonic() < deadline and proc.poll() is None and blocks_done(out) < 20:
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before a worker could be killed: make the pair larger"
     cluster.kill_worker(0)
-    done_at_kill = _done(out)
+    done_at_kill = blocks_done(out)
     stdout, stderr = proc.communicate(timeout=300)
     assert done_at_kill < 144, "the run ended before a worker was killed"
     assert proc.returncode in (0, 1), stderr
@@ -96,6 +90,7 @@ def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_ident
     assert "complete (144 of 144 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
 
 
+@pytest.mark.slow
 def test_blocks_go_to_workers_in_contiguous_bands(cluster):
     """A run's blocks (listed row by row) go to the workers in contiguous bands, as loose restrictions: each
     worker computes neighbouring blocks, which share its cache of decoded chunks."""
@@ -142,6 +137,7 @@ def test_bands_split_tasks_by_threads(nthreads, n, expected):
         assert bands[0][1] is None
 
 
+@pytest.mark.slow
 def test_client_killed_mid_run_then_rerun_on_the_cluster_resumes_bit_identical(tmp_path: Path, cluster):
     """kill -9 of the lncc process itself while the cluster computes: the rerun computes only what is missing."""
     _, _, (ref_url, mov_url) = _pair(tmp_path, shape=(1536, 1536), seed=13)
@@ -151,13 +147,13 @@ def test_client_killed_mid_run_then_rerun_on_the_cluster_resumes_bit_identical(t
                           **common)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(killed), "--quiet"], cwd=tmp_path)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and _done(out) < 20:
+    while time.monotonic() < deadline and proc.poll() is None and blocks_done(out) < 20:
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(1.0)  # tasks already on the workers may finish: they write whole chunks and their ledger entries
-    done = _done(out)
+    done = blocks_done(out)
     assert done < 144
     rerun = lncc("run", str(killed), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
@@ -167,6 +163,7 @@ def test_client_killed_mid_run_then_rerun_on_the_cluster_resumes_bit_identical(t
     assert chunk_files(out) == chunk_files(tmp_path / "clean.zarr")
 
 
+@pytest.mark.slow
 def test_local_cluster_run_equals_threads_and_counts_worker_memory(tmp_path: Path):
     """scheduler: local starts worker processes for the run; same bytes as threads, RSS includes the workers."""
     from pipeline.job import run
@@ -186,6 +183,7 @@ def test_local_cluster_run_equals_threads_and_counts_worker_memory(tmp_path: Pat
     assert not [c for c in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(c.cmdline())]
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_address_is_one_clear_line(tmp_path: Path):
     import socket
 
@@ -202,6 +200,7 @@ def test_unreachable_scheduler_address_is_one_clear_line(tmp_path: Path):
     assert not (tmp_path / "o.zarr").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system, marker", [("slurm", "#SBATCH"), ("pbs", "#PBS")])
 def test_jobqueue_job_script_is_built_from_the_config_without_submitting(tmp_path: Path, system, marker):
     """The batch script a jobqueue run would submit, from YAML, through `lncc job-script`."""
@@ -221,6 +220,7 @@ def test_jobqueue_job_script_is_built_from_the_config_without_submitting(tmp_pat
     assert "distributed.cli.dask_worker" in script or "dask worker" in script or "dask-worker" in script
 
 
+@pytest.mark.slow
 def test_job_script_needs_a_jobqueue_config(tmp_path: Path):
     cfg = write_config(tmp_path / "c.yaml", reference="a.zarr", moving="b.zarr", output="o.zarr")
     result = lncc("job-script", str(cfg), cwd=tmp_path)
