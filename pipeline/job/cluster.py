@@ -170,9 +170,14 @@ def _process_pool(workers: int | None):
         yield pool
     except BaseException:
         processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor offers no terminate
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.kill()
+        # Let the executor's manager thread see its processes gone and close its wake-up pipe now: left to the
+        # interpreter's exit, Python 3.11 races with it and may print a traceback (CPython gh-105829).
+        if manager is not None:
+            manager.join(timeout=30)
         raise
     else:
         pool.shutdown()

@@ -124,14 +124,14 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
         cache = budget_.chunk_cache_bytes(plan.chunks[-2:], budget_.bytes_per_pixel(
             [plan.reference.dtype, plan.moving.dtype]), plan.chunks[0] if len(plan.chunks) == 3 else 1)
         pair = io.open_pair(plan.reference, plan.moving, halo=plan.radius, cache_bytes=cache)
-        marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, **options)
+        marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, radius=plan.radius, **options)
     else:  # map_overlap over dask arrays in processing order; blocks go back to the inputs' order to be written
         proc = [ref.dims[i] for i in order]
         mov = io.open_input(plan.moving, stored_chunks).transpose(*proc)
         masks = [None if m is None else io.open_input(m, stored_chunks).transpose(*proc).data for m in plan.masks]
         sink = writer if order == tuple(range(len(order))) else Reordered(writer, inverse)
         marks = local_ncc_into(sink, ref.transpose(*proc).data, mov.data, config.window, reference_mask=masks[0],
-                               moving_mask=masks[1], **options)
+                               moving_mask=masks[1], radius=plan.radius, **options)
     started = datetime.now(UTC).isoformat()
     proc_done = None if plan.done is None else plan.done.transpose(order)  # the block grid in processing order
     if plan.action == "resume" and proc_done is not None and proc_done.shape == marks.numblocks:
