@@ -22,7 +22,7 @@ def local_ncc_into(sink, reference: da.Array, moving: da.Array, window: int = 7,
                    extras: bool = False, radius: int | None = None) -> da.Array:
     """Lazy local NCC of dask inputs whose blocks go to ``sink`` inside their own tasks.
 
-    Same options as :func:`local_ncc`; see :func:`pipeline.chunked.graph.local_ncc_sink`
+    Same options as :func:`pipeline.local_ncc`; see :func:`pipeline.chunked.graph.local_ncc_sink`
     for ``sink`` and the result (one done-marker per block). Used by
     :func:`pipeline.job.run` to write each block where it is computed. A
     caller that has checked the pair and the options already (a run's plan)

@@ -19,7 +19,7 @@ Two accumulation paths keep it float64-accurate:
   are exact whenever the block's *range* (not its dtype) lets them be;
 * **floats** (and integer blocks whose range is too wide for exact sums): the
   sums are float64 of values shifted by the block mean, restarted every
-  ``_RESTART`` rows and columns to bound drift. Where a window's variance is
+  :data:`pipeline.core.sums.RESTART` rows and columns to bound drift. Where a window's variance is
   too small for the running sums to resolve it to ~1e-7 (nearly flat windows,
   large offsets) the window is recomputed directly with the two-pass formula
   (for integers on exact differences from one of the window's own values), and

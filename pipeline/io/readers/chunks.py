@@ -132,7 +132,7 @@ class ChunkCache:
     """Decoded chunks shared by the tasks of one process: edge strips, and whole chunks read in part.
 
     Two least-recently-used stores under one lock: the ``edge``-wide edges of
-    every chunk decoded (a few KB each, up to :func:`~edge_cache_bytes`), and
+    every chunk decoded (a few KB each, up to :func:`edge_cache_bytes`), and
     the chunks that a read used only in part, up to the byte limit. Entries
     belong to one run (the reader's run id): a new run starts empty. Hits are
     copied out under the lock, so an evicted chunk's memory can be reused for
