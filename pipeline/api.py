@@ -9,6 +9,7 @@ import xarray as xr
 
 from .chunked.entry import prepare
 from .chunked.graph import local_ncc_dask
+from .chunked.shift import apply_shift
 from .core.checks import check_pair
 from .core.kernel import local_ncc_numpy
 from .core.variables import EXTRA_NAMES, OUTPUT_ATTRS
@@ -28,6 +29,8 @@ def local_ncc(
     moving_mask: Any = None,
     min_valid: float = 0.5,
     extras: bool = False,
+    shift: Any = None,
+    interpolation: str = "cubic",
 ) -> Any:
     """Per-pixel local normalized cross-correlation of two images.
 
@@ -62,6 +65,13 @@ def local_ncc(
     extras : bool, default False
         Also return the valid fraction and the local (population) std of each
         image, so "flat", "masked" and "dissimilar" can be told apart.
+    shift : (dy, dx) or array of shape (t, 2), optional
+        Register the moving image first: shift it by this many pixels (scikit-image's convention, the shift
+        that registers the moving image onto the reference, e.g. from :func:`pipeline.register`; for video
+        one per frame) and correlate the shifted image. The map keeps the reference's grid; pixels whose
+        source lies outside the moving image (or touches its nodata) are missing data.
+    interpolation : {"linear", "cubic", "lanczos3"}, default "cubic"
+        The local kernel that applies a shift's fractional part (see :mod:`pipeline.core.interpolation`).
 
     Returns
     -------
@@ -95,9 +105,13 @@ def local_ncc(
     _check_array(moving, "moving")
     options = dict(boundary=boundary, flat=flat, nodata=nodata, min_valid=min_valid, extras=extras)
     if isinstance(reference, xr.DataArray):
-        return _local_ncc_xarray(reference, moving, window, reference_mask, moving_mask, options)
+        return _local_ncc_xarray(reference, moving, window, reference_mask, moving_mask,
+                                 {**options, "shift": shift, "interpolation": interpolation})
     if isinstance(moving, xr.DataArray):
         moving = moving.data
+    if shift is not None:
+        moving, options["nodata"], moving_mask = apply_shift(reference, moving, shift, interpolation, nodata,
+                                                             moving_mask)
     lazy, reference, moving, radius, kwargs = prepare(reference, moving, window, reference_mask, moving_mask,
                                                       **options)
     if lazy:

@@ -150,6 +150,8 @@ def _format_summary(summary) -> str:
                  "resume": f"resumed: {p.blocks_computed} of {p.blocks_total} blocks computed{repaired}",
                  "fresh": f"computed: {p.blocks_total} blocks"}[p.action]
         lines.append(f"  {p.output}  shape {tuple(p.shape)}  {state}")
+        if p.registration is not None:
+            lines.append(f"    registered: {p.registration}")
         lines.append(
             f"    ncc mean {p.mean:+.4f}  q05 {q['q05']:+.3f}  q25 {q['q25']:+.3f}  median {q['q50']:+.3f}  "
             f"q75 {q['q75']:+.3f}  q95 {q['q95']:+.3f}  NaN {100 * p.nan_fraction:.2f}%"
@@ -209,13 +211,76 @@ def validate(
 
         cfg = load_config(config, set_ or [])
         _hide(cfg.storage_options)
-        plans = plan_run(cfg, force=force)
+        plans = plan_run(cfg, force=force, estimate=False)
         for plan in plans:
             typer.echo(f"ok: {plan.pair.reference} x {plan.pair.moving} -> {plan.pair.output}  "
                        f"shape {plan.reference.shape} {plan.reference.dtype}/{plan.moving.dtype}  "
                        f"dims {list(plan.reference.dims)}  chunks {plan.chunks}")
 
     _guarded(body)
+
+
+@app.command()
+def register(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the estimates as JSON.")] = False,
+) -> None:
+    """Estimate (or check the given) registration of CONFIG's pairs and print it; writes nothing."""
+
+    def body():
+        from .config import load_config
+        from .job import register_run
+
+        cfg = load_config(config, set_ or [])
+        _hide(cfg.storage_options)
+        if not cfg.registration.enabled:
+            _fail(2, "registration.method is none: nothing to register; set registration.method: translation "
+                     "(or local) in the config, or --set registration.method=translation")
+        results = register_run(cfg)
+        if json_:
+            import json
+
+            typer.echo(json.dumps([_registration_record(plan, reg) for plan, reg in results], indent=2))
+            return
+        for plan, reg in results:
+            typer.echo(f"{plan.pair.reference} x {plan.pair.moving}: {reg.describe()}")
+            for line in _estimate_lines(reg):
+                typer.echo(f"  {line}")
+
+    _guarded(body)
+
+
+def _registration_record(plan, reg) -> dict:
+    import numpy as np
+
+    record = {"reference": plan.pair.reference, "moving": plan.pair.moving, **reg.provenance()}
+    if reg.field is not None:
+        shifts = reg.field["shift"]
+        record["field"] = {"tiles": list(shifts.shape[:-1]), "unknown_tiles": int(np.isnan(shifts[..., 0]).sum())}
+    return record
+
+
+def _estimate_lines(reg) -> list[str]:
+    """The quality figures of the estimate(s): one line per image, a summary over the frames of a video."""
+    import numpy as np
+
+    lines = []
+    if len(reg.estimates) == 1:
+        e = reg.estimates[0]
+        lines.append(f"quality: correlation {e['correlation']:.4f} after registration, gain {e['gain']:.3f}, "
+                     f"offset {e['offset']:+.2f}, phase peak {e['peak']:.3f}, tile spread {e['spread']:.3f} px "
+                     f"over {e['tiles']} tiles")
+    elif reg.estimates:
+        corr = [e["correlation"] for e in reg.estimates]
+        spread = [e["spread"] for e in reg.estimates]
+        lines.append(f"quality over {len(corr)} frames: correlation {min(corr):.4f}..{max(corr):.4f}, tile "
+                     f"spread at most {max(spread):.3f} px")
+    if reg.field is not None:
+        shifts = reg.field["shift"]
+        lines.append(f"shift field: {' x '.join(str(n) for n in shifts.shape[:-1])} tiles, "
+                     f"{int(np.isnan(shifts[..., 0]).sum())} too flat to tell")
+    return lines
 
 
 @app.command("job-script")

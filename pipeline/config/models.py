@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from ..core.checks import flat_ok, window_problem
 from ..core.masks import nodata_pair
 from .messages import describe, short
+from .registration import RegistrationConfig
 
 __all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "PairConfig", "RunConfig", "JOBQUEUE_SYSTEMS"]
 
@@ -187,6 +188,8 @@ class RunConfig(BaseModel):
     nodata: float | NodataConfig | None = None
     min_valid: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     extra_outputs: bool = False
+    registration: RegistrationConfig = RegistrationConfig()
+    """Align the moving image onto the reference before correlating (see :class:`RegistrationConfig`)."""
     dims: list[str] | None = None
     chunks: dict[str, PositiveInt] | None = None
     zarr_format: Literal[2, 3] = 3

@@ -56,7 +56,8 @@ def _remove(url: str, keep: set[str], storage_options: dict[str, Any] | None, on
 
 
 def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, run_id: str, zarr_format: int = 3,
-                  compressor: str = "none", storage_options: dict[str, Any] | None = None) -> None:
+                  compressor: str = "none", storage_options: dict[str, Any] | None = None,
+                  layers: xr.Dataset | None = None) -> None:
     """Create (or replace) the output group: metadata, coordinates, provenance, ledger and checksums.
 
     ``result`` holds ``ncc`` (and optionally extra variables of the same
@@ -66,6 +67,8 @@ def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, r
     written here: :class:`pipeline.io.OutputWriter` does that, block by block.
     The ledger ``_lncc/blocks`` holds one stats vector per block and
     ``_lncc/checksums`` one checksum, both written after the block's values.
+    ``layers`` are small in-memory variables (e.g. the registration's ``shift``) written whole, with their
+    own coordinates, before any block.
 
     The caller holds the output's lock and has checked the path
     (:func:`check_output_path`). An existing lncc output is first marked as
@@ -75,11 +78,12 @@ def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, r
     """
     ncc = result["ncc"]
     chunks = _zarr_chunks(ncc)
-    mark = _mark_group(url, result, run_id, zarr_format, storage_options)
+    layers = layers if layers is not None else xr.Dataset()
+    mark = _mark_group(url, result, layers, run_id, zarr_format, storage_options)
     # xarray writes the coordinates (encoding them as it reads them back); it rewrites the group's attributes
     # in one write, given the mark again. The data variables are created empty with zarr itself, laid out as
     # xarray would: a lazy to_zarr(compute=False) costs a dask graph and, once, ~0.3 s of imports.
-    coords = xr.Dataset(coords=result.coords, attrs=mark)
+    coords = xr.Dataset(layers.data_vars, coords=result.coords, attrs=mark)
     for name in coords.variables:
         coords[name].encoding = {}
     options = store_kwargs(url, storage_options)
@@ -95,7 +99,8 @@ def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, r
                            **({"dimension_names": list(var.dims)} if zarr_format == 3 else {}))
     _create_bookkeeping(group, tuple(len(c) for c in ncc.chunks))
     full = {**provenance, "software": "lncc", "run_id": run_id, "variables": list(result.data_vars),
-            "coords": [str(c) for c in result.coords], "blocks": [list(c) for c in ncc.chunks]}
+            "coords": [str(c) for c in coords.coords], "layers": [str(v) for v in layers.data_vars],
+            "blocks": [list(c) for c in ncc.chunks]}
     update_provenance(url, full, storage_options=storage_options)
 
 
@@ -110,17 +115,18 @@ def _zarr_chunks(ncc: xr.DataArray) -> tuple[int, ...]:
     return chunks
 
 
-def _mark_group(url: str, result: xr.Dataset, run_id: str, zarr_format: int,
+def _mark_group(url: str, result: xr.Dataset, layers: xr.Dataset, run_id: str, zarr_format: int,
                 storage_options: dict[str, Any] | None) -> dict[str, Any]:
     """Write lncc's mark as the group's first metadata (an old output's first, then empty it); return the mark."""
     replacing = output_state(url, storage_options=storage_options) == "lncc"
-    names = {"variables": list(result.data_vars), "coords": [str(c) for c in result.coords]}
+    names = {"variables": list(result.data_vars), "layers": [str(v) for v in layers.data_vars],
+             "coords": sorted({str(c) for c in result.coords} | {str(c) for c in layers.coords})}
     if replacing:  # the mark names the old output's arrays too, so that a replacement killed part way is still ours
         old_names = owned_names(read_provenance(url, storage_options=storage_options))
         if old_names is None:  # an output of an lncc before 0.2
             old_names = {e for e in list_entries(url, storage_options) or []
                          if e != STATE_GROUP and is_zarr_node(join_url(url, e), storage_options)}
-        names["coords"] = sorted(set(names["coords"]) | (old_names - set(names["variables"])))
+        names["coords"] = sorted(set(names["coords"]) | (old_names - set(names["variables"]) - set(names["layers"])))
     mark = {PROVENANCE_KEY: {**_mark(run_id, "replacing" if replacing else "creating"), **names}}
     if not replacing:
         write_group(url, mark, zarr_format=zarr_format, storage_options=storage_options)

@@ -117,7 +117,8 @@ def owned_names(provenance: dict[str, Any]) -> set[str] | None:
     names, coords = provenance.get("variables"), provenance.get("coords")
     if not isinstance(names, list) or not isinstance(coords, list):
         return None
-    return {str(n) for n in names + coords}
+    layers = provenance.get("layers") or []
+    return {str(n) for n in names + coords + list(layers)}
 
 
 def foreign_entries(url: str, *, storage_options: dict[str, Any] | None = None) -> list[str]:

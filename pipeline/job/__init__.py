@@ -1,7 +1,8 @@
 """One configured run: plan it, decide where it runs, keep its outputs' state, execute it.
 
 Its single job is a run from a validated :class:`~pipeline.config.RunConfig`: planning and chunk sizing
-(:mod:`.plan`, :mod:`.chunking`), the memory budget (:mod:`.budget`), where it runs (:mod:`.cluster`: dask's
+(:mod:`.plan`, :mod:`.chunking`), the registration to apply (:mod:`.registration`), the memory budget
+(:mod:`.budget`), where it runs (:mod:`.cluster`: dask's
 schedulers or dask.distributed), what the outputs record (:mod:`.provenance`), the sinks its blocks go to
 (:mod:`.sinks`), execution in named steps (:mod:`.execute`), what it reports (:mod:`.summary`) and what an
 output holds (:mod:`.describe`). It may import the config, :mod:`pipeline.chunked`, :mod:`pipeline.io` and
@@ -10,7 +11,8 @@ output holds (:mod:`.describe`). It may import the config, :mod:`pipeline.chunke
 """
 
 from .execute import run
-from .plan import PairPlan, plan_run
+from .plan import PairPlan, plan_run, register_run
+from .registration import Registration
 from .summary import PairResult, RunSummary
 
-__all__ = ["run", "plan_run", "PairPlan", "PairResult", "RunSummary"]
+__all__ = ["run", "plan_run", "register_run", "PairPlan", "PairResult", "Registration", "RunSummary"]

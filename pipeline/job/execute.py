@@ -17,6 +17,7 @@ import xarray as xr
 from .. import io
 from ..chunked.entry import local_ncc_into, local_ncc_pair_into
 from ..chunked.graph import halo_chunks
+from ..chunked.shift import shift_dask
 from ..config import RunConfig
 from ..core.kernel import warm_up
 from ..core.stats import block_stats, done_blocks, summarize
@@ -74,9 +75,14 @@ def _kernel_kinds(config: RunConfig, plans: list[PairPlan]) -> list[tuple]:
     """The compiled kernel specialisations the plans will call: (dtypes, radius, masked)."""
     kinds = set()
     for plan in plans:
-        masked = (config.nodata is not None or any(m is not None for m in plan.masks)
+        masked = (config.nodata is not None or any(m is not None for m in plan.masks) or plan.registration is not None
                   or "f" in (plan.reference.dtype.kind, plan.moving.dtype.kind))  # float inputs may hold NaN
-        kinds.add((plan.reference.dtype, plan.moving.dtype, plan.radius, masked))
+        dtypes = (plan.reference.dtype, plan.moving.dtype)
+        if plan.registration is not None:  # the moving image is read shifted, as float32 (so is a read pair)
+            float32 = np.dtype(np.float32)
+            together = reads_pair(plan.reference, plan.moving, plan.masks, plan.order, True)
+            dtypes = (float32 if together else plan.reference.dtype, float32)
+        kinds.add((*dtypes, plan.radius, masked))
     return sorted(kinds, key=str)
 
 
@@ -118,19 +124,26 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
     names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
     writer = BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes",
                          run=run_id, flat=config.flat)
-    options = dict(boundary=config.boundary, flat=config.flat, nodata=config.nodata_pair(),
+    nodata, reg = config.nodata_pair(), plan.registration
+    options = dict(boundary=config.boundary, flat=config.flat, nodata=nodata if reg is None else (nodata[0], None),
                    min_valid=config.min_valid, extras=config.extra_outputs)
-    if reads_pair(plan.reference, plan.moving, plan.masks, order):  # both images read, halo included, per task
+    if reads_pair(plan.reference, plan.moving, plan.masks, order, reg is not None):  # read, halo included, per task
         cache = budget_.chunk_cache_bytes(plan.chunks[-2:], budget_.bytes_per_pixel(
             [plan.reference.dtype, plan.moving.dtype]), plan.chunks[0] if len(plan.chunks) == 3 else 1)
-        pair = io.open_pair(plan.reference, plan.moving, halo=plan.radius, cache_bytes=cache)
+        if reg is None:
+            pair = io.open_pair(plan.reference, plan.moving, halo=plan.radius, cache_bytes=cache)
+        else:  # the moving image read through its shift(s), its nodata and mask folded into NaN
+            pair = io.open_shifted_pair(plan.reference, plan.moving, reg.shifts, reg.interpolation, nodata=nodata[1],
+                                        mask=plan.masks[1], halo=plan.radius, cache_bytes=cache)
         marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, radius=plan.radius, **options)
     else:  # map_overlap over dask arrays in processing order; blocks go back to the inputs' order to be written
         proc = [ref.dims[i] for i in order]
-        mov = io.open_input(plan.moving, stored_chunks).transpose(*proc)
+        mov = io.open_input(plan.moving, stored_chunks).transpose(*proc).data
         masks = [None if m is None else io.open_input(m, stored_chunks).transpose(*proc).data for m in plan.masks]
+        if reg is not None:
+            mov, masks[1] = shift_dask(mov, reg.shifts, reg.interpolation, nodata=nodata[1], valid=masks[1]), None
         sink = writer if order == tuple(range(len(order))) else Reordered(writer, inverse)
-        marks = local_ncc_into(sink, ref.transpose(*proc).data, mov.data, config.window, reference_mask=masks[0],
+        marks = local_ncc_into(sink, ref.transpose(*proc).data, mov, config.window, reference_mask=masks[0],
                                moving_mask=masks[1], radius=plan.radius, **options)
     started = datetime.now(UTC).isoformat()
     proc_done = None if plan.done is None else plan.done.transpose(order)  # the block grid in processing order
@@ -144,7 +157,8 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
         blocks = halo_chunks(tuple(ref.data.chunks[i] for i in order), plan.radius)
         io.create_output(url, _template(ref, names, tuple(blocks[i] for i in inverse)),
                          provenance_of(config, plan, started), run_id=run_id, zarr_format=config.zarr_format,
-                         compressor=config.compressor, storage_options=config.storage_options)
+                         compressor=config.compressor, storage_options=config.storage_options,
+                         layers=_registration_layers(ref, plan))
         done = np.zeros(marks.numblocks, dtype=bool)
     todo = [index for index in np.ndindex(done.shape) if not done[index]]
     delayed = marks.to_delayed()
@@ -193,7 +207,15 @@ def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
     computed, total = counts.get(url, (0, int(done_blocks(ledger).size)))
     return PairResult(url, plan.reference.shape, int(np.prod(plan.reference.shape)), stats["mean"], quantiles,
                       stats["nan_fraction"], plan.action, computed, total, stats.get("flat_fraction", 0.0),
-                      plan.damaged)
+                      plan.damaged, None if plan.registration is None else plan.registration.describe())
+
+
+def _registration_layers(reference: xr.DataArray, plan: PairPlan) -> xr.Dataset | None:
+    """The registration's variables (``shift``, the local method's field), with the frames' coordinate."""
+    if plan.registration is None:
+        return None
+    frame = reference.dims[plan.order[0]] if reference.ndim == 3 else None
+    return plan.registration.layers(frame, reference.coords[frame].variable if frame in reference.coords else None)
 
 
 def _template(reference: xr.DataArray, names: tuple[str, ...], chunks) -> xr.Dataset:

@@ -18,8 +18,14 @@ from ..errors import InputError
 from .chunking import block_pixels, check_block_count, check_space, fit_budget, processing_chunks
 from .cluster import worker_count
 from .provenance import config_hash, coords_digest
+from .registration import Registration, given_shifts, recorded_registration, register_pair
 
-__all__ = ["PairPlan", "plan_run", "reads_pair"]
+__all__ = ["PairPlan", "plan_run", "reads_pair", "register_run"]
+
+
+#: What a registered block holds beside its inputs: the float32 pair, and the float64 moving source, its
+#: resampling pass and the shifted values before they are stored as float32.
+REGISTERED_BUFFERS = [np.dtype(np.float32)] * 2 + [np.dtype(np.float64)] * 3
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,17 @@ class PairPlan:
     done: np.ndarray | None = field(default=None, compare=False, repr=False)
     #: Blocks the ledger said were done whose chunks are missing or damaged: recomputed by this run.
     damaged: int = 0
+    #: The shift(s) the moving image is read through (``registration.method`` not ``none``; not in a check).
+    registration: Registration | None = None
 
 
-def reads_pair(reference: io.InputInfo, moving: io.InputInfo, masks, order: tuple[int, ...]) -> bool:
+def reads_pair(reference: io.InputInfo, moving: io.InputInfo, masks, order: tuple[int, ...],
+               registered: bool = False) -> bool:
     """Whether a run reads this pair as one array, each task with its own halo (:func:`io.open_pair`): inputs of
-    one dtype without mask arrays, stored in processing order."""
+    one dtype without mask arrays, stored in processing order. A registered pair is read as float32 (the
+    moving image shifted as it is read, its mask folded in), so only the reference's mask and order count."""
+    if registered:
+        return masks[0] is None and order == tuple(range(len(order)))
     return (masks == (None, None) and np.dtype(reference.dtype) == np.dtype(moving.dtype)
             and order == tuple(range(len(order))))
 
@@ -60,13 +72,14 @@ def reordered_info(info: io.InputInfo, order: tuple[int, ...]) -> io.InputInfo:
 
 
 def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = None,
-             check_only: bool = False) -> list[PairPlan]:
+             check_only: bool = False, estimate: bool = True) -> list[PairPlan]:
     """Read every input's metadata and check the whole run before anything is written.
 
     ``threads`` is the number of threads per worker process, for the memory
     budget; by default what the config implies. ``check_only`` skips reading
     the inputs' content (fingerprints): every check is made, but the plans do
-    not say whether an output is up to date.
+    not say whether an output is up to date. Without ``estimate``, no registration is estimated (the plans'
+    ``registration`` is then None unless an output records one).
 
     Raises
     ------
@@ -76,12 +89,12 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
     inputs = io.InputIdentities([url for p in config.all_pairs() for url in (p.reference, p.moving,
                                                                              p.reference_mask, p.moving_mask)
                                  if url is not None])
-    return [_plan_pair(config, pair, inputs, force=force, threads=threads, check_only=check_only)
+    return [_plan_pair(config, pair, inputs, force=force, threads=threads, check_only=check_only, estimate=estimate)
             for pair in config.all_pairs()]
 
 
 def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, *, force: bool,
-               threads: int | None, check_only: bool) -> PairPlan:
+               threads: int | None, check_only: bool, estimate: bool = True) -> PairPlan:
     """Check one pair (images, output path, masks, chunks) and decide what its run does."""
     options = config.storage_options
     ref, mov, order, radius = _check_images(config, pair)
@@ -90,11 +103,16 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
                                                                         storage_options=options), ref, role)
                   for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
     view = reordered_info(ref, order)  # planned in processing order
-    chunks = processing_chunks(view, config.chunks, radius, block_pixels(ref.dtype, mov.dtype))
+    registered = config.registration.enabled
+    work = [ref.dtype, mov.dtype] + (REGISTERED_BUFFERS if registered else [])
+    chunks = processing_chunks(view, config.chunks, radius, block_pixels(*work))
     if config.compute.memory is not None:
-        chunks = fit_budget(config, view, chunks, radius, [ref.dtype, mov.dtype] + [m.dtype for m in masks if m],
-                            threads or worker_count(config.compute)[1], reads_pair(ref, mov, masks, order))
+        chunks = fit_budget(config, view, chunks, radius, work + [m.dtype for m in masks if m],
+                            threads or worker_count(config.compute)[1], reads_pair(ref, mov, masks, order, registered))
     check_block_count(view, chunks, radius)
+    known = config.registration.known_shifts()
+    if known is not None:
+        given_shifts(known, view.shape[0] if len(view.shape) == 3 else None, pair, view.shape[-2:])
     if check_only:
         return PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks, order)
     fingerprints = _fingerprints(pair, ref, options)
@@ -102,10 +120,18 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
     action, done, damaged = "fresh", None, 0
     if state == "lncc" and not force:
         action, done, damaged = _previous_run(pair.output, digest, fingerprints, options)
+    registration = None
+    if config.registration.enabled:
+        if action != "fresh":  # the shifts the output was made with, not a new estimate
+            registration = recorded_registration(io.read_provenance(pair.output, storage_options=options), config)
+            action, done, damaged = (action, done, damaged) if registration is not None else ("fresh", None, 0)
+        if registration is None and estimate:
+            registration = register_pair(config, pair, view.shape, order)
     names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
     if action != "up to date":
         check_space(pair.output, ref.shape, len(names), config.compressor, done)
-    return PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks, order, done, damaged)
+    return PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks, order, done, damaged,
+                    registration)
 
 
 def _check_images(config: RunConfig, pair: PairConfig) -> tuple[io.InputInfo, io.InputInfo, tuple[int, ...], int]:
@@ -160,3 +186,15 @@ def _check_mask(mask: io.InputInfo, image: io.InputInfo, role: str) -> io.InputI
         raise InputError(f"{role} {mask.url!r} has shape {mask.shape} but the images have {image.shape}; "
                          "give a mask of the images' shape")
     return mask
+
+
+def register_run(config: RunConfig) -> list[tuple[PairPlan, Registration | None]]:
+    """Every pair checked, then registered as a run would (estimated or given); nothing is written.
+
+    Pairs with ``registration.method: none`` get None.
+    """
+    plans = plan_run(config, check_only=True)
+    if not config.registration.enabled:
+        return [(plan, None) for plan in plans]
+    return [(plan, register_pair(config, plan.pair, reordered_info(plan.reference, plan.order).shape, plan.order))
+            for plan in plans]

@@ -23,6 +23,8 @@ class PairResult:
     blocks_total: int = 0
     flat_fraction: float = 0.0
     damaged: int = 0
+    #: The applied shift(s), one line (None without registration).
+    registration: str | None = None
 
 
 @dataclass

@@ -233,7 +233,7 @@ class PairReader:
     def read_into(self, region: list[slice], out: np.ndarray) -> None:
         """Fill ``out`` (shape ``(2,) + region's shape``) with both images' values in ``region`` (step-1 slices)."""
         for i, source in enumerate(self.sources):
-            if isinstance(source, ChunkReader):
-                source.read_into(region, out[i])  # decoded straight into the pair block
+            if hasattr(source, "read_into"):
+                source.read_into(region, out[i])  # decoded (or shifted) straight into the pair block
             else:
                 out[i] = source[tuple(region)]

@@ -1,0 +1,114 @@
+"""A stored moving image read through a shift: each block reads its own region at an offset and interpolates it.
+
+The integer part of a shift moves the read window; the fractional part is interpolated with a local kernel
+(:mod:`pipeline.core.interpolation`), so a block needs only its taps' few extra rows and columns, and a
+chunked run equals the in-memory one bit for bit. Pixels whose taps leave the moving image, or touch its
+nodata or masked pixels, are NaN: missing data, which the NCC windows leave out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+
+from ...core.interpolation import SUPPORT, as_missing, shift_region
+from ...core.threads import thread_buffer
+from .chunks import ChunkReader
+from .zarr import PairReader, source_of
+
+__all__ = ["ShiftedSource", "shifted_pair", "open_shifted_pair"]
+
+
+class ShiftedSource:
+    """The moving image on the reference's grid: ``source`` shifted by ``shifts``, float32, NaN where missing.
+
+    ``shifts`` is ``(dy, dx)``, or one row per frame (shape ``(t, 2)``) for a ``(t, y, x)`` source;
+    ``nodata`` is the moving image's nodata value (or None) and ``mask`` an optional array-like of bool
+    (True = valid) of the source's shape.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, source, shifts, kind: str, nodata: float | None = None, mask=None):
+        self.source = source
+        self.shape = tuple(int(n) for n in source.shape)
+        self.ndim = len(self.shape)
+        self.chunks = getattr(source, "chunks", self.shape)
+        self.shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
+        if self.ndim == 3 and len(self.shifts) == 1:
+            self.shifts = np.repeat(self.shifts, self.shape[0], axis=0)
+        self.kind = kind
+        self.nodata = nodata
+        self.mask = mask
+
+    def __dask_tokenize__(self):
+        return ("lncc-shifted", getattr(self.source, "url", id(self.source)), self.shifts.tobytes(), self.kind,
+                self.nodata, getattr(self.mask, "url", None if self.mask is None else id(self.mask)))
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=np.float32)
+        self.read_into(region, out)
+        return out
+
+    def read_into(self, region: list[slice], out: np.ndarray) -> None:
+        """Fill ``out`` (float) with the shifted image over ``region`` (step-1 slices of the reference's grid)."""
+        *lead, ys, xs = region
+        frames = range(lead[0].start, lead[0].stop) if lead else [None]
+        for k, t in enumerate(frames):
+            prefix = () if t is None else (slice(t, t + 1),)
+
+            def read(where, target, prefix=prefix):
+                values = _read(self.source, prefix + where, target.shape)
+                valid = None if self.mask is None else _read(self.mask, prefix + where, target.shape)
+                target[...] = as_missing(values, self.nodata, valid)
+
+            shift = self.shifts[0 if t is None else t]
+            target = out if t is None else out[k]
+            if target.dtype == np.float64 or not target.flags.c_contiguous:
+                shift_region(read, (ys, xs), self.shape[-2:], shift, self.kind, target)
+                continue
+            scratch = thread_buffer("shifted", target.shape, np.float64)  # resampled in float64, stored float32
+            shift_region(read, (ys, xs), self.shape[-2:], shift, self.kind, scratch)
+            target[...] = scratch
+
+
+def _read(source, where: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+    if hasattr(source, "read_into"):
+        buffer = thread_buffer("shifted-source", shape, np.dtype(source.dtype))
+        source.read_into(list(where), buffer.reshape(tuple(w.stop - w.start for w in where)))
+        return buffer
+    return np.asarray(source[where]).reshape(shape)
+
+
+def shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | None = None, mask=None,
+                 token: Any = None) -> PairReader:
+    """A stored pair whose moving image is read through ``shifts``: float32 on the reference's grid.
+
+    ``reference`` and ``moving`` are readers (:func:`pipeline.io.array_reader`) of the same shape; the
+    reference's values are cast to float32 (exact for 8- and 16-bit integers).
+    """
+    pair = PairReader(reference, ShiftedSource(moving, shifts, kind, nodata, mask),
+                      token=(token, np.asarray(shifts, dtype=np.float64).tobytes(), kind, nodata))
+    pair.dtype = np.dtype(np.float32)
+    return pair
+
+
+def open_shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | None = None, mask=None,
+                      halo: int = 0, cache_bytes: int = 0) -> PairReader:
+    """:func:`pipeline.io.open_pair` for a registered pair: the moving image read through ``shifts``.
+
+    ``reference``, ``moving`` and ``mask`` (the moving image's, or None) are :class:`pipeline.io.InputInfo`;
+    ``nodata`` is the moving image's nodata value. The readers share each process's chunk cache as
+    :func:`pipeline.io.open_pair`'s do (the shifted reads cross chunk edges: chunks read in part are kept).
+    """
+    sources = [source_of(info) for info in (reference, moving) + ((mask,) if mask is not None else ())]
+    run = uuid.uuid4().hex
+    for i, src in enumerate(sources):
+        if isinstance(src, ChunkReader) and halo and cache_bytes:
+            src.cache = (run, i, int(halo) + max(SUPPORT.values()), int(cache_bytes))
+    return shifted_pair(sources[0], sources[1], shifts, kind, nodata=nodata,
+                        mask=sources[2] if mask is not None else None, token=(reference.url, moving.url))

@@ -1,0 +1,194 @@
+"""A pair's registration in a run: the shift(s) to apply, estimated from the stored inputs, given, or recorded.
+
+The estimate reads a bounded set of regions of both images (a coarse level, then full-resolution tiles; see
+:mod:`pipeline.core.registration`), through the inputs' readers and a thread pool, never the whole image.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .. import io
+from ..config import PairConfig, RunConfig
+from ..core.interpolation import as_missing
+from ..core.registration import estimate_frames, estimate_translation
+from ..core.threads import available_cores
+from ..core.tilefield import estimate_field
+from ..errors import InputError
+
+__all__ = ["Registration", "register_pair", "recorded_registration", "CONVENTION"]
+
+#: What a shift means, said in the output's attrs.
+CONVENTION = ("scikit-image's: the shift (dy, dx) in pixels that registers the moving image onto the reference, "
+              "in (y, x) order; the registered image at pixel p is the moving image at p - shift")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The shift(s) a pair's moving image is read through, and how they were found."""
+
+    method: str
+    interpolation: str
+    #: ``(2,)`` for an image, ``(t, 2)`` for video, in (y, x) order.
+    shifts: np.ndarray
+    #: ``estimated`` or ``given`` (the config's ``shift``).
+    origin: str
+    #: Per estimate (one, or one per frame): its quality figures (see :class:`pipeline.core.registration.Estimate`).
+    estimates: list[dict[str, Any]] = field(default_factory=list)
+    #: The local method's field: ``shift`` (..., ny, nx, 2), ``quality`` (..., ny, nx), ``centres_y``, ``centres_x``.
+    field: dict[str, np.ndarray] | None = None
+    #: True when read back from an existing output (a resume or an up-to-date check), not found by this run.
+    recorded: bool = False
+
+    def provenance(self) -> dict[str, Any]:
+        """What the output's attrs record (JSON-safe), enough for a resume to apply the same shifts."""
+        return {"method": self.method, "interpolation": self.interpolation, "convention": CONVENTION,
+                "origin": self.origin,
+                "shifts": np.asarray(self.shifts, dtype=np.float64).tolist(), "estimates": self.estimates}
+
+    def layers(self, frame_dim: str | None, frame_coord: Any = None) -> xr.Dataset:
+        """The output's registration variables: ``shift``, and for ``local`` ``shift_field`` and its quality."""
+        axis = {"axis": np.array(["y", "x"], dtype=object)}
+        lead = (frame_dim,) if frame_dim is not None and self.shifts.ndim == 2 else ()
+        coords = dict(axis)
+        if lead and frame_coord is not None:
+            coords[frame_dim] = frame_coord
+        attrs = {"long_name": "applied shift of the moving image", "units": "pixel", "convention": CONVENTION,
+                 "interpolation": self.interpolation, "origin": self.origin}
+        data = {"shift": (lead + ("axis",), np.asarray(self.shifts, dtype=np.float64), attrs)}
+        if self.field is not None:
+            coords.update(tile_y=self.field["centres_y"], tile_x=self.field["centres_x"])
+            data["shift_field"] = (lead + ("tile_y", "tile_x", "axis"), self.field["shift"],
+                                   {"long_name": "shift of each tile (global + residual)", "units": "pixel",
+                                    "convention": CONVENTION, "tile_coordinates": "tile centres, reference pixels"})
+            data["shift_quality"] = (lead + ("tile_y", "tile_x"), self.field["quality"],
+                                     {"long_name": "NCC of each tile after its own shift", "units": "1"})
+        return xr.Dataset(data, coords=coords)
+
+    def describe(self) -> str:
+        """One line for the run's summary: the applied shift(s)."""
+        shifts = np.asarray(self.shifts)
+        if shifts.ndim == 1:
+            text = f"shift (dy, dx) = ({shifts[0]:+.3f}, {shifts[1]:+.3f}) px"
+        else:
+            text = (f"{len(shifts)} frame shifts, dy {shifts[:, 0].min():+.3f}..{shifts[:, 0].max():+.3f}, "
+                    f"dx {shifts[:, 1].min():+.3f}..{shifts[:, 1].max():+.3f} px")
+        quality = [e["correlation"] for e in self.estimates if "correlation" in e]
+        tail = f", correlation after registration {min(quality):.3f}" if quality else ""
+        origin = f"{self.origin}, recorded" if self.recorded else self.origin
+        return f"{text} ({origin}, {self.interpolation}{tail})"
+
+
+def _reader(url: str, options, nodata, mask_url: str | None, order: tuple[int, ...]):
+    """``read(region)`` over a stored input in processing order: float64, NaN where missing."""
+    source = io.array_reader(url, storage_options=options)
+    mask = None if mask_url is None else io.array_reader(mask_url, storage_options=options)
+    inverse = tuple(int(i) for i in np.argsort(order))
+
+    def read(region):
+        key = tuple(region[inverse[axis]] for axis in range(len(order)))
+        values = np.transpose(source[key], order)
+        valid = None if mask is None else np.transpose(mask[key], order)
+        return as_missing(values, nodata, valid)
+
+    return read
+
+
+def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
+                  order: tuple[int, ...]) -> Registration:
+    """The registration of one pair (``shape`` in processing order): given shifts, or estimated from its inputs.
+
+    Raises
+    ------
+    InputError
+        When the pair cannot be registered (flat or unrelated images, a shift beyond ``max_shift``, tiles
+        that disagree), naming the pair and the fix.
+    """
+    settings = config.registration
+    frames = shape[0] if len(shape) == 3 else None
+    given = settings.known_shifts()
+    if given is not None and settings.method == "translation":
+        return Registration(settings.method, settings.interpolation,
+                            given_shifts(given, frames, pair, shape[-2:]), "given")
+    nodata = config.nodata_pair()
+    options = config.storage_options
+    read_ref = _reader(pair.reference, options, nodata[0], pair.reference_mask, order)
+    read_mov = _reader(pair.moving, options, nodata[1], pair.moving_mask, order)
+    workers = min(available_cores(), os.cpu_count() or 1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            if given is not None:  # local with a known global shift
+                shifts, estimates = given_shifts(given, frames, pair, shape[-2:]), []
+            elif frames is None:
+                estimate = estimate_translation(read_ref, read_mov, shape, upsample=settings.upsample,
+                                                max_shift=settings.max_shift, tolerance=_tolerance(settings),
+                                                map=pool.map)
+                shifts, estimates = np.asarray(estimate.shift), [estimate.as_dict()]
+            else:
+                found = estimate_frames(lambda t, r: read_ref((slice(t, t + 1),) + tuple(r))[0],
+                                        lambda t, r: read_mov((slice(t, t + 1),) + tuple(r))[0], shape,
+                                        reference_frame=settings.reference_frame, upsample=settings.upsample,
+                                        max_shift=settings.max_shift, tolerance=_tolerance(settings), map=pool.map)
+                shifts, estimates = np.array([e.shift for e in found]), [e.as_dict() for e in found]
+            tiles = _field(settings, read_ref, read_mov, shape, shifts, pool) if settings.method == "local" else None
+    except InputError as exc:
+        raise InputError(f"{pair.reference} / {pair.moving}: cannot register: {exc}") from None
+    return Registration(settings.method, settings.interpolation, shifts, "estimated", estimates, tiles)
+
+
+def _tolerance(settings) -> float:
+    # The local method expects tiles to disagree: that is its result, not an error.
+    return float("inf") if settings.method == "local" else settings.tolerance
+
+
+def _field(settings, read_ref, read_mov, shape, shifts, pool) -> dict[str, np.ndarray]:
+    """The local method's per-tile shifts (per frame for video), estimated around the global shift(s)."""
+    if len(shape) == 2:
+        found = [estimate_field(read_ref, read_mov, shape, tuple(shifts), tile=settings.tile,
+                                search=settings.search, map=pool.map)]
+    else:
+        found = [estimate_field(lambda r, t=t: read_ref((slice(t, t + 1),) + tuple(r))[0],
+                                lambda r, t=t: read_mov((slice(t, t + 1),) + tuple(r))[0], shape[1:],
+                                tuple(shifts[t]), tile=settings.tile, search=settings.search, map=pool.map)
+                 for t in range(shape[0])]
+    stack = (lambda name: getattr(found[0], name)) if len(shape) == 2 else \
+        (lambda name: np.stack([getattr(f, name) for f in found]))
+    return {"shift": stack("shift"), "quality": stack("quality"), "centres_y": found[0].centres_y,
+            "centres_x": found[0].centres_x}
+
+
+def given_shifts(given: list[tuple[float, float]], frames: int | None, pair: PairConfig,
+                 size: tuple[int, int]) -> np.ndarray:
+    """The config's ``shift`` as an array for this pair: ``(2,)``, or ``(t, 2)`` for video (``size``: (y, x))."""
+    far = [s for s in given if abs(s[0]) >= size[0] or abs(s[1]) >= size[1]]
+    if far:
+        raise InputError(f"{pair.reference}: registration.shift {list(far[0])} moves the moving image entirely off "
+                         f"the reference's {size[0]} x {size[1]} grid; give a shift smaller than the image")
+    if frames is None:
+        if len(given) != 1:
+            raise InputError(f"{pair.reference}: registration.shift holds {len(given)} shifts but the images are "
+                             "2-D; give one [dy, dx]")
+        return np.asarray(given[0], dtype=np.float64)
+    if len(given) not in (1, frames):
+        raise InputError(f"{pair.reference}: registration.shift holds {len(given)} shifts but the video has "
+                         f"{frames} frames; give one [dy, dx] for all frames or one per frame")
+    return np.asarray(given * frames if len(given) == 1 else given, dtype=np.float64)
+
+
+def recorded_registration(provenance: dict[str, Any], config: RunConfig) -> Registration | None:
+    """The registration an existing output recorded (for a resume or an up-to-date check); None if none."""
+    recorded = provenance.get("registration")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("shifts"), list):
+        return None
+    shifts = np.asarray(recorded["shifts"], dtype=np.float64)
+    if shifts.shape[-1:] != (2,) or not np.isfinite(shifts).all():
+        return None
+    origin = recorded.get("origin") if recorded.get("origin") in ("estimated", "given") else "estimated"
+    return Registration(config.registration.method, config.registration.interpolation, shifts, origin,
+                        list(recorded.get("estimates") or []), recorded=True)
