@@ -1,6 +1,7 @@
 """lncc: chunked, out-of-core local normalized cross-correlation maps.
 
-The public API is :func:`local_ncc` (numpy, dask and xarray inputs) and
+The public API is :func:`local_ncc` (numpy, dask and xarray inputs), :func:`register` (the shift that
+aligns the moving image, to pass to ``local_ncc(..., shift=...)``) and
 :func:`pipeline.job.run` (a whole configured zarr -> zarr job, from
 :func:`pipeline.config.load_config`).
 
@@ -21,14 +22,14 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["local_ncc", "ConfigError", "InputError", "LnccError", "__version__"]
+__all__ = ["local_ncc", "register", "Registered", "ConfigError", "InputError", "LnccError", "__version__"]
 
 
 def __getattr__(name: str):
     # Imported on first use, so that importing the package (as the ``lncc`` command does) loads no numpy:
     # the command first limits the BLAS thread pools (see pipeline.cli).
-    if name == "local_ncc":
-        from .api import local_ncc
+    if name in ("local_ncc", "register", "Registered"):
+        from . import api
 
-        return local_ncc
+        return getattr(api, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -1,9 +1,12 @@
-"""The Python entry point: local NCC of numpy, dask or xarray inputs."""
+"""The Python entry points: local NCC of numpy, dask or xarray inputs, and their registration."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -11,10 +14,16 @@ from .chunked.entry import prepare
 from .chunked.graph import local_ncc_dask
 from .chunked.shift import apply_shift
 from .core.checks import check_pair
+from .core.interpolation import as_missing
 from .core.kernel import local_ncc_numpy
+from .core.masks import nodata_pair
+from .core.registration import UNBOUNDED, estimate_frames, estimate_translation
+from .core.threads import available_cores
+from .core.tilefield import estimate_field, estimate_field_frames
 from .core.variables import EXTRA_NAMES, OUTPUT_ATTRS
+from .errors import InputError
 
-__all__ = ["local_ncc"]
+__all__ = ["local_ncc", "register", "Registered"]
 
 
 def local_ncc(
@@ -111,7 +120,7 @@ def local_ncc(
         moving = moving.data
     if shift is not None:
         moving, options["nodata"], moving_mask = apply_shift(reference, moving, shift, interpolation, nodata,
-                                                             moving_mask)
+                                                             moving_mask, fixed=not extras)
     lazy, reference, moving, radius, kwargs = prepare(reference, moving, window, reference_mask, moving_mask,
                                                       **options)
     if lazy:
@@ -154,3 +163,96 @@ def _output_attrs(name: str, reference: xr.DataArray, moving: Any) -> dict[str, 
     if units is not None:
         attrs["units"] = units
     return attrs
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What :func:`register` found: the shift(s) to apply, their quality, and the local method's field.
+
+    Attributes
+    ----------
+    shift : numpy.ndarray
+        ``(2,)`` ``(dy, dx)`` for an image, ``(t, 2)`` for video: scikit-image's convention, the shift that
+        registers the moving image onto the reference; pass it to :func:`local_ncc` as ``shift``.
+    estimates : list of Estimate
+        One per image or frame (:class:`pipeline.core.registration.Estimate`: ``correlation`` after
+        registration, ``gain``, ``offset``, phase ``peak``, tile ``spread`` px, ``tiles``).
+    field : Field or list of Field, optional
+        ``method="local"``: a shift per tile (:class:`pipeline.core.tilefield.Field`; one per frame for video).
+    """
+
+    shift: np.ndarray
+    estimates: list
+    field: Any = None
+
+
+def register(reference: Any, moving: Any, *, method: str = "translation", upsample: int = 20,
+             max_shift: float = 200.0, tolerance: float = 0.5, reference_frame: str | int = "each", tile: int = 64,
+             search: int | None = None, nodata: float | tuple[float | None, float | None] | None = None,
+             reference_mask: Any = None, moving_mask: Any = None) -> Registered:
+    """Estimate the subpixel translation that registers ``moving`` onto ``reference`` (per frame for video).
+
+    Reads a coarse level and a bounded set of full-resolution tiles (dask inputs compute only those), so a
+    huge image is never loaded. Then ``local_ncc(reference, moving, shift=result.shift)`` correlates the
+    *registered* image (correlating the unshifted one is the classic mistake).
+
+    Parameters
+    ----------
+    reference, moving : numpy.ndarray, dask.array.Array or xarray.DataArray
+        Images of one shape, ``(y, x)`` or ``(t, y, x)``.
+    method : {"translation", "local"}
+        ``local`` adds a shift per ``tile x tile`` tile (searched within ``search`` px of the global one).
+    upsample, max_shift, tolerance, reference_frame, tile, search
+        As the config's ``registration`` keys (see ``configs/reference.yaml``).
+    nodata, reference_mask, moving_mask
+        Missing pixels, as in :func:`local_ncc`: they leave every sum.
+
+    Returns
+    -------
+    Registered
+
+    Raises
+    ------
+    InputError
+        Flat or unrelated images, a shift beyond ``max_shift``, tiles disagreeing by more than ``tolerance``
+        (for ``translation``: use ``method="local"``), mismatched shapes.
+    """
+    if method not in ("translation", "local"):
+        raise InputError(f"method must be 'translation' or 'local', got {method!r}")
+    plain = lambda v: v.data if isinstance(v, xr.DataArray) else v  # noqa: E731
+    reference, moving = plain(reference), plain(moving)
+    _check_array(reference, "reference")
+    _check_array(moving, "moving")
+    if np.shape(reference) != np.shape(moving) or len(np.shape(reference)) not in (2, 3):
+        raise InputError(f"reference and moving must be 2-D or 3-D arrays of one shape, got {np.shape(reference)} "
+                         f"and {np.shape(moving)}")
+    values = nodata_pair(nodata)
+    readers = [_region_reader(image, value, plain(mask))
+               for image, value, mask in ((reference, values[0], reference_mask), (moving, values[1], moving_mask))]
+    shape = tuple(np.shape(reference))
+    options = dict(upsample=upsample, max_shift=max_shift, tolerance=UNBOUNDED if method == "local" else tolerance)
+    with ThreadPoolExecutor(available_cores()) as pool:
+        if len(shape) == 2:
+            found = [estimate_translation(*readers, shape, map=pool.map, **options)]
+            shift = np.asarray(found[0].shift)
+            field = (estimate_field(*readers, shape, found[0].shift, tile=tile, search=search, map=pool.map)
+                     if method == "local" else None)
+        else:
+            frames = [lambda t, r, read=read: read((t,) + tuple(r)) for read in readers]
+            found = estimate_frames(*frames, shape, reference_frame=reference_frame, map=pool.map, **options)
+            shift = np.array([e.shift for e in found])
+            field = (estimate_field_frames(*frames, shape, shift, reference_frame=reference_frame, tile=tile,
+                                           search=search, map=pool.map) if method == "local" else None)
+    return Registered(shift, list(found), field)
+
+
+def _region_reader(image, nodata, mask):
+    """``read(region)``: float64 values of ``image`` over ``region``, NaN where missing (dask computes just that)."""
+    def read(region):
+        values = image[tuple(region)]
+        valid = None if mask is None else mask[tuple(region)]
+        if isinstance(values, da.Array) or isinstance(valid, da.Array):
+            values, valid = da.compute(values, valid, scheduler="threads")
+        return as_missing(values, nodata, valid)
+
+    return read

@@ -20,6 +20,8 @@ __all__ = [
     "textured",
     "cast_to",
     "write_config",
+    "fourier_shifted",
+    "moved_capture",
 ]
 
 
@@ -94,6 +96,44 @@ def stereo_pair() -> tuple[np.ndarray, np.ndarray]:
     left, right, _ = data.stereo_motorcycle()
     to_u8 = lambda im: np.round(rgb2gray(im) * 255).astype(np.uint8)  # noqa: E731
     return to_u8(left), to_u8(right)
+
+
+def fourier_shifted(image: np.ndarray, shift, margin: int) -> np.ndarray:
+    """``image`` shifted by ``shift`` = (dy, dx) px with a Fourier shift, ``margin`` px cropped from every side.
+
+    The Fourier shift is exact for the periodic image; cropping a margin larger than the shift leaves only
+    pixels whose content did not wrap around. The reference for that shift is ``image`` cropped alike.
+    """
+    from scipy.ndimage import fourier_shift
+
+    shifted = np.fft.ifftn(fourier_shift(np.fft.fftn(np.asarray(image, dtype=np.float64)), shift)).real
+    return shifted[..., margin:-margin, margin:-margin]
+
+
+def moved_capture(shift=(5.4, -3.7), seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """Two captures of one scene, the second moved by a subpixel shift, with something in it changed.
+
+    The scene is the left view of :func:`stereo_pair`. The second capture sees it moved by ``-shift`` (so
+    ``shift`` registers it onto the first, scikit-image's convention), with a gain of 0.85, an offset of
+    +12 grey levels, sensor noise (sigma 2) and one region replaced by other content (a change).
+
+    Returns
+    -------
+    (before, after, changed)
+        uint8 images (460 x 701) and the changed region, in the first capture's pixels.
+    """
+    rng = np.random.default_rng(seed)
+    scene = stereo_pair()[0].astype(np.float64)
+    margin = 20
+    before = scene[margin:-margin, margin:-margin] + rng.normal(0.0, 2.0, (scene.shape[0] - 2 * margin,
+                                                                          scene.shape[1] - 2 * margin))
+    after = 0.85 * fourier_shifted(scene, (-shift[0], -shift[1]), margin) + 12.0
+    changed = (slice(300, 400), slice(80, 220))
+    moved = tuple(slice(int(round(r.start - shift[k])), int(round(r.stop - shift[k]))) for k, r in enumerate(changed))
+    after[moved] = 0.85 * np.rot90(scene[60:160, 400:540], 2) + 12.0  # other content where the change is
+    after += rng.normal(0.0, 2.0, after.shape)
+    as_u8 = lambda im: np.clip(np.round(im), 0, 255).astype(np.uint8)  # noqa: E731
+    return as_u8(before), as_u8(after), changed
 
 
 def cast_to(image: np.ndarray, dtype) -> np.ndarray:

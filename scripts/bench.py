@@ -4,7 +4,7 @@ Usage::
 
     python scripts/bench.py                    # full run (~5 min on 2 cores)
     python scripts/bench.py --size 2048 --e2e-size 4096   # quick look
-    python scripts/bench.py --sections kernel e2e         # only some of: kernel e2e ops scale
+    python scripts/bench.py --sections kernel e2e         # only some of: kernel e2e ops scale register
     python scripts/bench.py --markdown docs/benchmarks-history.md   # also append the tables to the history
 
 After a run appended to docs/benchmarks-history.md, update the current table of BENCHMARKS.md by hand.
@@ -284,6 +284,122 @@ def scale_out(args, kernel_rate: float) -> list[str]:
     return lines
 
 
+def make_shifted_pair(directory: Path, size: int, frames: int, shift=(7.3, -4.6)) -> tuple[str, str, np.ndarray]:
+    """A uint8 pair whose moving image is the reference moved by a known subpixel shift, written block by block.
+
+    The content is the camera photograph tiled with its period (512 px), so a Fourier shift of one tile is an
+    exact subpixel shift of the whole plane; each 1024^2 block gets its own sensor noise. ``frames`` > 0 makes
+    a ``(frames, size, size)`` video whose shift drifts from frame to frame. Returns the URLs and the shifts.
+    """
+    import dask.array as da
+
+    from pipeline.io import write_array
+    from pipeline.testing import camera
+
+    name = f"shifted-{size}" + (f"-video-{frames}" if frames else "") + ".zarr"
+    root = directory / name
+    ref_url, mov_url = f"{root}/reference", f"{root}/moving"
+    rng = np.random.default_rng(0)
+    shifts = (np.array([shift]) if not frames else
+              np.cumsum(rng.normal(0, 0.3, (frames, 2)), axis=0) + np.array(shift))
+    if (root / "moving" / "zarr.json").exists():
+        return ref_url, mov_url, shifts
+    tile = camera().astype(np.float64)
+    spectrum = np.fft.fftn(tile)
+    from scipy.ndimage import fourier_shift
+
+    chunk = min(size, 1024)
+    blocks = size // chunk
+
+    def block(which: int, block_id=None):
+        t = block_id[0] if frames else 0
+        noise = np.random.default_rng(int(np.ravel_multi_index(block_id, (max(frames, 1), blocks, blocks)
+                                                               [-len(block_id):])) * 2 + which)
+        base = tile if which == 0 else 0.8 * np.fft.ifftn(fourier_shift(spectrum, -shifts[t])).real + 20
+        image = np.tile(base, (chunk // 512, chunk // 512)) + noise.normal(0, 3, (chunk, chunk))
+        out = np.clip(np.round(image), 0, 255).astype(np.uint8)
+        return out[None] if frames else out
+
+    chunks = (((1,) * frames,) if frames else ()) + ((chunk,) * blocks, (chunk,) * blocks)
+    dims = (("t",) if frames else ()) + ("y", "x")
+    for which, array in ((0, "reference"), (1, "moving")):
+        data = da.map_blocks(block, which, chunks=chunks, dtype=np.uint8)
+        write_array(str(root), data, dims=dims, chunks=tuple(c[0] for c in chunks), name=array)
+    return ref_url, mov_url, shifts
+
+
+def registration(args) -> list[str]:
+    """Registered against unregistered runs on a gigapixel pair, and per-frame estimation of a video."""
+    import pipeline.config as config_
+    from pipeline.job import register_run
+
+    gp = args.scale_size
+    ref_url, mov_url, shifts = make_shifted_pair(args.data, gp, 0)
+    lines = ["", f"### Registration: {gp} x {gp} uint8 pair ({gp * gp / 1e9:.2f} gigapixel) moved by "
+                 f"{tuple(shifts[0])} px, window {args.e2e_window}, 2 threads, `compute.memory: 2GB`, output on disk",
+             "", f"Best of {args.e2e_repeats} runs (median in brackets).", "",
+             "| run | estimate s | compute s | Mpx/s (estimate included) | vs unregistered | peak RSS | "
+             "shift found (error px) |", "|---|---|---|---|---|---|---|"]
+    cfg = {"reference": ref_url, "moving": mov_url, "output": str(args.data / f"ncc-shifted-{gp}.zarr"),
+           "window": args.e2e_window, "compute": {"scheduler": "threads", "workers": 2, "memory": "2GB"}}
+    estimated = []
+    for _ in range(args.e2e_repeats):
+        t = time.perf_counter()
+        found = register_run(config_.parse_config({**cfg, "registration": {"method": "translation"}}))[0][1]
+        estimated.append((time.perf_counter() - t, found.shifts))
+    estimate_s = min(e[0] for e in estimated)
+    error = float(np.abs(estimated[0][1] - shifts[0]).max())
+    base = None
+    for label, registration_ in (("unregistered", None), ("registered, cubic", {"method": "translation"})):
+        runs = sorted((_config_run(args.data, cfg, registration_) for _ in range(args.e2e_repeats)),
+                      key=lambda r: r["compute_s"])
+        res, mid = runs[0], runs[len(runs) // 2]
+        extra = estimate_s if registration_ else 0.0
+        rate, rate_mid = (gp * gp / (r["compute_s"] + extra) / 1e6 for r in (res, mid))
+        base = base or (rate, rate_mid)
+        found = f"{tuple(round(v, 3) for v in estimated[0][1])} ({error:.3f})" if registration_ else "-"
+        lines.append(f"| {label} | {extra:.2f} | {res['compute_s']:.2f} ({mid['compute_s']:.2f}) | {rate:.0f} "
+                     f"({rate_mid:.0f}) | {rate / base[0]:.2f}x ({rate_mid / base[1]:.2f}x) | "
+                     f"{max(r['peak_rss_mb'] for r in runs):.0f} MB | {found} |")
+        print(lines[-1], flush=True)
+    lines.append("")
+    lines.append(f"Estimating the shift: {estimate_s:.2f} s, {100 * estimate_s / base_compute(lines):.0f}% of the "
+                 "unregistered run's compute time.")
+    frames, side = args.video_frames, args.video_size
+    ref_url, mov_url, shifts = make_shifted_pair(args.data, side, frames)
+    vcfg = {"reference": ref_url, "moving": mov_url, "output": str(args.data / "ncc-video.zarr"),
+            "registration": {"method": "translation"}}
+    t = time.perf_counter()
+    found = register_run(config_.parse_config(vcfg))[0][1]
+    seconds = time.perf_counter() - t
+    errors = np.abs(found.shifts - shifts).max(axis=1)
+    lines += ["", f"Per-frame estimation of a {frames}-frame {side}^2 uint8 video (2 threads, reading the frames "
+                  f"from zarr): {frames / seconds:.0f} frames/s ({seconds:.1f} s); largest error "
+                  f"{errors.max():.3f} px, median {np.median(errors):.3f} px."]
+    print("\n".join(lines[-2:]), flush=True)
+    return lines
+
+
+def base_compute(lines: list[str]) -> float:
+    """The unregistered run's best compute seconds, from its table row."""
+    row = next(line for line in lines if line.startswith("| unregistered"))
+    return float(row.split("|")[3].split("(")[0])
+
+
+def _config_run(directory: Path, cfg: dict, registration_: dict | None) -> dict[str, float]:
+    """One `lncc run --force` of ``cfg`` (plus a registration section) as a subprocess."""
+    config = directory / "bench-registration.yaml"
+    config.write_text(json.dumps({**cfg, **({"registration": registration_} if registration_ else {})}))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config), "--force"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"registration run failed: {proc.stderr}")
+    shutil.rmtree(cfg["output"], ignore_errors=True)
+    stdout = proc.stdout
+    return {"compute_s": float(stdout.split(" in ")[1].split(" s")[0].replace(",", "")),
+            "peak_rss_mb": float(stdout.split("peak RSS ")[1].split(" MB")[0].replace(",", ""))}
+
+
 def _blocks(summary: str) -> str:
     try:
         return summary.split("computed: ")[1].split(" blocks")[0]
@@ -331,8 +447,10 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="append the tables to this file")
     parser.add_argument("--scale-size", type=int, default=32768, help="gigapixel pair side (default 32768)")
     parser.add_argument("--scale-chunks", type=int, nargs="+", default=[512, 1024, 2048, 4096])
-    parser.add_argument("--sections", nargs="+", default=["kernel", "e2e", "ops", "scale"],
-                        choices=["kernel", "e2e", "ops", "scale"], help="what to measure (default: all)")
+    parser.add_argument("--video-frames", type=int, default=1000, help="registration: video frames (default 1000)")
+    parser.add_argument("--video-size", type=int, default=1024, help="registration: video frame side (default 1024)")
+    parser.add_argument("--sections", nargs="+", default=["kernel", "e2e", "ops", "scale", "register"],
+                        choices=["kernel", "e2e", "ops", "scale", "register"], help="what to measure (default: all)")
     args = parser.parse_args()
 
     header = f"## {date.today().isoformat()}: {machine()}"
@@ -385,6 +503,8 @@ def main() -> None:
         lines += ops_lines
     if "scale" in args.sections:
         lines += scale_out(args, kernel_rate)
+    if "register" in args.sections:
+        lines += registration(args)
     if args.markdown:
         with args.markdown.open("a") as fh:
             fh.write("\n" + header + "\n\n" + "\n".join(lines) + "\n")

@@ -19,6 +19,7 @@ from ..chunked.entry import local_ncc_into, local_ncc_pair_into
 from ..chunked.graph import halo_chunks
 from ..chunked.shift import shift_dask
 from ..config import RunConfig
+from ..core.interpolation import missing_value, shifted_dtype
 from ..core.kernel import warm_up
 from ..core.stats import block_stats, done_blocks, summarize
 from ..core.variables import EXTRA_NAMES, OUTPUT_ATTRS
@@ -78,10 +79,10 @@ def _kernel_kinds(config: RunConfig, plans: list[PairPlan]) -> list[tuple]:
         masked = (config.nodata is not None or any(m is not None for m in plan.masks) or plan.registration is not None
                   or "f" in (plan.reference.dtype.kind, plan.moving.dtype.kind))  # float inputs may hold NaN
         dtypes = (plan.reference.dtype, plan.moving.dtype)
-        if plan.registration is not None:  # the moving image is read shifted, as float32 (so is a read pair)
-            float32 = np.dtype(np.float32)
+        if plan.registration is not None:  # the moving image is read shifted (and so is a read pair)
+            shifted = shifted_dtype(plan.moving.dtype, plan.reference.dtype, fixed=not config.extra_outputs)
             together = reads_pair(plan.reference, plan.moving, plan.masks, plan.order, True)
-            dtypes = (float32 if together else plan.reference.dtype, float32)
+            dtypes = (shifted if together else plan.reference.dtype, shifted)
         kinds.add((*dtypes, plan.radius, masked))
     return sorted(kinds, key=str)
 
@@ -125,8 +126,8 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
     writer = BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes",
                          run=run_id, flat=config.flat)
     nodata, reg = config.nodata_pair(), plan.registration
-    options = dict(boundary=config.boundary, flat=config.flat, nodata=nodata if reg is None else (nodata[0], None),
-                   min_valid=config.min_valid, extras=config.extra_outputs)
+    options = dict(boundary=config.boundary, flat=config.flat, nodata=nodata, min_valid=config.min_valid,
+                   extras=config.extra_outputs)
     if reads_pair(plan.reference, plan.moving, plan.masks, order, reg is not None):  # read, halo included, per task
         cache = budget_.chunk_cache_bytes(plan.chunks[-2:], budget_.bytes_per_pixel(
             [plan.reference.dtype, plan.moving.dtype]), plan.chunks[0] if len(plan.chunks) == 3 else 1)
@@ -134,14 +135,19 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
             pair = io.open_pair(plan.reference, plan.moving, halo=plan.radius, cache_bytes=cache)
         else:  # the moving image read through its shift(s), its nodata and mask folded into NaN
             pair = io.open_shifted_pair(plan.reference, plan.moving, reg.shifts, reg.interpolation, nodata=nodata[1],
-                                        mask=plan.masks[1], halo=plan.radius, cache_bytes=cache)
+                                        mask=plan.masks[1], halo=plan.radius, cache_bytes=cache,
+                                        fixed=not config.extra_outputs)
+            options["nodata"] = (nodata[0], missing_value(pair.dtype))
         marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, radius=plan.radius, **options)
     else:  # map_overlap over dask arrays in processing order; blocks go back to the inputs' order to be written
         proc = [ref.dims[i] for i in order]
         mov = io.open_input(plan.moving, stored_chunks).transpose(*proc).data
         masks = [None if m is None else io.open_input(m, stored_chunks).transpose(*proc).data for m in plan.masks]
         if reg is not None:
-            mov, masks[1] = shift_dask(mov, reg.shifts, reg.interpolation, nodata=nodata[1], valid=masks[1]), None
+            mov, masks[1] = shift_dask(mov, reg.shifts, reg.interpolation, nodata=nodata[1], valid=masks[1],
+                                       dtype=shifted_dtype(plan.moving.dtype, plan.reference.dtype,
+                                                           fixed=not config.extra_outputs)), None
+            options["nodata"] = (nodata[0], missing_value(mov.dtype))
         sink = writer if order == tuple(range(len(order))) else Reordered(writer, inverse)
         marks = local_ncc_into(sink, ref.transpose(*proc).data, mov, config.window, reference_mask=masks[0],
                                moving_mask=masks[1], radius=plan.radius, **options)

@@ -18,14 +18,14 @@ from ..errors import InputError
 from .chunking import block_pixels, check_block_count, check_space, fit_budget, processing_chunks
 from .cluster import worker_count
 from .provenance import config_hash, coords_digest
-from .registration import Registration, given_shifts, recorded_registration, register_pair
+from .registration import Registration, check_registration, recorded_registration, register_pair
 
 __all__ = ["PairPlan", "plan_run", "reads_pair", "register_run"]
 
 
-#: What a registered block holds beside its inputs: the float32 pair, and the float64 moving source, its
-#: resampling pass and the shifted values before they are stored as float32.
-REGISTERED_BUFFERS = [np.dtype(np.float32)] * 2 + [np.dtype(np.float64)] * 3
+#: What a registered block holds beside its inputs: the pair as read (int32 or float32) and the float64
+#: resampling pass of the moving image.
+REGISTERED_BUFFERS = [np.dtype(np.float32)] * 2 + [np.dtype(np.float64)]
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,7 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
         chunks = fit_budget(config, view, chunks, radius, work + [m.dtype for m in masks if m],
                             threads or worker_count(config.compute)[1], reads_pair(ref, mov, masks, order, registered))
     check_block_count(view, chunks, radius)
-    known = config.registration.known_shifts()
-    if known is not None:
-        given_shifts(known, view.shape[0] if len(view.shape) == 3 else None, pair, view.shape[-2:])
+    check_registration(config, pair, view.shape)
     if check_only:
         return PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks, order)
     fingerprints = _fingerprints(pair, ref, options)

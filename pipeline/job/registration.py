@@ -17,12 +17,13 @@ import xarray as xr
 from .. import io
 from ..config import PairConfig, RunConfig
 from ..core.interpolation import as_missing
-from ..core.registration import estimate_frames, estimate_translation
+from ..core.registration import UNBOUNDED, estimate_frames, estimate_translation
 from ..core.threads import available_cores
-from ..core.tilefield import estimate_field
+from ..core.tilefield import estimate_field, estimate_field_frames
 from ..errors import InputError
 
-__all__ = ["Registration", "register_pair", "recorded_registration", "CONVENTION"]
+__all__ = ["Registration", "register_pair", "recorded_registration", "check_registration", "given_shifts",
+           "CONVENTION"]
 
 #: What a shift means, said in the output's attrs.
 CONVENTION = ("scikit-image's: the shift (dy, dx) in pixels that registers the moving image onto the reference, "
@@ -131,8 +132,7 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
                                                 map=pool.map)
                 shifts, estimates = np.asarray(estimate.shift), [estimate.as_dict()]
             else:
-                found = estimate_frames(lambda t, r: read_ref((slice(t, t + 1),) + tuple(r))[0],
-                                        lambda t, r: read_mov((slice(t, t + 1),) + tuple(r))[0], shape,
+                found = estimate_frames(*_frame_readers(read_ref, read_mov), shape,
                                         reference_frame=settings.reference_frame, upsample=settings.upsample,
                                         max_shift=settings.max_shift, tolerance=_tolerance(settings), map=pool.map)
                 shifts, estimates = np.array([e.shift for e in found]), [e.as_dict() for e in found]
@@ -144,23 +144,39 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
 
 def _tolerance(settings) -> float:
     # The local method expects tiles to disagree: that is its result, not an error.
-    return float("inf") if settings.method == "local" else settings.tolerance
+    return UNBOUNDED if settings.method == "local" else settings.tolerance
 
 
 def _field(settings, read_ref, read_mov, shape, shifts, pool) -> dict[str, np.ndarray]:
     """The local method's per-tile shifts (per frame for video), estimated around the global shift(s)."""
     if len(shape) == 2:
-        found = [estimate_field(read_ref, read_mov, shape, tuple(shifts), tile=settings.tile,
-                                search=settings.search, map=pool.map)]
-    else:
-        found = [estimate_field(lambda r, t=t: read_ref((slice(t, t + 1),) + tuple(r))[0],
-                                lambda r, t=t: read_mov((slice(t, t + 1),) + tuple(r))[0], shape[1:],
-                                tuple(shifts[t]), tile=settings.tile, search=settings.search, map=pool.map)
-                 for t in range(shape[0])]
-    stack = (lambda name: getattr(found[0], name)) if len(shape) == 2 else \
-        (lambda name: np.stack([getattr(f, name) for f in found]))
-    return {"shift": stack("shift"), "quality": stack("quality"), "centres_y": found[0].centres_y,
-            "centres_x": found[0].centres_x}
+        found = estimate_field(read_ref, read_mov, shape, tuple(shifts), tile=settings.tile, search=settings.search,
+                               map=pool.map)
+        return {"shift": found.shift, "quality": found.quality, "centres_y": found.centres_y,
+                "centres_x": found.centres_x}
+    frames = estimate_field_frames(*_frame_readers(read_ref, read_mov), shape, shifts,
+                                   reference_frame=settings.reference_frame, tile=settings.tile,
+                                   search=settings.search, map=pool.map)
+    return {"shift": np.stack([f.shift for f in frames]), "quality": np.stack([f.quality for f in frames]),
+            "centres_y": frames[0].centres_y, "centres_x": frames[0].centres_x}
+
+
+def _frame_readers(read_ref, read_mov):
+    """``read(t, region)`` per frame, from ``read(region)`` readers of a ``(t, y, x)`` input."""
+    return [lambda t, region, read=read: read((slice(t, t + 1),) + tuple(region))[0] for read in (read_ref, read_mov)]
+
+
+def check_registration(config: RunConfig, pair: PairConfig, shape: tuple[int, ...]) -> None:
+    """What can be checked of a pair's registration settings from its shape (processing order), reading nothing."""
+    settings = config.registration
+    if not settings.enabled:
+        return
+    frames = shape[0] if len(shape) == 3 else None
+    if settings.known_shifts() is not None:
+        given_shifts(settings.known_shifts(), frames, pair, shape[-2:])
+    if frames is not None and settings.reference_frame != "each" and settings.reference_frame >= frames:
+        raise InputError(f"{pair.reference}: registration.reference_frame is {settings.reference_frame} but the "
+                         f"video has {frames} frames (0 to {frames - 1}); give a frame index below {frames}")
 
 
 def given_shifts(given: list[tuple[float, float]], frames: int | None, pair: PairConfig,

@@ -12,8 +12,9 @@ import xarray as xr
 import yaml
 import zarr
 
+from pipeline import local_ncc
 from pipeline.io import read_provenance, write_array
-from pipeline.testing import reference_ncc, sample_pair, write_config
+from pipeline.testing import moved_capture, reference_ncc, sample_pair, write_config
 from support import REPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -246,36 +247,34 @@ def test_non_zarr_output_directory_is_not_deleted(tmp_path):
 
 
 def test_demo(tmp_path):
-    """scripts/make_demo.py then `lncc run` with configs/demo.yaml's settings (paths moved to tmp) succeeds."""
-    data_dir = tmp_path / "demo-data"
-    made = subprocess.run([sys.executable, str(REPO / "scripts" / "make_demo.py"), str(data_dir)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    """The README's demo: scripts/make_demo.py then `lncc run configs/demo.yaml` (from a scratch directory)
+    registers both pairs and correlates the registered images: the moved capture's map is high where the
+    captures agree and low where the scene changed; the stereo pair gets a shift field showing its parallax."""
+    made = subprocess.run([sys.executable, str(REPO / "scripts" / "make_demo.py")], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
     assert made.returncode == 0, made.stderr
-    assert (data_dir / "motorcycle.zarr" / "left").is_dir() and (data_dir / "motorcycle.zarr" / "right").is_dir()
-
-    demo = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    demo_paths = {"reference": "data/motorcycle.zarr/left", "moving": "data/motorcycle.zarr/right",
-                  "output": "out/motorcycle-ncc.zarr"}
-    assert {k: demo[k] for k in demo_paths} == demo_paths  # the paths this test rewrites
-    config = dict(demo, reference=str(data_dir / "motorcycle.zarr" / "left"),
-                  moving=str(data_dir / "motorcycle.zarr" / "right"), output=str(tmp_path / "out" / "moto.zarr"))
-    write_config(tmp_path / "demo.yaml", **config)
-
-    result = run_cli("run", "demo.yaml", cwd=tmp_path)
+    result = run_cli("run", str(REPO / "configs" / "demo.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Mpx/s" in result.stdout and "moto.zarr" in result.stdout
-    out = tmp_path / "out" / "moto.zarr"
-    prov = read_provenance(str(out))
-    assert prov["status"] == "complete"
-    assert {k: prov["config"][k] for k in demo if k not in demo_paths} == {k: v for k, v in demo.items()
-                                                                           if k not in demo_paths}
-    ncc = xr.open_zarr(out)["ncc"]
-    assert ncc.shape == (500, 741) and ncc.dims == ("y", "x")
-    np.testing.assert_array_equal(ncc["x"].values, np.arange(741, dtype=np.float64))
-    values = ncc.values
-    assert np.isfinite(values).all()
-    assert values.min() >= -1.0 - 1e-6 and values.max() <= 1.0 + 1e-6
-    assert values.max() > 0.9  # where the two views agree the correlation is high
+    assert "Mpx/s" in result.stdout and result.stdout.count("registered:") == 2
+
+    scene = xr.open_zarr(tmp_path / "out" / "scene-ncc.zarr")
+    assert read_provenance(str(tmp_path / "out" / "scene-ncc.zarr"))["status"] == "complete"
+    np.testing.assert_allclose(scene["shift"].values, (5.4, -3.7), atol=0.05)
+    _, _, changed = moved_capture()
+    ncc = scene["ncc"].values
+    assert ncc.shape == (460, 701) and np.nanmin(ncc) >= -1.0 - 1e-6 and np.nanmax(ncc) <= 1.0 + 1e-6
+    agree = np.ones(ncc.shape, dtype=bool)
+    agree[changed[0].start - 10:changed[0].stop + 10, changed[1].start - 10:changed[1].stop + 10] = False
+    assert np.nanmedian(ncc[agree]) > 0.9 and np.nanmedian(ncc[changed]) < 0.3
+    unregistered = local_ncc(*moved_capture()[:2], 9)
+    assert np.nanmedian(unregistered[agree]) < 0.3  # the control: without registration the map says nothing
+
+    stereo = xr.open_zarr(tmp_path / "out" / "motorcycle-ncc.zarr")
+    field = stereo["shift_field"]
+    assert field.dims == ("tile_y", "tile_x", "axis") and list(field["axis"].values) == ["y", "x"]
+    assert field.shape[:2] == (8, 12) and float(field["tile_x"][0]) == 31.5
+    dx = field.sel(axis="x").values
+    assert np.isfinite(dx).mean() > 0.5 and np.nanpercentile(dx, 95) - np.nanpercentile(dx, 5) > 3  # parallax
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,

@@ -198,9 +198,9 @@ class ChunkCache:
                 while self._edge_bytes > edge_cache_bytes(limit) and len(self._edges) > 1:
                     self._edge_bytes -= sum(s.nbytes for s in self._edges.popitem(last=False)[1])
             if keep_whole and chunk.nbytes <= limit and key not in self._whole:
-                spare = next((a for a in self._spare if a.shape == chunk.shape and a.dtype == chunk.dtype), None)
-                if spare is not None:
-                    self._spare.remove(spare)
+                at = next((i for i, a in enumerate(self._spare) if a.shape == chunk.shape and a.dtype == chunk.dtype),
+                          None)
+                spare = None if at is None else self._spare.pop(at)  # by position: == on arrays is elementwise
                 whole = spare if spare is not None else np.empty_like(chunk)
                 whole[...] = chunk
                 self._whole[key] = whole

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ...core.interpolation import SUPPORT, as_missing, shift_region
+from ...core.interpolation import SUPPORT, shift_region, shifted_dtype
 from ...core.threads import thread_buffer
 from .chunks import ChunkReader
 from .zarr import PairReader, source_of
@@ -22,17 +22,17 @@ __all__ = ["ShiftedSource", "shifted_pair", "open_shifted_pair"]
 
 
 class ShiftedSource:
-    """The moving image on the reference's grid: ``source`` shifted by ``shifts``, float32, NaN where missing.
+    """The moving image on the reference's grid: ``source`` shifted by ``shifts``, missing where a tap is missing.
 
     ``shifts`` is ``(dy, dx)``, or one row per frame (shape ``(t, 2)``) for a ``(t, y, x)`` source;
     ``nodata`` is the moving image's nodata value (or None) and ``mask`` an optional array-like of bool
-    (True = valid) of the source's shape.
+    (True = valid) of the source's shape. ``dtype`` is :func:`pipeline.core.interpolation.shifted_dtype`'s
+    by default (int32 fixed point for 8- and 16-bit images, else float32).
     """
 
-    dtype = np.dtype(np.float32)
-
-    def __init__(self, source, shifts, kind: str, nodata: float | None = None, mask=None):
+    def __init__(self, source, shifts, kind: str, nodata: float | None = None, mask=None, dtype=None):
         self.source = source
+        self.dtype = shifted_dtype(source.dtype) if dtype is None else np.dtype(dtype)
         self.shape = tuple(int(n) for n in source.shape)
         self.ndim = len(self.shape)
         self.chunks = getattr(source, "chunks", self.shape)
@@ -44,13 +44,13 @@ class ShiftedSource:
         self.mask = mask
 
     def __dask_tokenize__(self):
-        return ("lncc-shifted", getattr(self.source, "url", id(self.source)), self.shifts.tobytes(), self.kind,
-                self.nodata, getattr(self.mask, "url", None if self.mask is None else id(self.mask)))
+        return ("lncc-shifted", _identity(self.source), self.shifts.tobytes(), self.kind, self.nodata,
+                str(self.dtype), _identity(self.mask))
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
-        out = np.empty(tuple(r.stop - r.start for r in region), dtype=np.float32)
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
         self.read_into(region, out)
         return out
 
@@ -60,55 +60,62 @@ class ShiftedSource:
         frames = range(lead[0].start, lead[0].stop) if lead else [None]
         for k, t in enumerate(frames):
             prefix = () if t is None else (slice(t, t + 1),)
-
-            def read(where, target, prefix=prefix):
-                values = _read(self.source, prefix + where, target.shape)
-                valid = None if self.mask is None else _read(self.mask, prefix + where, target.shape)
-                target[...] = as_missing(values, self.nodata, valid)
-
             shift = self.shifts[0 if t is None else t]
-            target = out if t is None else out[k]
-            if target.dtype == np.float64 or not target.flags.c_contiguous:
-                shift_region(read, (ys, xs), self.shape[-2:], shift, self.kind, target)
-                continue
-            scratch = thread_buffer("shifted", target.shape, np.float64)  # resampled in float64, stored float32
-            shift_region(read, (ys, xs), self.shape[-2:], shift, self.kind, scratch)
-            target[...] = scratch
+            shift_region(lambda where, p=prefix: _read(self.source, p + where, "shifted-source"), (ys, xs),
+                         self.shape[-2:], shift, self.kind, out if t is None else out[k], nodata=self.nodata,
+                         read_valid=None if self.mask is None else
+                         (lambda where, p=prefix: _read(self.mask, p + where, "shifted-mask")),
+                         moving_dtype=self.source.dtype)
 
 
-def _read(source, where: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+def _identity(source) -> str | None:
+    """What names a source in a dask token: its URL or chunk root where it has one (readers of one array
+    tokenize alike), else the object itself."""
+    if source is None:
+        return None
+    named = getattr(source, "url", None) or getattr(source, "root", None)
+    return str(named) if named is not None else f"object-{id(source)}"
+
+
+def _read(source, where: tuple[slice, ...], slot: str) -> np.ndarray:
+    """``source``'s values over ``where`` as a 2-D array (decoded into a thread buffer where it can)."""
+    shape = tuple(w.stop - w.start for w in where[-2:])
     if hasattr(source, "read_into"):
-        buffer = thread_buffer("shifted-source", shape, np.dtype(source.dtype))
+        buffer = thread_buffer(slot, shape, np.dtype(source.dtype))
         source.read_into(list(where), buffer.reshape(tuple(w.stop - w.start for w in where)))
         return buffer
     return np.asarray(source[where]).reshape(shape)
 
 
 def shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | None = None, mask=None,
-                 token: Any = None) -> PairReader:
-    """A stored pair whose moving image is read through ``shifts``: float32 on the reference's grid.
+                 token: Any = None, fixed: bool = True) -> PairReader:
+    """A stored pair whose moving image is read through ``shifts``, on the reference's grid.
 
-    ``reference`` and ``moving`` are readers (:func:`pipeline.io.array_reader`) of the same shape; the
-    reference's values are cast to float32 (exact for 8- and 16-bit integers).
+    ``reference`` and ``moving`` are readers (:func:`pipeline.io.array_reader`) of the same shape. The pair's
+    dtype is :func:`pipeline.core.interpolation.shifted_dtype` of both: int32 (the moving image in fixed point,
+    the reference's values as they are) when both are 8- or 16-bit integers, else float32; its missing pixels
+    are :func:`pipeline.core.interpolation.missing_value` of that dtype (or NaN). ``fixed=False``: float32.
     """
-    pair = PairReader(reference, ShiftedSource(moving, shifts, kind, nodata, mask),
-                      token=(token, np.asarray(shifts, dtype=np.float64).tobytes(), kind, nodata))
-    pair.dtype = np.dtype(np.float32)
+    dtype = shifted_dtype(moving.dtype, reference.dtype, fixed=fixed)
+    shifted = ShiftedSource(moving, shifts, kind, nodata, mask, dtype)
+    pair = PairReader(reference, shifted, token=(token, shifted.__dask_tokenize__()))
+    pair.dtype = dtype
     return pair
 
 
 def open_shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | None = None, mask=None,
-                      halo: int = 0, cache_bytes: int = 0) -> PairReader:
+                      halo: int = 0, cache_bytes: int = 0, fixed: bool = True) -> PairReader:
     """:func:`pipeline.io.open_pair` for a registered pair: the moving image read through ``shifts``.
 
     ``reference``, ``moving`` and ``mask`` (the moving image's, or None) are :class:`pipeline.io.InputInfo`;
-    ``nodata`` is the moving image's nodata value. The readers share each process's chunk cache as
-    :func:`pipeline.io.open_pair`'s do (the shifted reads cross chunk edges: chunks read in part are kept).
+    ``nodata`` is the moving image's nodata value; ``fixed`` as for :func:`shifted_pair`. The readers share
+    each process's chunk cache as :func:`pipeline.io.open_pair`'s do (the shifted reads cross chunk edges:
+    chunks read in part are kept).
     """
     sources = [source_of(info) for info in (reference, moving) + ((mask,) if mask is not None else ())]
     run = uuid.uuid4().hex
     for i, src in enumerate(sources):
         if isinstance(src, ChunkReader) and halo and cache_bytes:
             src.cache = (run, i, int(halo) + max(SUPPORT.values()), int(cache_bytes))
-    return shifted_pair(sources[0], sources[1], shifts, kind, nodata=nodata,
+    return shifted_pair(sources[0], sources[1], shifts, kind, nodata=nodata, fixed=fixed,
                         mask=sources[2] if mask is not None else None, token=(reference.url, moving.url))

@@ -1,0 +1,442 @@
+"""Image registration by translation: a coarse phase correlation, then a Gauss-Newton refinement on tiles.
+
+Shift convention (scikit-image's): ``(dy, dx)`` registers the moving image onto the reference,
+``registered[i] = moving[i - shift]``, so ``interpolation.shift_image(moving, shift, "lanczos3")`` is close
+to the reference. The estimators never read a whole image: ``read(region)`` callables (``region`` two step-1
+slices) give the float64 values of a coarse centred region (in bands) and of a bounded set of tiles, NaN
+where missing; ``map`` (a thread pool's, say) runs those reads and the ``nogil`` numba kernels. The fit
+``ref ~ gain * W(s) + offset`` uses the Lanczos-3 warp and its analytic derivative, the exact Jacobian (so
+the fixed point is the least-squares optimum; it also took fewer steps than central differences).
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import math
+from dataclasses import asdict, dataclass
+
+import numba
+import numpy as np
+from scipy import fft as sfft
+from scipy.signal.windows import tukey
+from skimage.registration import phase_cross_correlation
+
+from ..errors import InputError
+from .tilefield import (
+    BORDER,
+    HALO,
+    SUPPORT,
+    check_frames,
+    check_int,
+    check_shape,
+    gn_step,
+    is_shared,
+    is_varied,
+    ncc_of,
+    read_checked,
+    read_smoothed,
+    tile_sums,
+)
+
+__all__ = ["Estimate", "estimate_translation", "estimate_frames", "MIN_CORRELATION", "COARSE_SIDE",
+           "FRAME_PIXELS", "FRAME_TILE", "UNBOUNDED"]
+
+#: The coarse level's long side (px) is at most this for one pair, and an eighth of it per video frame.
+COARSE_SIDE = 1024
+#: Extra source pixels read around each refinement tile, beyond the kernel's support, for the shift updates.
+MARGIN = 8
+#: Gauss-Newton iterations at most, and the shift step (px) under which they stop.
+MAX_ITERATIONS, CONVERGED = 10, 1e-4
+#: Below this NCC after registration the images are taken as unrelated (a chance alignment of natural
+#: images stays under about 0.15 over many tiles; a real pair with heavy noise stays well above 0.5).
+MIN_CORRELATION = 0.2
+#: A phase-correlation peak this many times its surface's noise (``1 / sqrt(pixels)``: the normalised
+#: cross-power has unit magnitude) is real: unrelated images' highest is about 5.
+DISTINCT = 8.0
+#: Refinement budget per video frame: 16 tiles of 64 x 64 (about 0.01 px on real content).
+FRAME_PIXELS, FRAME_TILE = 2**16, 64
+#: The fraction of tiles left out of ``spread`` (the worst ones) when there are at least 10 tiles; and the
+#: pixels of a reference frame read once when every moving frame uses it.
+TRIM, CACHED_FRAME = 0.1, 2**24
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A translation estimate and how much to trust it.
+
+    Attributes
+    ----------
+    shift : tuple of float
+        ``(dy, dx)`` px registering the moving image onto the reference.
+    gain, offset : float
+        The intensity model ``ref ~ gain * registered + offset``.
+    correlation : float
+        NCC of reference and registered moving image over the tiles used (the quality figure).
+    peak : float
+        Height of the coarse phase-correlation peak: 1 for a pure periodic translation, lower with noise and
+        partial overlap, about ``5 / sqrt(pixels)`` for unrelated images.
+    spread : float
+        The largest distance (px) of a tile's own shift from the global one, the worst 10% of the tiles
+        left out when there are at least 10.
+    tiles : int
+        Textured tiles whose normal equations were summed.
+    """
+
+    shift: tuple[float, float]
+    gain: float
+    offset: float
+    correlation: float
+    peak: float
+    spread: float
+    tiles: int
+
+    def as_dict(self) -> dict:
+        """The estimate as JSON-safe values (floats, None for a non-finite one, a list, an int) for provenance."""
+        out = {key: float(value) if math.isfinite(value) else None for key, value in asdict(self).items()
+               if key not in ("shift", "tiles")}
+        return {"shift": [float(v) for v in self.shift], **out, "tiles": int(self.tiles)}
+
+
+def _check_options(shape, upsample, max_shift, tolerance, pixels, tile) -> tuple[int, int]:
+    for name, value, low in (("upsample", upsample, 1), ("pixels", pixels, 1), ("tile", tile, 16)):
+        check_int(name, value, low)
+    for name, value in (("max_shift", max_shift), ("tolerance", tolerance)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+                0 < value < math.inf):
+            raise InputError(f"registration.{name} must be a positive number of pixels, got {value!r}; set a "
+                             f"valid registration.{name}")
+    return check_shape(shape)
+
+
+def _flat(which: str) -> InputError:
+    return InputError(f"the {which} image is too flat to register: no textured tile (its values barely vary); "
+                      "registration needs texture in both images, check the pair")
+
+
+def _unrelated(where: str, ncc: float | None = None, peak: float | None = None) -> InputError:
+    why = (f"NCC {ncc:.3f}, below {MIN_CORRELATION}" if peak is None else
+           f"no distinct phase-correlation peak: {peak:.1f} times its noise, below {DISTINCT:g}")
+    return InputError(f"the images do not correlate {where} ({why}): they are unrelated or too flat to register; "
+                      "check the pair")
+
+
+def _too_far(shift, max_shift) -> InputError:
+    dy, dx = (float(v) for v in shift)
+    return InputError(f"estimated shift ({dy:.1f}, {dx:.1f}) px exceeds registration.max_shift = {max_shift:g}; "
+                      "raise max_shift if the captures really are that far apart, or check the pair")
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def block_mean(src, factor, out):
+    """``out[i, j]`` = the mean of the finite values of ``src``'s ``factor x factor`` block ``(i, j)`` (NaN if none)."""
+    total, count = np.empty(out.shape[1] * factor), np.empty(out.shape[1] * factor)
+    for i in range(out.shape[0]):
+        total[:], count[:] = 0.0, 0.0
+        for y in range(i * factor, i * factor + factor):
+            for x in range(total.size):  # column sums first, branch-free: the loop vectorises
+                total[x] += src[y, x] if src[y, x] == src[y, x] else 0.0
+                count[x] += 1.0 if src[y, x] == src[y, x] else 0.0
+        for j in range(out.shape[1]):
+            n = count[j * factor:(j + 1) * factor].sum()
+            out[i, j] = total[j * factor:(j + 1) * factor].sum() / n if n > 0 else np.nan
+    return out
+
+
+def _coarse_region(shape, max_shift, side) -> tuple[tuple[slice, slice], int]:
+    """The centred region of the coarse step and its block-mean factor (the region's sides are multiples)."""
+    sides = [min(n, max(2048, math.ceil(8 * max_shift))) for n in shape]
+    factor = max(1, math.ceil(max(sides) / side))
+    sides = [max(factor, s // factor * factor) for s in sides]
+    return tuple(slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(shape, sides)), factor
+
+
+def _block_means(read, region, factor, map) -> np.ndarray:
+    """NaN-aware ``factor x factor`` means over ``region``, read in bands of about 2**20 pixels."""
+    ys, xs = region
+    rows = max(1, (2**20 // (xs.stop - xs.start)) // factor) * factor
+    bands = [(slice(y, min(y + rows, ys.stop)), xs) for y in range(ys.start, ys.stop, rows)]
+
+    def band_mean(band):
+        values = read_checked(read, band)
+        out = np.empty((values.shape[0] // factor, values.shape[1] // factor))
+        return block_mean(values, factor, out)
+
+    return np.concatenate(list(map(band_mean, bands)), axis=0)
+
+
+def _filled(small: np.ndarray, which: str) -> np.ndarray:
+    finite = np.isfinite(small)
+    if not finite.any() or np.ptp(small[finite]) == 0:
+        raise _flat(which)
+    return np.where(finite, small, small[finite].mean())
+
+
+def _overlap_ncc(ref: np.ndarray, mov: np.ndarray, shift) -> float:
+    """NCC of ``ref[p]`` and ``mov[p - shift]`` over their overlap (an integer shift), -inf if it is tiny."""
+    shift = [int(round(v)) for v in shift]
+    if any(n - abs(s) < max(4, n // 16) for n, s in zip(ref.shape, shift)):
+        return -math.inf
+    a = ref[tuple(slice(max(0, s), min(n, n + s)) for n, s in zip(ref.shape, shift))]
+    b = mov[tuple(slice(max(0, -s), min(n, n - s)) for n, s in zip(ref.shape, shift))]
+    a, b = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / denominator if denominator > 0 else -math.inf
+
+
+def _phase_peak(ref: np.ndarray, mov: np.ndarray, upsample: int) -> tuple[np.ndarray, float]:
+    """scikit-image's phase correlation of two coarse images (tapered) and the height of its peak."""
+    window = np.outer(tukey(ref.shape[0], 0.2), tukey(ref.shape[1], 0.2))
+    fa = sfft.fft2((ref - ref.mean()) * window)
+    fb = sfft.fft2((mov - mov.mean()) * window)
+    product = fa * fb.conj()
+    product /= np.maximum(np.abs(product), 100 * np.finfo(np.float64).eps)
+    peak = float(sfft.ifft2(product).real.max())
+    shift, _, _ = phase_cross_correlation(fa, fb, space="fourier", upsample_factor=upsample, normalization="phase")
+    return np.asarray(shift, dtype=np.float64), peak
+
+
+def _coarse(read_ref, read_mov, shape, upsample, max_shift, side, map, small_ref=None):
+    """The coarse shift (full-resolution px), the phase-correlation peak and the reference's mean (the coarse
+    reference is ``small_ref`` when given: one reference frame for many)."""
+    region, factor = _coarse_region(shape, max_shift, side)
+    ref = _filled(_block_means(read_ref, region, factor, map), "reference") if small_ref is None else small_ref
+    mov = _filled(_block_means(read_mov, region, factor, map), "moving")
+    shift, peak = _phase_peak(ref, mov, upsample)
+    # the peak gives the shift modulo the region: score every candidate within max_shift by its overlap
+    candidates = [shift + np.array([ky * ref.shape[0], kx * ref.shape[1]]) for ky in (-1, 0, 1) for kx in (-1, 0, 1)]
+    allowed = [c for c in candidates if np.abs(c * factor).max() <= max_shift + factor]
+    if len(allowed) != 1:
+        scored = sorted(((_overlap_ncc(ref, mov, c), i) for i, c in enumerate(allowed or candidates)), reverse=True)
+        ncc, best = scored[0][0], (allowed or candidates)[scored[0][1]]
+        if not allowed:  # a shift beyond max_shift, or no shift at all (a small overlap may correlate by chance)
+            z = peak * math.sqrt(ref.size)
+            if ncc >= MIN_CORRELATION and z >= DISTINCT:
+                raise _too_far(best * factor, max_shift)
+            raise _unrelated("at any shift", ncc, None if ncc < MIN_CORRELATION else z)
+        allowed = [best]
+    return allowed[0] * factor, peak, float(ref.mean())
+
+
+def _layout(shape, shift, tile, count) -> list[tuple[slice, slice]]:
+    """Up to ``count`` tiles spread evenly over the part of the reference the shifted moving image covers."""
+    axes = []
+    for n, s in zip(shape, (int(round(v)) for v in shift)):
+        lo, hi = max(0, s + SUPPORT + HALO), min(n, n + s - SUPPORT - HALO)
+        if hi - lo < 16:
+            raise InputError(f"the shift {tuple(round(float(v), 1) for v in shift)} px leaves under 16 px of "
+                             f"overlap in an image of shape {tuple(shape)}; lower registration.max_shift or "
+                             "check the pair")
+        side = min(tile, hi - lo)
+        axes.append((lo, hi, side, (hi - lo) // side))
+    (_, _, _, my), (_, _, _, mx) = axes
+    ky = max(1, min(my, round(math.sqrt(count * my / mx))))
+    kx = max(1, min(mx, count // ky))
+    ky = max(1, min(my, count // kx))
+    starts = [np.round(np.linspace(lo, hi - side, k)).astype(int).tolist() for (lo, hi, side, _), k in
+              zip(axes, (ky, kx))]
+    return [(slice(y, y + axes[0][2]), slice(x, x + axes[1][2])) for y in starts[0] for x in starts[1]]
+
+
+def _read_tile(read_ref, read_mov, shape, shift, region):
+    """A smoothed reference tile, the smoothed moving region its warp needs and the tile's offset in it."""
+    reach = SUPPORT + MARGIN
+    source = tuple(slice(r.start - s - reach, r.stop - s + reach) for r, s in zip(region, (round(v) for v in shift)))
+    ref = read_smoothed(read_ref, tuple(slice(r.start - BORDER, r.stop + BORDER) for r in region), shape)
+    mov = read_smoothed(read_mov, source, shape)
+    return ref, mov, np.array([r.start - s.start for r, s in zip(region, source)], dtype=np.float64)
+
+
+def _sums(tile, shift, center: float) -> np.ndarray:
+    ref, mov, origin = tile
+    return tile_sums(ref, mov, origin[0] - shift[0], origin[1] - shift[1], center, np.empty((6, 5)))
+
+
+def _gn(sums, gain, offset, refit=False) -> np.ndarray | None:
+    out = np.zeros(4)
+    return out if gn_step(sums, float(gain), float(offset), refit, out) else None
+
+
+def _refine(tiles, start, center, map):
+    """Gauss-Newton on the summed normal equations of the tiles textured at the coarse shift.
+
+    Returns the parameters ``(sy, sx, gain, offset)``, the tiles used, the suspects (tiles whose images
+    both vary but do not match at the coarse shift: noise, shading, or a shift of their own) and the last
+    parameters the tiles' sums were taken at, with those sums (less than a step from the result).
+    """
+    params = np.array([start[0], start[1], 1.0, 0.0])
+    sums = list(map(lambda t: _sums(t, params[:2], center), tiles))
+    varied = [is_varied(m, float(t[0][BORDER:-BORDER, BORDER:-BORDER].size), center) for t, m in zip(tiles, sums)]
+    if not any(varied):
+        raise _flat("reference or moving")
+    shared = [v and is_shared(m) for v, m in zip(varied, sums)]
+    if not any(shared):
+        raise _unrelated("at the coarse shift", ncc_of(np.sum([m for m, v in zip(sums, varied) if v], axis=0)))
+    used = [t for t, keep in zip(tiles, shared) if keep]
+    suspects = [t for t, v, keep in zip(tiles, varied, shared) if v and not keep]
+    sums = [m for m, keep in zip(sums, shared) if keep]
+    previous, evaluated = None, params.copy()
+    for iteration in range(MAX_ITERATIONS):
+        total = np.sum(sums, axis=0)
+        step = _gn(total, params[2], params[3], iteration == 0)
+        if step is None:
+            raise _flat("reference or moving")
+        params += step
+        ratio = None if previous is None else step[:2] / np.where(previous == 0, np.inf, previous)
+        if ratio is not None and ((ratio > 0) & (ratio < 0.8)).all():
+            # noise makes the steps shrink geometrically (by about 5 each); Aitken's extrapolation jumps to
+            # the limit of that series (the path changes, not the fixed point the next step is tested at)
+            params[:2] += step[:2] * ratio / (1 - ratio)
+        previous = step[:2]
+        if np.abs(params[:2] - start).max() > MARGIN - 1:
+            raise InputError(f"the refinement left the coarse shift by over {MARGIN - 1} px (coarse NCC "
+                             f"{ncc_of(total):.3f}): the pair is not related by one translation; check the pair")
+        if np.abs(step[:2]).max() < CONVERGED:
+            break
+        evaluated = params.copy()
+        sums = list(map(lambda t: _sums(t, evaluated[:2], center), used))
+    return params, used, suspects, (evaluated, sums)
+
+
+def _own_shift(tile, params, center, steps: int, shared: bool, first=None):
+    """A tile's own parameters after ``steps`` Gauss-Newton steps from ``params`` (where its sums are
+    ``first``, if given), None when singular or when ``shared`` asks for texture at its own shift and there is
+    none."""
+    mine, m = params.copy(), _sums(tile, params[:2], center) if first is None else first
+    for k in range(steps):
+        step = _gn(m, mine[2], mine[3], k == 0)
+        if step is None:
+            return None
+        mine += step
+        if shared or k < steps - 1:
+            m = _sums(tile, mine[:2], center)
+    return mine if not shared or is_shared(m) else None
+
+
+def _suspect_shift(tile, params, center):
+    """A suspect tile's own shift: an integer phase correlation within the margin, then three steps."""
+    ref, mov, origin = tile
+    corner = (origin - np.round(params[:2])).astype(int)
+    inner = ref[BORDER:-BORDER, BORDER:-BORDER]
+    window = mov[corner[0]:corner[0] + inner.shape[0], corner[1]:corner[1] + inner.shape[1]]
+    a, b = (np.nan_to_num(v - np.nanmean(v)) for v in (inner, window))
+    residual, _, _ = phase_cross_correlation(a, b, normalization="phase")
+    if np.abs(residual).max() > MARGIN - SUPPORT:
+        return None
+    start = params.copy()
+    start[:2] = np.round(params[:2]) + residual
+    return _own_shift(tile, start, center, 3, True)
+
+
+def _tile_check(used, suspects, params, last, center, map) -> tuple[float, float]:
+    """The pooled NCC at the global solution and the spread: the tiles' own shifts against the global one,
+    a step from its last sums for the tiles used, searched for the suspects (those textured at their own)."""
+    at, sums = last
+    ncc = ncc_of(np.sum(sums, axis=0))
+    own = [_own_shift(t, at, center, 1, False, m) for t, m in zip(used, sums)]
+    found = [p for p in map(lambda t: _suspect_shift(t, params, center), suspects) if p is not None]
+    deviations = np.sort([math.inf if p is None else float(np.hypot(*(p[:2] - params[:2]))) for p in own + found])
+    keep = len(deviations) - (int(TRIM * len(deviations)) if len(deviations) >= 10 else 0)
+    return ncc, float(deviations[keep - 1])
+
+
+def _estimate(read_ref, read_mov, shape, *, upsample, max_shift, tolerance, pixels, tile, side, map,
+              small_ref=None) -> Estimate:
+    shape = _check_options(shape, upsample, max_shift, tolerance, pixels, tile)
+    coarse, peak, center = _coarse(read_ref, read_mov, shape, upsample, max_shift, side, map, small_ref)
+    regions = _layout(shape, coarse, tile, max(1, pixels // tile**2))
+    tiles = list(map(lambda r: _read_tile(read_ref, read_mov, shape, coarse, r), regions))
+    params, used, suspects, last = _refine(tiles, coarse, center, map)
+    ncc, spread = _tile_check(used, suspects, params, last, center, map)
+    if not ncc >= MIN_CORRELATION:
+        raise _unrelated("after registration", ncc)
+    if max(abs(params[0]), abs(params[1])) > max_shift:
+        raise _too_far(params[:2], max_shift)
+    if spread > tolerance:
+        raise InputError(f"the tiles disagree by {spread:.2f} px (more than registration.tolerance = "
+                         f"{tolerance:g}), so the pair is not related by one translation; set "
+                         "registration.method: local for a shift per tile, or raise the tolerance")
+    gain, offset = float(params[2]), float(params[3] + center * (1.0 - params[2]))
+    return Estimate((float(params[0]), float(params[1])), gain, offset, ncc, peak, spread, len(used))
+
+
+def estimate_translation(read_ref, read_mov, shape, *, upsample=20, max_shift=200.0, tolerance=0.5,
+                         pixels=2**22, tile=512, map=builtins.map) -> Estimate:
+    """The subpixel translation registering a moving image onto a reference, read region by region.
+
+    Parameters
+    ----------
+    read_ref, read_mov : callable
+        ``read(region) -> ndarray``: the float64 values of the image over ``region`` (a tuple of two step-1
+        slices inside the image), NaN where a pixel is missing. Missing pixels leave every sum.
+    shape : tuple of int
+        ``(height, width)`` of both images.
+    upsample, max_shift, tolerance : int, float, float
+        The coarse phase correlation's subpixel factor; the largest ``|dy|`` and ``|dx|`` (px) accepted,
+        which also sizes the coarse region (``8 * max_shift`` px per axis, at least 2048, at most the image:
+        no shift within it is ambiguous modulo the region); the most (px) tiles may differ from the result.
+    pixels, tile : int
+        Refinement budget: up to ``pixels // tile**2`` tiles of ``tile x tile`` spread over the overlap.
+    map : callable
+        ``map(function, items)``; a thread pool's map reads and computes tiles in parallel.
+
+    Returns
+    -------
+    Estimate
+        Or an InputError for flat images (no textured tile), unrelated ones (NCC below
+        :data:`MIN_CORRELATION`), a shift beyond ``max_shift``, or tiles disagreeing beyond ``tolerance``.
+    """
+    return _estimate(read_ref, read_mov, shape, upsample=upsample, max_shift=max_shift, tolerance=tolerance,
+                     pixels=pixels, tile=tile, side=COARSE_SIDE, map=map)
+
+
+def estimate_frames(read_ref, read_mov, shape, *, reference_frame="each", upsample=20, max_shift=200.0,
+                    tolerance=0.5, pixels=FRAME_PIXELS, tile=FRAME_TILE, map=builtins.map) -> list[Estimate]:
+    """One translation per frame of a ``(t, y, x)`` moving stack, against a reference stack's frames.
+
+    Parameters
+    ----------
+    read_ref, read_mov : callable
+        ``read(t, region) -> ndarray``: frame ``t``'s float64 values over ``region`` (two step-1 slices),
+        NaN where missing. Both stacks have ``shape``.
+    shape : tuple of int
+        ``(frames, height, width)``.
+    reference_frame : "each" or int
+        ``"each"`` registers moving frame ``t`` onto reference frame ``t``; an index ``k`` registers every
+        moving frame onto reference frame ``k`` (read once when at most :data:`CACHED_FRAME` pixels).
+    upsample, max_shift, tolerance, pixels, tile
+        As in :func:`estimate_translation`; per frame the refinement budget is smaller
+        (:data:`FRAME_PIXELS` in tiles of :data:`FRAME_TILE`) and the coarse level's long side is an eighth
+        of :data:`COARSE_SIDE`.
+    map : callable
+        Maps over the frames (a thread pool's map runs frames in parallel); each frame runs sequentially.
+
+    Returns
+    -------
+    list of Estimate
+        One per moving frame, in order; an InputError as :func:`estimate_translation`'s names the frame.
+    """
+    size, index = check_frames(shape, reference_frame)
+    fixed = small = None
+    if index is not None:  # one reference frame for all: read it once (when small), its coarse level once
+        fixed = functools.partial(read_ref, index)
+        if size[0] * size[1] <= CACHED_FRAME:
+            fixed = read_checked(fixed, (slice(0, size[0]), slice(0, size[1]))).__getitem__
+        region, factor = _coarse_region(_check_options(size, upsample, max_shift, tolerance, pixels, tile),
+                                        max_shift, COARSE_SIDE // 8)
+        small = _filled(_block_means(fixed, region, factor, builtins.map), "reference")
+
+    def one(t):
+        ref = fixed if fixed is not None else (lambda region: read_ref(t, region))
+        try:
+            return _estimate(ref, lambda region: read_mov(t, region), size, upsample=upsample, max_shift=max_shift,
+                             tolerance=tolerance, pixels=pixels, tile=tile, side=COARSE_SIDE // 8, map=builtins.map,
+                             small_ref=small)
+        except InputError as error:
+            raise InputError(f"frame {t}: {error}") from None
+
+    return list(map(one, range(int(shape[0]))))
+
+
+#: A ``tolerance`` that lets tiles disagree by any amount: the local method's, whose result that disagreement is.
+UNBOUNDED = 1e9
