@@ -336,7 +336,8 @@ def registration(args) -> list[str]:
     gp = args.scale_size
     ref_url, mov_url, shifts = make_shifted_pair(args.data, gp, 0)
     lines = ["", f"### Registration: {gp} x {gp} uint8 pair ({gp * gp / 1e9:.2f} gigapixel) moved by "
-                 f"{tuple(shifts[0])} px, window {args.e2e_window}, 2 threads, `compute.memory: 2GB`, output on disk",
+                 f"({shifts[0][0]}, {shifts[0][1]}) px, window {args.e2e_window}, 2 threads, `compute.memory: 2GB`, "
+                 "output on disk",
              "", f"Best of {args.e2e_repeats} runs (median in brackets).", "",
              "| run | estimate s | compute s | Mpx/s (estimate included) | vs unregistered | peak RSS | "
              "shift found (error px) |", "|---|---|---|---|---|---|---|"]
@@ -357,7 +358,7 @@ def registration(args) -> list[str]:
         extra = estimate_s if registration_ else 0.0
         rate, rate_mid = (gp * gp / (r["compute_s"] + extra) / 1e6 for r in (res, mid))
         base = base or (rate, rate_mid)
-        found = f"{tuple(round(v, 3) for v in estimated[0][1])} ({error:.3f})" if registration_ else "-"
+        found = f"({', '.join(f'{v:.3f}' for v in estimated[0][1])}) ({error:.3f})" if registration_ else "-"
         lines.append(f"| {label} | {extra:.2f} | {res['compute_s']:.2f} ({mid['compute_s']:.2f}) | {rate:.0f} "
                      f"({rate_mid:.0f}) | {rate / base[0]:.2f}x ({rate_mid / base[1]:.2f}x) | "
                      f"{max(r['peak_rss_mb'] for r in runs):.0f} MB | {found} |")

@@ -15,7 +15,7 @@ from ..core.masks import nodata_pair
 from ..errors import InputError
 from .graph import halo_chunks
 
-__all__ = ["shift_dask", "apply_shift"]
+__all__ = ["shift_dask", "apply_shift", "one_frame"]
 
 
 def shift_dask(moving: da.Array, shift, kind: str, *, nodata=None, valid: da.Array | None = None,
@@ -97,3 +97,8 @@ def apply_shift(reference, moving, shift, kind: str, nodata, moving_mask, *, fix
     else:
         shifted = shift_image(np.asarray(moving), shifts, kind, nodata=moving_nodata, valid=moving_mask, dtype=dtype)
     return shifted, (reference_nodata, missing_value(dtype)), None
+
+
+def one_frame(frames: da.Array, frame: int) -> da.Array:
+    """A ``(t, y, x)`` array whose every frame is ``frames[frame]``, with ``frames``' chunks."""
+    return da.broadcast_to(frames[frame:frame + 1], frames.shape).rechunk(frames.chunks)

@@ -39,6 +39,8 @@ def _sink_pair_block(ab, invalid=None, *, block_nodata, constant_pad, block_info
         # Nodata found in the padded block itself: pointwise, so for reflect/nearest padding the same as padding
         # a mask of the whole image. Constant padding (zeros) is valid data, even where 0 is a nodata value.
         invalid = invalid_mask(a, b, block_nodata)
+        if invalid is not None and not invalid.any():
+            invalid = None  # nothing missing in this block: the kernel's faster unmasked path gives the same values
         if invalid is not None and constant_pad:
             radius, full_shape = kwargs["radius"], kwargs["full_shape"]
             index = block_info[None]["chunk-location"][-2:]

@@ -32,8 +32,8 @@ class RegistrationConfig(BaseModel):
     """A known shift ``[dy, dx]`` instead of an estimate; for video one for every frame ``[[dy, dx], ...]``
     or one pair for all frames."""
     reference_frame: Literal["each"] | Annotated[int, Field(ge=0)] = "each"
-    """Video: ``each`` registers every moving frame to its own reference frame; an index registers every
-    moving frame to that one reference frame."""
+    """Video: ``each`` registers every moving frame to its own reference frame (and correlates it with that
+    frame); an index registers every moving frame to that one reference frame and correlates it with it."""
     interpolation: Literal[INTERPOLATIONS] = "cubic"  # type: ignore[valid-type]
     """The local kernel that applies the fractional part of the shift (2, 4 or 6 taps per axis)."""
     tolerance: Annotated[float, Field(gt=0)] = 0.5

@@ -111,6 +111,22 @@ def source_span(start: int, stop: int, shift: float, kind: str) -> tuple[int, in
 
 
 @numba.njit(cache=True, nogil=True)
+def _checked_tap_sum(raw, r, c0, nodata, has_nodata, valid, has_valid, wx):
+    """One x-pass value with every tap checked: NaN when a tap is outside ``raw`` or missing."""
+    rows, cols = raw.shape
+    acc = 0.0
+    for q in range(wx.shape[0]):
+        c = c0 + q
+        if r < 0 or r >= rows or c < 0 or c >= cols:
+            return np.nan
+        v = np.float64(raw[r, c])
+        if not np.isfinite(v) or (has_nodata and v == nodata) or (has_valid and not valid[r, c]):
+            return np.nan
+        acc += wx[q] * v
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
 def _shift_kernel(raw, oy, ox, nodata, has_nodata, valid, has_valid, wy, wx, tmp, out, scale):
     """The separable resampling of one frame, straight from the stored values.
 
@@ -118,36 +134,53 @@ def _shift_kernel(raw, oy, ox, nodata, has_nodata, valid, has_valid, wy, wx, tmp
     when inside ``raw`` and valid (finite, not ``nodata``, ``valid`` True), else missing (NaN): the
     conversion to float64 happens here, so no float64 copy of the source is ever made. With ``scale`` the
     output is fixed point: ``round(value * scale)``, :data:`MISSING` where missing.
+
+    Every value is the same sum in the same order, whichever branch computes it: the columns whose taps all
+    lie inside ``raw`` skip the checks when nothing can be missing but non-finite values, which then
+    propagate to a non-finite result (made missing at the end).
     """
     ny, nx = wy.shape[0], wx.shape[0]
     h, w = out.shape
     rows, cols = raw.shape
+    checked = has_nodata or has_valid
+    lo = min(max(ox, 0), w)  # columns lo .. hi - 1 have all their taps inside raw
+    hi = max(min(cols - nx + 1 + ox, w), lo)
     for i in range(h + ny - 1):  # along x first, every source row the outputs need
         r = i - oy
-        for j in range(w):
-            acc = 0.0
-            for q in range(nx):
-                c = j + q - ox
-                if r < 0 or r >= rows or c < 0 or c >= cols:
-                    acc = np.nan
-                    break
-                v = np.float64(raw[r, c])
-                if not np.isfinite(v) or (has_nodata and v == nodata) or (has_valid and not valid[r, c]):
-                    acc = np.nan
-                    break
-                acc += wx[q] * v
-            tmp[i, j] = acc
+        if checked or r < 0 or r >= rows:
+            for j in range(w):
+                tmp[i, j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
+            continue
+        for j in range(lo):
+            tmp[i, j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
+        for j in range(hi, w):
+            tmp[i, j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
+        inner = tmp[i, lo:hi]  # 1-D views: numba vectorises these loops (not the 2-D indexing)
+        for k in range(hi - lo):
+            inner[k] = 0.0
+        for q in range(nx):
+            weight = wx[q]
+            source = raw[r, lo + q - ox:hi + q - ox]
+            for k in range(hi - lo):
+                inner[k] += weight * np.float64(source[k])
+    row = np.empty(w)
     for i in range(h):
-        for j in range(w):
-            acc = 0.0
-            for p in range(ny):
-                acc += wy[p] * tmp[i + p, j]
+        for k in range(w):
+            row[k] = 0.0
+        for p in range(ny):
+            weight = wy[p]
+            above = tmp[i + p]
+            for k in range(w):
+                row[k] += weight * above[k]
+        target = out[i]
+        for k in range(w):
+            acc = row[k]
             if scale == 0.0:
-                out[i, j] = acc
-            elif acc != acc:
-                out[i, j] = _MISSING
+                target[k] = acc if np.isfinite(acc) else np.nan
+            elif not np.isfinite(acc):
+                target[k] = _MISSING
             else:
-                out[i, j] = np.floor(acc * scale + 0.5)
+                target[k] = np.floor(acc * scale + 0.5)
 
 
 _NO_MASK = np.ones((1, 1), dtype=np.bool_)

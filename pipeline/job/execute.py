@@ -17,7 +17,7 @@ import xarray as xr
 from .. import io
 from ..chunked.entry import local_ncc_into, local_ncc_pair_into
 from ..chunked.graph import halo_chunks
-from ..chunked.shift import shift_dask
+from ..chunked.shift import one_frame, shift_dask
 from ..config import RunConfig
 from ..core.interpolation import missing_value, shifted_dtype
 from ..core.kernel import warm_up
@@ -136,7 +136,7 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
         else:  # the moving image read through its shift(s), its nodata and mask folded into NaN
             pair = io.open_shifted_pair(plan.reference, plan.moving, reg.shifts, reg.interpolation, nodata=nodata[1],
                                         mask=plan.masks[1], halo=plan.radius, cache_bytes=cache,
-                                        fixed=not config.extra_outputs)
+                                        fixed=not config.extra_outputs, reference_frame=reg.reference_frame)
             options["nodata"] = (nodata[0], missing_value(pair.dtype))
         marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, radius=plan.radius, **options)
     else:  # map_overlap over dask arrays in processing order; blocks go back to the inputs' order to be written
@@ -148,8 +148,12 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
                                        dtype=shifted_dtype(plan.moving.dtype, plan.reference.dtype,
                                                            fixed=not config.extra_outputs)), None
             options["nodata"] = (nodata[0], missing_value(mov.dtype))
+        reference = ref.transpose(*proc).data
+        if reg is not None and reg.reference_frame is not None:  # every moving frame against one reference frame
+            reference, masks[0] = (None if x is None else one_frame(x, reg.reference_frame) for x in (reference,
+                                                                                                       masks[0]))
         sink = writer if order == tuple(range(len(order))) else Reordered(writer, inverse)
-        marks = local_ncc_into(sink, ref.transpose(*proc).data, mov, config.window, reference_mask=masks[0],
+        marks = local_ncc_into(sink, reference, mov, config.window, reference_mask=masks[0],
                                moving_mask=masks[1], radius=plan.radius, **options)
     started = datetime.now(UTC).isoformat()
     proc_done = None if plan.done is None else plan.done.transpose(order)  # the block grid in processing order

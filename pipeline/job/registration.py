@@ -46,6 +46,8 @@ class Registration:
     field: dict[str, np.ndarray] | None = None
     #: True when read back from an existing output (a resume or an up-to-date check), not found by this run.
     recorded: bool = False
+    #: Video: the reference frame every moving frame is registered to and correlated with (None: each its own).
+    reference_frame: int | None = None
 
     def provenance(self) -> dict[str, Any]:
         """What the output's attrs record (JSON-safe), enough for a resume to apply the same shifts."""
@@ -116,7 +118,8 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
     given = settings.known_shifts()
     if given is not None and settings.method == "translation":
         return Registration(settings.method, settings.interpolation,
-                            given_shifts(given, frames, pair, shape[-2:]), "given")
+                            given_shifts(given, frames, pair, shape[-2:]), "given",
+                            reference_frame=_reference_frame(settings, frames))
     nodata = config.nodata_pair()
     options = config.storage_options
     read_ref = _reader(pair.reference, options, nodata[0], pair.reference_mask, order)
@@ -139,7 +142,13 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
             tiles = _field(settings, read_ref, read_mov, shape, shifts, pool) if settings.method == "local" else None
     except InputError as exc:
         raise InputError(f"{pair.reference} / {pair.moving}: cannot register: {exc}") from None
-    return Registration(settings.method, settings.interpolation, shifts, "estimated", estimates, tiles)
+    return Registration(settings.method, settings.interpolation, shifts, "estimated", estimates, tiles,
+                        reference_frame=_reference_frame(settings, frames))
+
+
+def _reference_frame(settings, frames: int | None) -> int | None:
+    """The one reference frame of a video registered with ``reference_frame: k`` (None otherwise)."""
+    return None if frames is None or settings.reference_frame == "each" else int(settings.reference_frame)
 
 
 def _tolerance(settings) -> float:
@@ -206,5 +215,7 @@ def recorded_registration(provenance: dict[str, Any], config: RunConfig) -> Regi
     if shifts.shape[-1:] != (2,) or not np.isfinite(shifts).all():
         return None
     origin = recorded.get("origin") if recorded.get("origin") in ("estimated", "given") else "estimated"
+    frames = len(shifts) if shifts.ndim == 2 else None
     return Registration(config.registration.method, config.registration.interpolation, shifts, origin,
-                        list(recorded.get("estimates") or []), recorded=True)
+                        list(recorded.get("estimates") or []), recorded=True,
+                        reference_frame=_reference_frame(config.registration, frames))

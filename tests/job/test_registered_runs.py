@@ -361,8 +361,30 @@ def test_video_reference_frame_registers_every_frame_onto_that_frame(tmp_path, d
                         registration=registration(reference_frame=0))
     shifts = xr.open_zarr(out)["shift"].values
     np.testing.assert_allclose(shifts, truth, atol=0.05)
-    # only the registration uses frame 0: the map still pairs each moving frame with its own reference frame
-    assert_matches(read_map(out), pipeline.local_ncc(ref0, mov, WINDOW, shift=shifts), tol=1e-6)
+    # every moving frame is registered to and correlated with reference frame 0
+    only_frame0 = np.broadcast_to(ref0[:1], ref0.shape)
+    got = read_map(out)
+    assert_matches(got, pipeline.local_ncc(only_frame0, mov, WINDOW, shift=shifts), tol=1e-6)
+    assert np.nanmedian(got[1:]) > 0.5  # against their own (unrelated) reference frames they would not agree
+
+
+def test_video_reference_frame_through_the_dask_path(tmp_path, drift):
+    """With a reference mask (the dask path), ``reference_frame: 0`` pairs every frame with reference frame 0
+    and its mask as well."""
+    truth, ref, mov = drift
+    ref0 = ref.copy()
+    ref0[1:] = stereo_pair()[0][100:260, 300:460]
+    mask = np.ones(ref.shape, dtype=bool)
+    mask[0, 40:60, 40:60] = False  # frame 0's mask applies to every frame's map
+    ref_url = store(tmp_path, "ref", ref0, chunks=(1, 80, 80), dims=("t", "y", "x"))
+    mov_url = store(tmp_path, "mov", mov, chunks=(1, 80, 80), dims=("t", "y", "x"))
+    mask_url = store(tmp_path, "mask", mask, chunks=(1, 80, 80), dims=("t", "y", "x"))
+    _, out = run_config(tmp_path, "zero", reference=ref_url, moving=mov_url, reference_mask=mask_url,
+                        registration=registration(reference_frame=0))
+    shifts = xr.open_zarr(out)["shift"].values
+    expected = pipeline.local_ncc(np.broadcast_to(ref0[:1], ref0.shape), mov, WINDOW, shift=shifts,
+                                  reference_mask=np.broadcast_to(mask[:1], mask.shape))
+    assert_matches(read_map(out), expected, tol=1e-6)
 
 
 def test_video_given_shifts(tmp_path, drift):

@@ -18,7 +18,7 @@ from ...core.threads import thread_buffer
 from .chunks import ChunkReader
 from .zarr import PairReader, source_of
 
-__all__ = ["ShiftedSource", "shifted_pair", "open_shifted_pair"]
+__all__ = ["ShiftedSource", "OneFrame", "shifted_pair", "open_shifted_pair"]
 
 
 class ShiftedSource:
@@ -68,6 +68,37 @@ class ShiftedSource:
                          moving_dtype=self.source.dtype)
 
 
+class OneFrame:
+    """A ``(t, y, x)`` source seen as frame ``frame`` repeated at every ``t`` (every moving frame against one
+    reference frame): the same shape, dtype and chunks, each region read once from that frame."""
+
+    def __init__(self, source, frame: int):
+        self.source = source
+        self.frame = int(frame)
+        self.shape = tuple(int(n) for n in source.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(source.dtype)
+        self.chunks = getattr(source, "chunks", self.shape)
+        named = _identity(source)
+        self.url = f"{named}#frame={self.frame}"
+
+    def read_into(self, region: list[slice], out: np.ndarray) -> None:
+        """Fill ``out`` with frame ``frame``'s values over ``region``'s y/x, at each of its frames."""
+        where = [slice(self.frame, self.frame + 1)] + list(region[1:])
+        if hasattr(self.source, "read_into"):
+            self.source.read_into(where, out[:1])
+        else:
+            out[:1] = self.source[tuple(where)]
+        out[1:] = out[:1]
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        self.read_into(region, out)
+        return out
+
+
 def _identity(source) -> str | None:
     """What names a source in a dask token: its URL or chunk root where it has one (readers of one array
     tokenize alike), else the object itself."""
@@ -104,18 +135,22 @@ def shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | None =
 
 
 def open_shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | None = None, mask=None,
-                      halo: int = 0, cache_bytes: int = 0, fixed: bool = True) -> PairReader:
+                      halo: int = 0, cache_bytes: int = 0, fixed: bool = True,
+                      reference_frame: int | None = None) -> PairReader:
     """:func:`pipeline.io.open_pair` for a registered pair: the moving image read through ``shifts``.
 
     ``reference``, ``moving`` and ``mask`` (the moving image's, or None) are :class:`pipeline.io.InputInfo`;
     ``nodata`` is the moving image's nodata value; ``fixed`` as for :func:`shifted_pair`. The readers share
     each process's chunk cache as :func:`pipeline.io.open_pair`'s do (the shifted reads cross chunk edges:
-    chunks read in part are kept).
+    chunks read in part are kept). With ``reference_frame`` (video), every moving frame is paired with that
+    one reference frame (:class:`OneFrame`).
     """
     sources = [source_of(info) for info in (reference, moving) + ((mask,) if mask is not None else ())]
     run = uuid.uuid4().hex
     for i, src in enumerate(sources):
         if isinstance(src, ChunkReader) and halo and cache_bytes:
             src.cache = (run, i, int(halo) + max(SUPPORT.values()), int(cache_bytes))
-    return shifted_pair(sources[0], sources[1], shifts, kind, nodata=nodata, fixed=fixed,
-                        mask=sources[2] if mask is not None else None, token=(reference.url, moving.url))
+    reference_source = sources[0] if reference_frame is None else OneFrame(sources[0], reference_frame)
+    return shifted_pair(reference_source, sources[1], shifts, kind, nodata=nodata, fixed=fixed,
+                        mask=sources[2] if mask is not None else None,
+                        token=(reference.url, moving.url, reference_frame))
