@@ -9,6 +9,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from .chunked.entry import prepare
 from .chunked.graph import local_ncc_dask
@@ -231,7 +232,9 @@ def register(reference: Any, moving: Any, *, method: str = "translation", upsamp
                for image, value, mask in ((reference, values[0], reference_mask), (moving, values[1], moving_mask))]
     shape = tuple(np.shape(reference))
     options = dict(upsample=upsample, max_shift=max_shift, tolerance=UNBOUNDED if method == "local" else tolerance)
-    with ThreadPoolExecutor(available_cores()) as pool:
+    # One BLAS thread per task: scikit-image's upsampled DFT is matrix products, and BLAS's own threads fighting
+    # the pool's cost up to 10x there.
+    with threadpool_limits(1), ThreadPoolExecutor(available_cores()) as pool:
         if len(shape) == 2:
             found = [estimate_translation(*readers, shape, map=pool.map, **options)]
             shift = np.asarray(found[0].shift)

@@ -263,8 +263,6 @@ def _registration_record(plan, reg) -> dict:
 
 def _estimate_lines(reg) -> list[str]:
     """The quality figures of the estimate(s): one line per image, a summary over the frames of a video."""
-    import numpy as np
-
     lines = []
     if len(reg.estimates) == 1:
         e = reg.estimates[0]
@@ -276,10 +274,6 @@ def _estimate_lines(reg) -> list[str]:
         spread = [e["spread"] for e in reg.estimates]
         lines.append(f"quality over {len(corr)} frames: correlation {min(corr):.4f}..{max(corr):.4f}, tile "
                      f"spread at most {max(spread):.3f} px")
-    if reg.field is not None:
-        shifts = reg.field["shift"]
-        lines.append(f"shift field: {' x '.join(str(n) for n in shifts.shape[:-1])} tiles, "
-                     f"{int(np.isnan(shifts[..., 0]).sum())} too flat to tell")
     return lines
 
 

@@ -6,7 +6,9 @@ to the reference. The estimators never read a whole image: ``read(region)`` call
 slices) give the float64 values of a coarse centred region (in bands) and of a bounded set of tiles, NaN
 where missing; ``map`` (a thread pool's, say) runs those reads and the ``nogil`` numba kernels. The fit
 ``ref ~ gain * W(s) + offset`` uses the Lanczos-3 warp and its analytic derivative, the exact Jacobian (so
-the fixed point is the least-squares optimum; it also took fewer steps than central differences).
+the fixed point is the least-squares optimum; it also took fewer steps than central differences). The fit
+is robust and checked tile by tile (:mod:`pipeline.core.tilefield`): tiles that are outliers leave it, and
+the tiles' own shifts, searched for where they do not match, tell whether one translation holds.
 """
 
 from __future__ import annotations
@@ -23,31 +25,14 @@ from scipy.signal.windows import tukey
 from skimage.registration import phase_cross_correlation
 
 from ..errors import InputError
-from .tilefield import (
-    BORDER,
-    HALO,
-    SUPPORT,
-    check_frames,
-    check_int,
-    check_shape,
-    gn_step,
-    is_shared,
-    is_varied,
-    ncc_of,
-    read_checked,
-    read_smoothed,
-    tile_sums,
-)
+from .tilefield import check_tiles, classify_tiles, fit_tiles, select_tiles
+from .tiles import check_frames, check_int, check_shape, flat_error, layout_tiles, read_checked, read_tile
 
 __all__ = ["Estimate", "estimate_translation", "estimate_frames", "MIN_CORRELATION", "COARSE_SIDE",
            "FRAME_PIXELS", "FRAME_TILE", "UNBOUNDED"]
 
 #: The coarse level's long side (px) is at most this for one pair, and an eighth of it per video frame.
 COARSE_SIDE = 1024
-#: Extra source pixels read around each refinement tile, beyond the kernel's support, for the shift updates.
-MARGIN = 8
-#: Gauss-Newton iterations at most, and the shift step (px) under which they stop.
-MAX_ITERATIONS, CONVERGED = 10, 1e-4
 #: Below this NCC after registration the images are taken as unrelated (a chance alignment of natural
 #: images stays under about 0.15 over many tiles; a real pair with heavy noise stays well above 0.5).
 MIN_CORRELATION = 0.2
@@ -56,9 +41,8 @@ MIN_CORRELATION = 0.2
 DISTINCT = 8.0
 #: Refinement budget per video frame: 16 tiles of 64 x 64 (about 0.01 px on real content).
 FRAME_PIXELS, FRAME_TILE = 2**16, 64
-#: The fraction of tiles left out of ``spread`` (the worst ones) when there are at least 10 tiles; and the
-#: pixels of a reference frame read once when every moving frame uses it.
-TRIM, CACHED_FRAME = 0.1, 2**24
+#: The pixels of a reference frame read once when every moving frame uses it.
+CACHED_FRAME = 2**24
 
 
 @dataclass(frozen=True)
@@ -72,15 +56,15 @@ class Estimate:
     gain, offset : float
         The intensity model ``ref ~ gain * registered + offset``.
     correlation : float
-        NCC of reference and registered moving image over the tiles used (the quality figure).
+        NCC of reference and registered moving image over the tiles fitted (the quality figure).
     peak : float
         Height of the coarse phase-correlation peak: 1 for a pure periodic translation, lower with noise and
         partial overlap, about ``5 / sqrt(pixels)`` for unrelated images.
     spread : float
         The largest distance (px) of a tile's own shift from the global one, the worst 10% of the tiles
-        left out when there are at least 10.
+        left out when there are at least 10 (tiles that match at no shift near it are counted apart).
     tiles : int
-        Textured tiles whose normal equations were summed.
+        Textured tiles whose normal equations were summed in the final fit (outliers left out).
     """
 
     shift: tuple[float, float]
@@ -109,11 +93,6 @@ def _check_options(shape, upsample, max_shift, tolerance, pixels, tile) -> tuple
     return check_shape(shape)
 
 
-def _flat(which: str) -> InputError:
-    return InputError(f"the {which} image is too flat to register: no textured tile (its values barely vary); "
-                      "registration needs texture in both images, check the pair")
-
-
 def _unrelated(where: str, ncc: float | None = None, peak: float | None = None) -> InputError:
     why = (f"NCC {ncc:.3f}, below {MIN_CORRELATION}" if peak is None else
            f"no distinct phase-correlation peak: {peak:.1f} times its noise, below {DISTINCT:g}")
@@ -124,7 +103,7 @@ def _unrelated(where: str, ncc: float | None = None, peak: float | None = None) 
 def _too_far(shift, max_shift) -> InputError:
     dy, dx = (float(v) for v in shift)
     return InputError(f"estimated shift ({dy:.1f}, {dx:.1f}) px exceeds registration.max_shift = {max_shift:g}; "
-                      "raise max_shift if the captures really are that far apart, or check the pair")
+                      "raise registration.max_shift if the captures really are that far apart, or check the pair")
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -168,7 +147,7 @@ def _block_means(read, region, factor, map) -> np.ndarray:
 def _filled(small: np.ndarray, which: str) -> np.ndarray:
     finite = np.isfinite(small)
     if not finite.any() or np.ptp(small[finite]) == 0:
-        raise _flat(which)
+        raise flat_error(which)
     return np.where(finite, small, small[finite].mean())
 
 
@@ -218,136 +197,33 @@ def _coarse(read_ref, read_mov, shape, upsample, max_shift, side, map, small_ref
     return allowed[0] * factor, peak, float(ref.mean())
 
 
-def _layout(shape, shift, tile, count) -> list[tuple[slice, slice]]:
-    """Up to ``count`` tiles spread evenly over the part of the reference the shifted moving image covers."""
-    axes = []
-    for n, s in zip(shape, (int(round(v)) for v in shift)):
-        lo, hi = max(0, s + SUPPORT + HALO), min(n, n + s - SUPPORT - HALO)
-        if hi - lo < 16:
-            raise InputError(f"the shift {tuple(round(float(v), 1) for v in shift)} px leaves under 16 px of "
-                             f"overlap in an image of shape {tuple(shape)}; lower registration.max_shift or "
-                             "check the pair")
-        side = min(tile, hi - lo)
-        axes.append((lo, hi, side, (hi - lo) // side))
-    (_, _, _, my), (_, _, _, mx) = axes
-    ky = max(1, min(my, round(math.sqrt(count * my / mx))))
-    kx = max(1, min(mx, count // ky))
-    ky = max(1, min(my, count // kx))
-    starts = [np.round(np.linspace(lo, hi - side, k)).astype(int).tolist() for (lo, hi, side, _), k in
-              zip(axes, (ky, kx))]
-    return [(slice(y, y + axes[0][2]), slice(x, x + axes[1][2])) for y in starts[0] for x in starts[1]]
-
-
-def _read_tile(read_ref, read_mov, shape, shift, region):
-    """A smoothed reference tile, the smoothed moving region its warp needs and the tile's offset in it."""
-    reach = SUPPORT + MARGIN
-    source = tuple(slice(r.start - s - reach, r.stop - s + reach) for r, s in zip(region, (round(v) for v in shift)))
-    ref = read_smoothed(read_ref, tuple(slice(r.start - BORDER, r.stop + BORDER) for r in region), shape)
-    mov = read_smoothed(read_mov, source, shape)
-    return ref, mov, np.array([r.start - s.start for r, s in zip(region, source)], dtype=np.float64)
-
-
-def _sums(tile, shift, center: float) -> np.ndarray:
-    ref, mov, origin = tile
-    return tile_sums(ref, mov, origin[0] - shift[0], origin[1] - shift[1], center, np.empty((6, 5)))
-
-
-def _gn(sums, gain, offset, refit=False) -> np.ndarray | None:
-    out = np.zeros(4)
-    return out if gn_step(sums, float(gain), float(offset), refit, out) else None
-
-
-def _refine(tiles, start, center, map):
-    """Gauss-Newton on the summed normal equations of the tiles textured at the coarse shift.
-
-    Returns the parameters ``(sy, sx, gain, offset)``, the tiles used, the suspects (tiles whose images
-    both vary but do not match at the coarse shift: noise, shading, or a shift of their own) and the last
-    parameters the tiles' sums were taken at, with those sums (less than a step from the result).
-    """
-    params = np.array([start[0], start[1], 1.0, 0.0])
-    sums = list(map(lambda t: _sums(t, params[:2], center), tiles))
-    varied = [is_varied(m, float(t[0][BORDER:-BORDER, BORDER:-BORDER].size), center) for t, m in zip(tiles, sums)]
-    if not any(varied):
-        raise _flat("reference or moving")
-    shared = [v and is_shared(m) for v, m in zip(varied, sums)]
-    if not any(shared):
-        raise _unrelated("at the coarse shift", ncc_of(np.sum([m for m, v in zip(sums, varied) if v], axis=0)))
-    used = [t for t, keep in zip(tiles, shared) if keep]
-    suspects = [t for t, v, keep in zip(tiles, varied, shared) if v and not keep]
-    sums = [m for m, keep in zip(sums, shared) if keep]
-    previous, evaluated = None, params.copy()
-    for iteration in range(MAX_ITERATIONS):
-        total = np.sum(sums, axis=0)
-        step = _gn(total, params[2], params[3], iteration == 0)
-        if step is None:
-            raise _flat("reference or moving")
-        params += step
-        ratio = None if previous is None else step[:2] / np.where(previous == 0, np.inf, previous)
-        if ratio is not None and ((ratio > 0) & (ratio < 0.8)).all():
-            # noise makes the steps shrink geometrically (by about 5 each); Aitken's extrapolation jumps to
-            # the limit of that series (the path changes, not the fixed point the next step is tested at)
-            params[:2] += step[:2] * ratio / (1 - ratio)
-        previous = step[:2]
-        if np.abs(params[:2] - start).max() > MARGIN - 1:
-            raise InputError(f"the refinement left the coarse shift by over {MARGIN - 1} px (coarse NCC "
-                             f"{ncc_of(total):.3f}): the pair is not related by one translation; check the pair")
-        if np.abs(step[:2]).max() < CONVERGED:
-            break
-        evaluated = params.copy()
-        sums = list(map(lambda t: _sums(t, evaluated[:2], center), used))
-    return params, used, suspects, (evaluated, sums)
-
-
-def _own_shift(tile, params, center, steps: int, shared: bool, first=None):
-    """A tile's own parameters after ``steps`` Gauss-Newton steps from ``params`` (where its sums are
-    ``first``, if given), None when singular or when ``shared`` asks for texture at its own shift and there is
-    none."""
-    mine, m = params.copy(), _sums(tile, params[:2], center) if first is None else first
-    for k in range(steps):
-        step = _gn(m, mine[2], mine[3], k == 0)
-        if step is None:
-            return None
-        mine += step
-        if shared or k < steps - 1:
-            m = _sums(tile, mine[:2], center)
-    return mine if not shared or is_shared(m) else None
-
-
-def _suspect_shift(tile, params, center):
-    """A suspect tile's own shift: an integer phase correlation within the margin, then three steps."""
-    ref, mov, origin = tile
-    corner = (origin - np.round(params[:2])).astype(int)
-    inner = ref[BORDER:-BORDER, BORDER:-BORDER]
-    window = mov[corner[0]:corner[0] + inner.shape[0], corner[1]:corner[1] + inner.shape[1]]
-    a, b = (np.nan_to_num(v - np.nanmean(v)) for v in (inner, window))
-    residual, _, _ = phase_cross_correlation(a, b, normalization="phase")
-    if np.abs(residual).max() > MARGIN - SUPPORT:
-        return None
-    start = params.copy()
-    start[:2] = np.round(params[:2]) + residual
-    return _own_shift(tile, start, center, 3, True)
-
-
-def _tile_check(used, suspects, params, last, center, map) -> tuple[float, float]:
-    """The pooled NCC at the global solution and the spread: the tiles' own shifts against the global one,
-    a step from its last sums for the tiles used, searched for the suspects (those textured at their own)."""
-    at, sums = last
-    ncc = ncc_of(np.sum(sums, axis=0))
-    own = [_own_shift(t, at, center, 1, False, m) for t, m in zip(used, sums)]
-    found = [p for p in map(lambda t: _suspect_shift(t, params, center), suspects) if p is not None]
-    deviations = np.sort([math.inf if p is None else float(np.hypot(*(p[:2] - params[:2]))) for p in own + found])
-    keep = len(deviations) - (int(TRIM * len(deviations)) if len(deviations) >= 10 else 0)
-    return ncc, float(deviations[keep - 1])
+def _robust_fit(tiles, used, first, coarse, center, map):
+    """The fit on the tiles ``used`` (their sums ``first`` at the coarse shift), refitted without its outliers
+    (:func:`~pipeline.core.tilefield.select_tiles`): the fit, the tiles fitted, those left out, and the distances
+    and residuals of the tiles fitted."""
+    start = np.array([coarse[0], coarse[1], 1.0, 0.0])
+    result = fit_tiles([tiles[i] for i in used], first, start, coarse, center, map)
+    keep, *fitted = select_tiles(result)
+    if keep.all():
+        return result, used, [], fitted
+    result = fit_tiles([tiles[i] for i, k in zip(used, keep) if k], result.sums[keep], result.at, coarse, center,
+                       map)
+    return result, [i for i, k in zip(used, keep) if k], [i for i, k in zip(used, keep) if not k], \
+        select_tiles(result)[1:]
 
 
 def _estimate(read_ref, read_mov, shape, *, upsample, max_shift, tolerance, pixels, tile, side, map,
               small_ref=None) -> Estimate:
     shape = _check_options(shape, upsample, max_shift, tolerance, pixels, tile)
     coarse, peak, center = _coarse(read_ref, read_mov, shape, upsample, max_shift, side, map, small_ref)
-    regions = _layout(shape, coarse, tile, max(1, pixels // tile**2))
-    tiles = list(map(lambda r: _read_tile(read_ref, read_mov, shape, coarse, r), regions))
-    params, used, suspects, last = _refine(tiles, coarse, center, map)
-    ncc, spread = _tile_check(used, suspects, params, last, center, map)
+    regions = layout_tiles(shape, coarse, tile, max(1, pixels // tile**2))
+    tiles = list(map(lambda r: read_tile(read_ref, read_mov, shape, coarse, r), regions))
+    used, suspects, first = classify_tiles(tiles, coarse, center, map)
+    result, fitted, dropped, figures = _robust_fit(tiles, used, first, coarse, center, map)
+    reread = lambda t, shift: read_tile(read_ref, read_mov, shape, shift, t.region, t.ref)  # noqa: E731
+    others = [(i, False) for i in dropped] + [(i, True) for i in suspects]
+    ncc, spread, unmatched, counted = check_tiles(tiles, others, result, figures, center, map, reread)
+    params = result.params
     if not ncc >= MIN_CORRELATION:
         raise _unrelated("after registration", ncc)
     if max(abs(params[0]), abs(params[1])) > max_shift:
@@ -355,9 +231,14 @@ def _estimate(read_ref, read_mov, shape, *, upsample, max_shift, tolerance, pixe
     if spread > tolerance:
         raise InputError(f"the tiles disagree by {spread:.2f} px (more than registration.tolerance = "
                          f"{tolerance:g}), so the pair is not related by one translation; set "
-                         "registration.method: local for a shift per tile, or raise the tolerance")
+                         "registration.method: local for a shift per tile, or raise registration.tolerance")
+    if 2 * unmatched > counted and tolerance < UNBOUNDED:
+        raise InputError(f"{unmatched} of {counted} textured tiles match neither at the estimated shift "
+                         f"({params[0]:.2f}, {params[1]:.2f}) px nor at a shift of their own near it (at most half "
+                         "may), so the pair is not related by one translation (a large change, or parallax); set "
+                         "registration.method: local for a shift per tile, or check the pair")
     gain, offset = float(params[2]), float(params[3] + center * (1.0 - params[2]))
-    return Estimate((float(params[0]), float(params[1])), gain, offset, ncc, peak, spread, len(used))
+    return Estimate((float(params[0]), float(params[1])), gain, offset, ncc, peak, spread, len(fitted))
 
 
 def estimate_translation(read_ref, read_mov, shape, *, upsample=20, max_shift=200.0, tolerance=0.5,
@@ -368,7 +249,8 @@ def estimate_translation(read_ref, read_mov, shape, *, upsample=20, max_shift=20
     ----------
     read_ref, read_mov : callable
         ``read(region) -> ndarray``: the float64 values of the image over ``region`` (a tuple of two step-1
-        slices inside the image), NaN where a pixel is missing. Missing pixels leave every sum.
+        slices inside the image), NaN where a pixel is missing. Missing pixels leave every sum (the
+        smoothing fills a lone one from its neighbours: :func:`pipeline.core.tiles.read_smoothed`).
     shape : tuple of int
         ``(height, width)`` of both images.
     upsample, max_shift, tolerance : int, float, float
@@ -376,7 +258,9 @@ def estimate_translation(read_ref, read_mov, shape, *, upsample=20, max_shift=20
         which also sizes the coarse region (``8 * max_shift`` px per axis, at least 2048, at most the image:
         no shift within it is ambiguous modulo the region); the most (px) tiles may differ from the result.
     pixels, tile : int
-        Refinement budget: up to ``pixels // tile**2`` tiles of ``tile x tile`` spread over the overlap.
+        Refinement budget: up to ``pixels // tile**2`` tiles of ``tile x tile`` spread over the overlap, of a
+        quarter of the overlap per axis where that is smaller (at least 64 px), so that a small image still
+        has tiles to compare.
     map : callable
         ``map(function, items)``; a thread pool's map reads and computes tiles in parallel.
 
@@ -384,7 +268,9 @@ def estimate_translation(read_ref, read_mov, shape, *, upsample=20, max_shift=20
     -------
     Estimate
         Or an InputError for flat images (no textured tile), unrelated ones (NCC below
-        :data:`MIN_CORRELATION`), a shift beyond ``max_shift``, or tiles disagreeing beyond ``tolerance``.
+        :data:`MIN_CORRELATION`), a shift beyond ``max_shift``, tiles disagreeing beyond ``tolerance``, or
+        (``tolerance`` below :data:`UNBOUNDED`) more than half the textured tiles matching at no shift near
+        the result.
     """
     return _estimate(read_ref, read_mov, shape, upsample=upsample, max_shift=max_shift, tolerance=tolerance,
                      pixels=pixels, tile=tile, side=COARSE_SIDE, map=map)

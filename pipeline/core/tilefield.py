@@ -1,8 +1,13 @@
-"""The Gauss-Newton maths of registration on tiles, and the local method: a shift per tile of a grid.
+"""Registration on tiles: the translation estimate's tiles, fitted robustly and checked one by one, and the local
+method, a shift per tile of a grid (the maths of a tile: :mod:`pipeline.core.tiles`).
 
-One numba pass over a tile (:func:`tile_sums`) warps the moving region with the Lanczos-3 taps of
-:mod:`pipeline.core.interpolation`, differentiates the warp analytically and accumulates in float64 the
-sums that give the normal equations of ``ref ~ gain * W(s) + offset``, the texture tests and the NCC.
+Translation: a tile is textured (:func:`~pipeline.core.tiles.is_varied`) or left out. A textured tile matches at
+the coarse shift (:func:`~pipeline.core.tiles.is_shared`) and joins the fit, or it is a suspect: its own shift is
+searched by a phase correlation over the tile, re-read around a shift found beyond its first read's margin.
+The fit is robust: tiles whose residual per pixel (at their own gain and offset) or own shift is an outlier
+among the others' (a changed region, a part that moved on its own) leave it, and it is refitted on the rest.
+The spread measures the tiles' own shifts from the result, the tiles left out and the suspects included where
+a shift of their own explains them; the textured tiles that no shift explains are counted apart.
 """
 
 from __future__ import annotations
@@ -10,239 +15,220 @@ from __future__ import annotations
 import builtins
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from scipy import fft as sfft
+from skimage.registration import phase_cross_correlation
 
 from ..errors import InputError
-from .interpolation import SUPPORT as _SUPPORTS
+from .tiles import (
+    BLUR,
+    BORDER,
+    HALO,
+    MARGIN,
+    SHARED,
+    SUPPORT,
+    TEXTURE,
+    Tile,
+    centred,
+    check_frames,
+    check_int,
+    check_shape,
+    flat_error,
+    gn_step,
+    is_shared,
+    is_varied,
+    ncc_of,
+    read_checked,
+    read_smoothed,
+    tile_sums,
+)
 
-__all__ = ["Field", "estimate_field", "estimate_field_frames", "tile_sums", "gn_step", "is_varied", "is_shared",
-           "ncc_of", "read_checked", "read_smoothed", "check_shape", "check_int", "check_frames", "SUPPORT", "BLUR",
-           "HALO", "BORDER", "TEXTURE", "SHARED"]
+__all__ = ["Field", "estimate_field", "estimate_field_frames", "Fit", "classify_tiles", "fit_tiles", "select_tiles",
+           "check_tiles", "tile_sums", "gn_step", "is_varied", "is_shared", "ncc_of", "read_checked",
+           "read_smoothed", "centred", "check_shape", "check_int", "check_frames", "SUPPORT", "BLUR", "HALO",
+           "BORDER", "TEXTURE", "SHARED"]
 
-#: Half-width of the Lanczos-3 kernel: a warped pixel reads source taps ``-2 .. 3`` around its position.
-SUPPORT = _SUPPORTS["lanczos3"]
-#: The smallest ratio of the eigenvalues of a tile's gradient block (below it, an edge alone).
-TEXTURE = 0.02
-#: Sigma (px) of the Gaussian smoothing both images before the fit: interpolating the noisy moving image
-#: lowers its noise variance by a fraction-dependent amount, pulling the optimum towards half pixels (0.03 px
-#: on the camera photograph, noise sigma 3), and Lanczos-3 errs near Nyquist; smoothing leaves 0.007 px.
-BLUR = 0.8
-#: Radius of the smoothing kernel (px): the halo each smoothed read adds around its region.
-HALO = 3
-_BLUR_TAPS = np.exp(-0.5 * (np.arange(-HALO, HALO + 1) / BLUR) ** 2)
-_BLUR_TAPS /= _BLUR_TAPS.sum()
-#: The gradient correlation of reference and warp a textured tile needs along each axis (about the fraction
-#: of the gradient energy that is signal, not noise: pure noise gives about 1 / sqrt(pixels)).
-SHARED = 0.25
-#: The border (px) of reference tiles: the reach of their gradient, the derivative of the Lanczos-3
-#: interpolant at whole pixels (the same operator the warp's derivative is, so the two compare).
-BORDER = 2
-#: Relative size under which a variance counts as zero (rounding, not texture).
-ZERO = 1e-8
-
-
-@numba.njit(cache=True, nogil=True)
-def _lanczos(x):
-    """Lanczos-3 at ``x`` and its derivative."""
-    if abs(x) >= 3.0 or abs(x) < 1e-12:  # outside the support, or at its centre (sin(u) / u is 1 there)
-        return (0.0 if abs(x) >= 3.0 else 1.0), 0.0
-    u, v = math.pi * x, math.pi * x / 3.0
-    su, sv = math.sin(u) / u, math.sin(v) / v
-    du = math.pi * (u * math.cos(u) - math.sin(u)) / (u * u)
-    dv = math.pi / 3.0 * (v * math.cos(v) - math.sin(v)) / (v * v)
-    return su * sv, du * sv + su * dv
-
-
-@numba.njit(cache=True, nogil=True)
-def _weights(a, w, dw):
-    """The 6 normalised taps at fraction ``a`` (as interpolation.taps) and their derivatives in ``a``."""
-    total, dtotal = 0.0, 0.0
-    for q in range(6):
-        w[q], dw[q] = _lanczos(a - (q - 2))
-        total, dtotal = total + w[q], dtotal + dw[q]
-    for q in range(6):
-        dw[q] = (dw[q] * total - w[q] * dtotal) / (total * total)
-        w[q] = w[q] / total
+#: Gauss-Newton iterations at most, and the shift step (px) under which they stop.
+MAX_ITERATIONS, CONVERGED = 10, 1e-4
+#: The fraction of tiles left out of ``spread`` (the worst ones) when there are at least 10 tiles.
+TRIM = 0.1
+#: A tile leaves the fit when its residual per pixel (at its own gain and offset) is over ``RESIDUAL`` times the
+#: noise, the tiles' 25th percentile (not the median: half the tiles may hold a change; a blur differing
+#: between the images spreads matching tiles' residuals over up to 20 times, a fifth of a tile changed makes
+#: 50 times and more), or when its own shift is farther from the fit's than ``OUTLIER`` times the tiles'
+#: median distance and :data:`FAR` px.
+RESIDUAL, OUTLIER, FAR = 16.0, 4.0, 0.05
+#: Nor is a residual an outlier under this fraction of the tile's variance (an NCC of 0.995 at the tile's own
+#: gain: the interpolation's error on a pair without noise, whose 25th percentile is nearly 0).
+UNEXPLAINED = 0.01
+#: A tile that matches nowhere is textured (a change, or parallax: not noise on a flat) when its variance is at
+#: least this many times the noise (the 25th percentile of the fit's residuals per pixel).
+TEXTURED = 4.0
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})  # vectorised sums, NaN tests kept
-def tile_sums(ref, mov, cy, cx, center, out):
-    """Fill ``out`` (6 x 5) with one tile's sums: ``ref[B + i, B + j]`` against ``mov`` at ``(i + cy, j + cx)``.
-
-    ``ref`` has a border ``B =`` :data:`BORDER` (for its gradient). ``out[:5]`` sums ``v v^T`` for ``v = (dW/dsy,
-    dW/dsx, W - center, 1, ref - center)`` (``c = origin - s``: ``dW/ds = -dW/dc``); ``out[5, :4]`` sums ``ref_y
-    W_y, ref_x W_x, ref_y**2, ref_x**2``. Pixels with a NaN (reference, neighbour or tap) are left out.
-    """
-    h, w = ref.shape[0] - 2 * BORDER, ref.shape[1] - 2 * BORDER
-    mh, mw = mov.shape
-    ny, nx = math.floor(cy), math.floor(cx)
-    wy, dwy, wx, dwx = np.empty(6), np.empty(6), np.empty(6), np.empty(6)
-    _weights(cy - ny, wy, dwy)
-    _weights(cx - nx, wx, dwx)
-    w0, d0 = np.empty(6), np.empty(6)
-    _weights(0.0, w0, d0)  # taps k = -2 .. 3 at whole pixels; the derivative's k = 3 tap is 0
-    tx = np.empty((h + 5, w))
-    dx = np.empty((h + 5, w))
-    for r in range(h + 5):
-        row = ny - 2 + r
-        for j in range(w):
-            col = nx - 2 + j
-            if row < 0 or row >= mh or col < 0 or col + 5 >= mw:
-                tx[r, j] = np.nan
-                dx[r, j] = np.nan
-                continue
-            a, b = 0.0, 0.0
-            for q in range(6):
-                value = mov[row, col + q]
-                a += wx[q] * value
-                b += dwx[q] * value
-            tx[r, j] = a
-            dx[r, j] = b
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = s9 = s10 = s11 = s12 = s13 = s14 = 0.0
-    c0 = c1 = c2 = c3 = 0.0
-    for i in range(h):
-        for j in range(w):
-            rv = ref[i + BORDER, j + BORDER]
-            ry, rx = 0.0, 0.0
-            for q in range(5):
-                ry += d0[q] * ref[i + q, j + BORDER]
-                rx += d0[q] * ref[i + BORDER, j + q]
-            v, gy, gx = 0.0, 0.0, 0.0
-            for p in range(6):
-                t = tx[i + p, j]
-                v += wy[p] * t
-                gy += dwy[p] * t
-                gx += wy[p] * dx[i + p, j]
-            ok = (rv == rv) & (ry == ry) & (rx == rx) & (v == v) & (gx == gx)  # selects, not branches: vectorises
-            one, rv, ry, rx = (1.0, rv, ry, rx) if ok else (0.0, center, 0.0, 0.0)
-            v, gy, gx = (v, gy, gx) if ok else (center, 0.0, 0.0)
-            c0, c1, c2, c3 = c0 + ry * gy, c1 + rx * gx, c2 + ry * ry, c3 + rx * rx
-            gy, gx, v, rv = -gy, -gx, v - center, rv - center
-            s0, s1, s2, s3, s4 = s0 + gy * gy, s1 + gy * gx, s2 + gy * v, s3 + gy, s4 + gy * rv
-            s5, s6, s7, s8, s9 = s5 + gx * gx, s6 + gx * v, s7 + gx, s8 + gx * rv, s9 + v * v
-            s10, s11, s12, s13, s14 = s10 + v, s11 + v * rv, s12 + one, s13 + rv, s14 + rv * rv
-    s = (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14)
-    k = 0
-    for i in range(5):
-        for j in range(i, 5):
-            out[i, j] = out[j, i] = s[k]
-            k += 1
-    out[5, 0], out[5, 1], out[5, 2], out[5, 3], out[5, 4] = c0, c1, c2, c3, 0.0
-    return out
+def sums(tile: Tile, shift, center: float) -> np.ndarray:
+    """The tile's sums (:func:`~pipeline.core.tiles.tile_sums`) at ``shift``."""
+    return tile_sums(tile.ref, tile.mov, tile.origin[0] - shift[0], tile.origin[1] - shift[1], center,
+                     np.empty((6, 5)))
 
 
-@numba.njit(cache=True, nogil=True)
-def gn_step(m, gain, offset, refit, out):
-    """The Gauss-Newton step of ``(sy, sx, gain, offset)`` from the sums ``m``; False when singular.
+def _gn(m, gain, offset, refit=False) -> np.ndarray | None:
+    out = np.zeros(4)
+    return out if gn_step(m, float(gain), float(offset), refit, out) else None
 
-    With ``refit``, gain and offset first jump to their least-squares values at the current shift (else the
-    wrong gain scales the shift's Jacobian, and the steps converge linearly).
-    """
+
+def _residual(m) -> tuple[float, float]:
+    """The mean square of ``ref - gain * W - offset`` from a tile's sums ``m``, at the tile's own least-squares
+    gain and offset (a global gain skewed by an outlier does not raise the other tiles'), and the variance of
+    its reference."""
     n = max(m[3, 3], 1.0)
-    mw, mr, vw = m[2, 3] / n, m[4, 3] / n, m[2, 2] / n - (m[2, 3] / n) ** 2
-    g = (m[2, 4] / n - mr * mw) / vw if refit and vw > 0 else gain
-    o = mr - g * mw if refit and vw > 0 else offset
-    gain, offset, jump = g, o, (g - gain, o - offset)
-    d = np.array([gain, gain, 1.0, 1.0])
-    a = np.empty((4, 5))
-    for i in range(4):
-        for j in range(4):
-            a[i, j] = d[i] * d[j] * m[i, j]
-        a[i, 4] = d[i] * (m[i, 4] - gain * m[i, 2] - offset * m[i, 3])
-    scale = np.array([a[0, 0], a[1, 1], a[2, 2], a[3, 3]])
-    for c in range(4):  # elimination without pivoting, as J^T J is positive semidefinite
-        if not a[c, c] > 1e-12 * scale[c]:  # a pivot lost to rounding: singular
-            return False
-        for r in range(c + 1, 4):
-            f = a[r, c] / a[c, c]
-            for j in range(c, 5):
-                a[r, j] -= f * a[c, j]
-    for c in range(3, -1, -1):
-        out[c] = a[c, 4] / a[c, c]
-        for j in range(c + 1, 4):
-            out[c] -= a[c, j] * out[j] / a[c, c]
-    out[2], out[3] = out[2] + jump[0], out[3] + jump[1]
-    return np.isfinite(out).all()
+    srr, sww, srw = m[4, 4] - m[4, 3] ** 2 / n, m[2, 2] - m[2, 3] ** 2 / n, m[2, 4] - m[2, 3] * m[4, 3] / n
+    return max(srr - (srw * srw / sww if sww > 0 else 0.0), 0.0) / n, max(srr, 0.0) / n
+
+
+def _misfit(m, noise: float) -> bool:
+    """Whether a tile's residual (from its sums ``m``) is an outlier by :data:`RESIDUAL` and :data:`UNEXPLAINED`."""
+    residual, variance = _residual_kernel(m)
+    return residual > RESIDUAL * noise and residual > UNEXPLAINED * variance
+
+
+_residual_kernel = numba.njit(cache=True, nogil=True)(_residual)
+_misfit_kernel = numba.njit(cache=True, nogil=True)(_misfit)
 
 
 @numba.njit(cache=True, nogil=True)
-def is_varied(m, pixels, center):
-    """Whether both images of a tile vary enough to locate it: a quarter of ``pixels`` valid, variances above
-    the rounding of their mean squares, gradient eigenvalues within a ratio :data:`TEXTURE` (not an edge)."""
-    n = m[3, 3]
-    if n < max(16.0, 0.25 * pixels):
-        return False
-    for k in (2, 4):
-        mean = m[k, 3] / n
-        var = m[k, k] / n - mean * mean
-        if not var > ZERO * ((mean + center) ** 2 + var):
-            return False
-    half = 0.5 * (m[0, 0] + m[1, 1])
-    root = math.sqrt(0.25 * (m[0, 0] - m[1, 1]) ** 2 + m[0, 1] ** 2)
-    return half - root > TEXTURE * (half + root)
+def _tile_fits(stack, at, params, distance, residual):
+    """Per tile ``t`` of the sums ``stack`` taken at ``at``: its residual per pixel there, and the distance from
+    ``params`` of its own shift a Gauss-Newton step away (gain and offset refitted; inf when singular); and
+    which tiles are no outliers by either (see :func:`select_tiles`)."""
+    step = np.empty(4)
+    for t in range(stack.shape[0]):
+        residual[t] = _residual_kernel(stack[t])[0]
+        ok = gn_step(stack[t], at[2], at[3], True, step)
+        distance[t] = math.hypot(at[0] + step[0] - params[0], at[1] + step[1] - params[1]) if ok else np.inf
+    noise, keep = np.percentile(residual, 25.0), distance <= max(FAR, OUTLIER * np.median(distance))
+    for t in range(stack.shape[0]):
+        keep[t] = keep[t] and not _misfit_kernel(stack[t], noise)
+    return keep
 
 
-@numba.njit(cache=True, nogil=True)
-def is_shared(m):
-    """Whether the gradients of reference and warp correlate by :data:`SHARED` along each axis: noise, smooth
-    shading and a textured tile at a wrong shift have gradients that locate nothing."""
-    return m[5, 0] > SHARED * math.sqrt(m[5, 2] * m[0, 0]) and m[5, 1] > SHARED * math.sqrt(m[5, 3] * m[1, 1])
+def classify_tiles(tiles, shift, center, map) -> tuple[list[int], list[int], list[np.ndarray]]:
+    """The tiles textured and matching at ``shift`` (indices), the textured ones that do not (suspects: noise,
+    shading, or a shift of their own), and the matching ones' sums there."""
+    first = list(map(lambda t: sums(t, shift, center), tiles))
+    varied = [is_varied(m, float(t.ref[BORDER:-BORDER, BORDER:-BORDER].size), center) for t, m in zip(tiles, first)]
+    if not any(varied):
+        raise flat_error("reference or moving")
+    shared = [v and is_shared(m) for v, m in zip(varied, first)]
+    if not any(shared):
+        pooled = ncc_of(np.sum([m for m, v in zip(first, varied) if v], axis=0))
+        raise InputError(f"the images do not correlate at the coarse shift ({shift[0]:.1f}, {shift[1]:.1f}) px: no "
+                         f"textured tile matches there (gradients correlating by {SHARED:g} or more; the tiles' NCC is "
+                         f"{pooled:.3f}), so they are unrelated or differ by more than a translation; check the pair")
+    used = [i for i, keep in enumerate(shared) if keep]
+    return used, [i for i, v in enumerate(varied) if v and not shared[i]], [first[i] for i in used]
 
 
-@numba.njit(cache=True, nogil=True)
-def ncc_of(m):
-    """The NCC of reference and warp from a tile's sums ``m`` (clipped to [-1, 1]; NaN when either is flat)."""
-    n = max(m[3, 3], 1.0)
-    mr, mw = m[4, 3] / n, m[2, 3] / n
-    vr, vw = m[4, 4] / n - mr * mr, m[2, 2] / n - mw * mw
-    if m[3, 3] < 2 or not (vr > 0 and vw > 0):
-        return np.nan
-    return min(1.0, max(-1.0, (m[2, 4] / n - mr * mw) / math.sqrt(vr * vw)))
+class Fit(NamedTuple):
+    """A Gauss-Newton result: the parameters ``(sy, sx, gain, offset)``, the last ones the tiles' sums were
+    taken at (less than a step from them), and those sums."""
+
+    params: np.ndarray
+    at: np.ndarray
+    sums: np.ndarray
 
 
-def read_checked(read, region) -> np.ndarray:
-    """``read(region)`` as a float64 array, checked to have the region's shape."""
-    values = np.asarray(read(region), dtype=np.float64)
-    expected = tuple(s.stop - s.start for s in region)
-    if values.shape != expected:
-        raise InputError(f"a read of region {tuple((s.start, s.stop) for s in region)} returned shape "
-                         f"{values.shape}, expected {expected}; the read callable must return the region's values")
-    return values
+def fit_tiles(tiles, first, params, start, center, map) -> Fit:
+    """Gauss-Newton of ``(sy, sx, gain, offset)`` from ``params`` on the summed normal equations of ``tiles``
+    (their sums there: ``first``), staying within the margin of ``start``."""
+    params, sums_at, previous, evaluated = params.copy(), np.asarray(first), None, params.copy()
+    for iteration in range(MAX_ITERATIONS):
+        total = sums_at.sum(axis=0)
+        step = _gn(total, params[2], params[3], iteration == 0)
+        if step is None:
+            raise flat_error("reference or moving")
+        params += step
+        if np.abs(step[:2]).max() < CONVERGED:
+            break
+        ratio = None if previous is None else step[:2] / np.where(previous == 0, np.inf, previous)
+        if ratio is not None and ((ratio > 0) & (ratio < 0.8)).all():
+            # noise makes the steps shrink geometrically (by about 5 each); Aitken's extrapolation jumps to
+            # the limit of that series (the path changes, not the fixed point the next step is tested at)
+            params[:2] += step[:2] * ratio / (1 - ratio)
+        previous = step[:2]
+        if np.abs(params[:2] - start).max() > MARGIN - 1:
+            raise InputError(f"the refinement left the coarse shift by over {MARGIN - 1} px (coarse NCC "
+                             f"{ncc_of(total):.3f}): the pair is not related by one translation; set "
+                             "registration.method: local with a known registration.shift, or check the pair")
+        evaluated = params.copy()
+        sums_at = np.asarray(list(map(lambda t, e=evaluated: sums(t, e[:2], center), tiles)))
+    return Fit(params, evaluated, sums_at)
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"})
-def _smooth(src, out):
-    """``out`` = ``src`` correlated with :data:`BLUR`'s taps along both axes (valid part: NaN spreads locally)."""
-    h, w, taps = out.shape[0], out.shape[1], _BLUR_TAPS
-    tmp = np.empty((h + 2 * HALO, w))
-    for i in range(h + 2 * HALO):
-        for j in range(w):
-            acc = 0.0
-            for q in range(2 * HALO + 1):
-                acc += taps[q] * src[i, j + q]
-            tmp[i, j] = acc
-    for i in range(h):
-        for j in range(w):
-            acc = 0.0
-            for p in range(2 * HALO + 1):
-                acc += taps[p] * tmp[i + p, j]
-            out[i, j] = acc
-    return out
+def select_tiles(result: Fit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which tiles stay in the fit (a boolean per tile): those whose residual per pixel is not an outlier among
+    the tiles', nor their own shift (a step from their last sums) by its distance from the fit's (see
+    :data:`RESIDUAL`); all stay when none would. And per tile, that distance and residual."""
+    k = len(result.sums)
+    distance, residual = np.empty(k), np.empty(k)
+    keep = _tile_fits(result.sums, result.at, result.params, distance, residual)
+    return (keep if keep.any() else np.ones(k, dtype=bool)), distance, residual
 
 
-def read_smoothed(read, region, shape) -> np.ndarray:
-    """The image of ``shape`` over ``region`` smoothed by :data:`BLUR` (a local kernel: NaN where a tap is
-    missing or outside the image); reads the region and a :data:`HALO`, clipped to the image."""
-    outer = [(r.start - HALO, r.stop + HALO) for r in region]
-    inside = [(min(max(lo, 0), n), max(min(hi, n), 0)) for (lo, hi), n in zip(outer, shape)]
-    values = np.full(tuple(hi - lo for lo, hi in outer), np.nan)
-    if all(a < b for a, b in inside):
-        target = tuple(slice(a - lo, b - lo) for (a, b), (lo, _) in zip(inside, outer))
-        values[target] = read_checked(read, tuple(slice(a, b) for a, b in inside))
-    return _smooth(values, np.empty(tuple(r.stop - r.start for r in region)))
+def _own_shift(tile, params, center, steps=3):
+    """A tile's own parameters after ``steps`` Gauss-Newton steps from ``params`` and its sums there (None when
+    singular)."""
+    mine, m = params.copy(), sums(tile, params[:2], center)
+    for k in range(steps):
+        step = _gn(m, mine[2], mine[3], k == 0)
+        if step is None:
+            return None
+        mine += step
+        m = sums(tile, mine[:2], center)
+    return mine, m
+
+
+def _search(tile, params, center, reread):
+    """A suspect tile's own parameters and sums: an integer phase correlation over the tile (re-read around its
+    own shift when that is beyond the margin of its read), then three steps; None when it matches nowhere
+    within a quarter of the tile."""
+    corner = (tile.origin - np.round(params[:2])).astype(int)
+    inner = tile.ref[BORDER:-BORDER, BORDER:-BORDER]
+    window = tile.mov[corner[0]:corner[0] + inner.shape[0], corner[1]:corner[1] + inner.shape[1]]
+    residual, _, _ = phase_cross_correlation(centred(inner), centred(window), normalization="phase")
+    if (np.abs(residual) > np.array(inner.shape) // 4).any():
+        return None
+    start = params.copy()
+    start[:2] = np.round(params[:2]) + residual
+    if np.abs(residual).max() > MARGIN - SUPPORT:
+        tile = reread(tile, start[:2])
+    return _own_shift(tile, start, center)
+
+
+def check_tiles(tiles, others, result: Fit, fitted, center, map, reread) -> tuple[float, float, int, int]:
+    """The pooled NCC at the fit, the spread, and how many textured tiles match nowhere, of how many counted.
+
+    The spread is the distance of the tiles' own shifts from the fit's: ``fitted``, the distances and residuals
+    of the tiles fitted (see :func:`select_tiles`); three steps from the fit for those it left out, searched
+    for the suspects (``others``: pairs ``(index, suspect)``), counted when they match at their own shift
+    (textured there, their residual no outlier by :data:`RESIDUAL`); the worst :data:`TRIM` of the distances
+    are left out when there are 10 or more. A tile that matches nowhere (a change, or more than a translation)
+    counts apart when it is textured: its variance is :data:`TEXTURED` times the noise or more (not a flat).
+    """
+    params, (distances, residual) = result.params, fitted
+    noise = float(np.percentile(residual, 25)) if others else 0.0
+    found = list(map(lambda item: (_search(tiles[item[0]], params, center, reread) if item[1] else
+                                   _own_shift(tiles[item[0]], params, center)), others))
+    matched = [p is not None and is_shared(p[1]) and not _misfit(p[1], noise) for p in found]
+    unmatched = sum(not ok and np.nanvar(tiles[i].ref[BORDER:-BORDER, BORDER:-BORDER]) >= TEXTURED * noise
+                    for (i, _), ok in zip(others, matched))
+    distances = np.sort(np.concatenate([distances, [float(np.hypot(*(p[0][:2] - params[:2])))
+                                                    for p, ok in zip(found, matched) if ok]]))
+    keep = len(distances) - (int(TRIM * len(distances)) if len(distances) >= 10 else 0)
+    return ncc_of(result.sums.sum(axis=0)), float(distances[keep - 1]), unmatched, len(distances) + unmatched
 
 
 #: Per field tile: Gauss-Newton steps at most, the step (px) under which it has converged, and how far (px)
@@ -294,11 +280,6 @@ def _field_fit(ref, mov, oy, ox, starts, width, first, limit, shifts, quality):
         shifts[t, 0], shifts[t, 1], quality[t] = (sy, sx, ncc_of(m)) if ok else (np.nan, np.nan, np.nan)
 
 
-def _centred(values: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(values)
-    return np.where(finite, values - values[finite].mean(), 0.0) if finite.any() else np.zeros(values.shape)
-
-
 def _residuals(ref, mov, starts, width, search, reach) -> np.ndarray:
     """Integer residuals ``(k, 2)`` of a band's tiles: the peak of each tile's normalised cross-correlation
     (by FFT) over the moving window holding every residual within ``search`` px (NaN at the margin)."""
@@ -308,8 +289,8 @@ def _residuals(ref, mov, starts, width, search, reach) -> np.ndarray:
     inner = (slice(None), slice(search, search + height), slice(search, search + width))
     for t, x in enumerate(starts):
         tile = ref[BORDER:-BORDER, x + BORDER:x + BORDER + width]
-        templates[t][inner[1:]], support[t][inner[1:]] = _centred(tile), np.isfinite(tile)
-        windows[t] = _centred(mov[reach - search:reach - search + size[0],
+        templates[t][inner[1:]], support[t][inner[1:]] = centred(tile), np.isfinite(tile)
+        windows[t] = centred(mov[reach - search:reach - search + size[0],
                                   x + reach - search:x + reach - search + size[1]])
     window_f, window2_f = sfft.rfft2(windows), sfft.rfft2(windows * windows)
     # correlations at offsets tau: sum_u template[u] * window[u + tau], and the window's sums under the support
@@ -350,34 +331,6 @@ def _band(read_ref, read_mov, shape, y0, height, xstarts, width, global_shift, s
     lost = ~(np.abs(residual) < search).all(axis=1)  # at the search margin the true residual may lie beyond
     shifts[lost], quality[lost] = np.nan, np.nan
     return shifts, quality
-
-
-def check_shape(shape) -> tuple[int, int]:
-    """``shape`` as a 2-D image's ``(height, width)`` of at least 16 x 16 pixels."""
-    if len(shape) != 2 or min(shape) < 16:
-        raise InputError(f"registration needs a 2-D image of at least 16 x 16 pixels, got shape {tuple(shape)}; "
-                         "pass the (height, width) of a larger image")
-    return int(shape[0]), int(shape[1])
-
-
-def check_int(name: str, value, low: int) -> int:
-    """``value`` as the integer option ``registration.<name>``, at least ``low``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InputError(f"registration.{name} must be an integer >= {low}, got {value!r}; set a valid "
-                         f"registration.{name}")
-    return int(value)
-
-
-def check_frames(shape, reference_frame) -> tuple[tuple[int, int], int | None]:
-    """A stack's frame size and its reference frame index (None for ``"each"``)."""
-    if len(shape) != 3 or shape[0] < 1:
-        raise InputError(f"registration by frames needs a (frames, height, width) shape, got {tuple(shape)}; "
-                         "pass the stack's 3-D shape")
-    if reference_frame != "each" and (isinstance(reference_frame, bool) or not isinstance(
-            reference_frame, (int, np.integer)) or not -shape[0] <= reference_frame < shape[0]):
-        raise InputError(f"registration.reference_frame must be 'each' or a frame index in [0, {shape[0]}), got "
-                         f"{reference_frame!r}; set it to 'each' or a valid frame")
-    return check_shape(shape[1:]), None if reference_frame == "each" else int(reference_frame) % int(shape[0])
 
 
 def estimate_field(read_ref, read_mov, shape, global_shift, *, tile=64, search=None, map=builtins.map) -> Field:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from .. import io
 from ..config import PairConfig, RunConfig
@@ -85,7 +86,21 @@ class Registration:
         quality = [e["correlation"] for e in self.estimates if "correlation" in e]
         tail = f", correlation after registration {min(quality):.3f}" if quality else ""
         origin = f"{self.origin}, recorded" if self.recorded else self.origin
-        return f"{text} ({origin}, {self.interpolation}{tail})"
+        return f"{text} ({origin}, {self.interpolation}{tail})" + self._field_text()
+
+    def _field_text(self) -> str:
+        """The local method's field in a few numbers (on a line of its own), or nothing."""
+        if self.field is None:
+            return ""
+        shifts = self.field["shift"]
+        known = np.isfinite(shifts[..., 0])
+        grid = " x ".join(str(n) for n in shifts.shape[:-1])
+        if not known.any():
+            return f"\n    shift field: {grid} tiles, none textured enough to tell"
+        dy, dx = (np.percentile(shifts[..., k][known], [5, 50, 95]) for k in (0, 1))
+        return (f"\n    shift field: {grid} tiles, dy {dy[0]:+.2f}..{dy[2]:+.2f} (median {dy[1]:+.2f}), "
+                f"dx {dx[0]:+.2f}..{dx[2]:+.2f} (median {dx[1]:+.2f}) px over the 5-95% of "
+                f"{int(known.sum())} tiles ({int((~known).sum())} too flat or unmatched)")
 
 
 def _reader(url: str, options, nodata, mask_url: str | None, order: tuple[int, ...]):
@@ -126,7 +141,7 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
     read_mov = _reader(pair.moving, options, nodata[1], pair.moving_mask, order)
     workers = min(available_cores(), os.cpu_count() or 1)
     try:
-        with ThreadPoolExecutor(workers) as pool:
+        with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:  # one BLAS thread each (see pipeline.api)
             if given is not None:  # local with a known global shift
                 shifts, estimates = given_shifts(given, frames, pair, shape[-2:]), []
             elif frames is None:

@@ -19,10 +19,11 @@ from skimage import data
 from skimage.color import rgb2gray
 
 from pipeline.core.interpolation import taps
-from pipeline.core.registration import estimate_frames, estimate_translation
+from pipeline.core.registration import UNBOUNDED, estimate_frames, estimate_translation
 from pipeline.core.tilefield import BORDER, estimate_field, estimate_field_frames, gn_step, tile_sums
+from pipeline.core.tiles import BLUR, HALO, read_smoothed
 from pipeline.errors import InputError
-from pipeline.testing import camera, stereo_pair
+from pipeline.testing import camera, moved_capture, stereo_pair
 
 
 def fourier_shifted(image: np.ndarray, shift, pad: int = 64) -> np.ndarray:
@@ -71,6 +72,7 @@ def test_a_known_shift_gain_and_offset_are_recovered():
     assert np.abs(np.subtract(estimate.shift, (7.3, -4.6))).max() <= 0.02
     assert estimate.gain == pytest.approx(1 / 0.8, abs=0.01)  # ref ~ gain * registered + offset
     assert estimate.offset == pytest.approx(-10 / 0.8, abs=1.0)
+    # the NCC of the registered pair (the unshifted pair's is far lower: the shift must be applied first)
     assert estimate.correlation > 0.99 and estimate.spread < 0.2 and estimate.tiles >= 1 and estimate.peak > 0.1
     assert json.loads(json.dumps(estimate.as_dict()))["shift"] == list(estimate.shift)
 
@@ -168,6 +170,108 @@ def test_field_tiles_at_the_border_move_inward_and_residuals_beyond_half_a_tile_
     known = np.isfinite(field.shift).all(axis=2)
     assert known.mean() > 0.5
     assert np.abs(field.shift[known] - (21.3, -19.2)).max() <= 0.1
+
+
+def halves(image, left, right, seed=4):
+    """A reference and a moving image whose left half ``left`` and right half ``right`` register onto it."""
+    ref, first = noisy_pair(image, left, seed=seed)
+    _, second = noisy_pair(image, right, seed=seed)
+    seam = image.shape[1] // 2
+    return ref, np.concatenate([first[:, :seam], second[:, seam:]], axis=1)
+
+
+def test_a_stereo_pair_is_refused_as_one_translation_and_its_field_follows_the_disparity():
+    left, right = (view.astype(np.float64) for view in stereo_pair())
+    with pytest.raises(InputError, match=r"tiles disagree by \d+\.\d+ px .* registration.method: local") as info:
+        estimate_translation(*readers(left, right), left.shape)
+    assert "\n" not in str(info.value)
+    disparity = data.stereo_motorcycle()[2]  # the true one of each left pixel: 9 to 58 px (near objects larger)
+    disparity = np.where(np.isfinite(disparity), disparity, np.nan)  # inf where unknown
+    estimate = estimate_translation(*readers(left, right), left.shape, tolerance=UNBOUNDED)
+    assert abs(estimate.shift[0]) < 0.5 and estimate.spread > 10 and estimate.correlation > 0.5
+    assert np.nanpercentile(disparity, 25) < estimate.shift[1] < np.nanpercentile(disparity, 95)  # a dominant one
+    field = estimate_field(*readers(left, right), left.shape, estimate.shift, tile=64, search=32)
+    truth = np.array([[np.nanmedian(disparity[int(y - 31.5):int(y + 32.5), int(x - 31.5):int(x + 32.5)])
+                       for x in field.centres_x] for y in field.centres_y])
+    dx, known = field.shift[..., 1], np.isfinite(field.shift).all(axis=-1)
+    assert known.mean() > 0.5 and np.nanpercentile(dx, 95) - np.nanpercentile(dx, 5) > 10
+    assert np.median(np.abs(dx - truth)[known]) < 1.0 and np.corrcoef(dx[known], truth[known])[0, 1] > 0.8
+
+
+def test_a_small_pair_gets_several_tiles_whose_disagreement_is_refused():
+    image = camera().astype(np.float64)[100:300, 100:420]  # 200 x 320: under two 512 px tiles per axis
+    ref, mov = noisy_pair(image, (2.0, 3.0))
+    estimate = estimate_translation(*readers(ref, mov), ref.shape)
+    assert np.abs(np.subtract(estimate.shift, (2.0, 3.0))).max() <= 0.02 and estimate.tiles >= 4
+    for dx in (2.0, 3.0):  # halves 4 and 6 px apart
+        ref, mov = halves(image, (2.0, dx), (2.0, -dx))
+        with pytest.raises(InputError, match=rf"tiles disagree by {2 * dx:.0f}\.0\d px .* registration.method: local"):
+            estimate_translation(*readers(ref, mov), ref.shape)
+
+
+def test_tiles_far_from_the_global_shift_count_in_the_spread():
+    # halves 6 px apart: past the margin of the tiles' first reads (5 px), each half's tiles are searched for
+    image = np.tile(camera().astype(np.float64), (3, 3))[100:1252, 200:1352]
+    ref, mov = halves(image, (2.0, 3.0), (2.0, -3.0))
+    with pytest.raises(InputError, match=r"tiles disagree by 6\.0\d px"):
+        estimate_translation(*readers(ref, mov), ref.shape)
+    estimate = estimate_translation(*readers(ref, mov), ref.shape, tolerance=UNBOUNDED)
+    assert np.abs(np.abs(np.subtract(estimate.shift, (2.0, 0.0))) - (0.0, 3.0)).max() <= 0.02  # one half's
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.05])
+def test_scattered_missing_pixels_are_filled_by_the_smoothing(fraction):
+    # each missing pixel would hide the 12 x 12 px its blur and warp taps reach: the blur fills it instead
+    ref, mov = noisy_pair(camera(), (7.3, -4.6))
+    rng = np.random.default_rng(11)
+    ref[rng.random(ref.shape) < fraction], mov[rng.random(mov.shape) < fraction] = np.nan, np.nan
+    estimate = estimate_translation(*readers(ref, mov), ref.shape)
+    assert np.abs(np.subtract(estimate.shift, (7.3, -4.6))).max() <= 0.02 and estimate.tiles >= 12
+
+
+def test_the_smoothing_is_a_normalised_convolution_that_keeps_holes_and_the_image_edge():
+    image = camera().astype(np.float64)[200:264, 100:164]
+    image[20, 30], image[21, 31], image[40:44, 10:14] = np.nan, np.nan, np.nan  # two lone pixels and a hole
+    taps = np.exp(-0.5 * (np.arange(-HALO, HALO + 1) / BLUR) ** 2)
+    kernel = np.outer(taps, taps) / taps.sum() ** 2
+    valid = np.isfinite(image)
+    weight = ndi.correlate(valid.astype(np.float64), kernel, mode="constant")
+    expected = ndi.correlate(np.where(valid, image, 0.0), kernel, mode="constant") / weight
+    expected[weight < 0.5] = np.nan
+    expected[:HALO], expected[-HALO:], expected[:, :HALO], expected[:, -HALO:] = (np.nan,) * 4  # taps outside
+    got = read_smoothed(lambda region: image[region], (slice(0, 64), slice(0, 64)), image.shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
+    assert np.isfinite(got[20:22, 30:32]).all() and np.isnan(got[41:43, 11:13]).all()
+    whole = camera().astype(np.float64)[200:264, 100:164]  # nothing missing: the plain blur, edges NaN as well
+    plain = ndi.correlate(whole, kernel, mode="constant")
+    plain[:HALO], plain[-HALO:], plain[:, :HALO], plain[:, -HALO:] = (np.nan,) * 4
+    np.testing.assert_allclose(read_smoothed(lambda region: whole[region], (slice(0, 64), slice(0, 64)), (64, 64)),
+                               plain, rtol=1e-12)
+
+
+def test_a_changed_region_leaves_the_fit():
+    # the second capture of a scene with a 100 x 140 region of other content: the tiles it covers are
+    # outliers by their residual, left out of the fit (and of the spread: no shift explains them)
+    before, after, _ = moved_capture()
+    estimate = estimate_translation(*readers(before.astype(np.float64), after.astype(np.float64)), before.shape)
+    assert np.abs(np.subtract(estimate.shift, (5.4, -3.7))).max() <= 0.01
+    assert 8 <= estimate.tiles < 16 and estimate.spread < 0.1 and estimate.correlation > 0.99
+
+
+def test_a_pair_mostly_of_other_content_is_refused_unless_tiles_may_disagree():
+    # 70% of the moving image is other (textured) content: 12 of the 16 tiles match at no shift
+    ref, mov = noisy_pair(camera(), (3.3, -2.1))
+    mov[:, 153:] = astronaut()[:, 153:] * 0.8 + 10
+    with pytest.raises(InputError, match=r"12 of 16 textured tiles match neither .* registration.method: local"):
+        estimate_translation(*readers(ref, mov), ref.shape)
+    estimate = estimate_translation(*readers(ref, mov), ref.shape, tolerance=UNBOUNDED)
+    assert np.abs(np.subtract(estimate.shift, (3.3, -2.1))).max() <= 0.02 and estimate.tiles <= 6
+    # a flat 70% (noise alone there) matches nowhere either, but it is no texture: not counted
+    image = camera().astype(np.float64)
+    image[:, 153:] = 90.0
+    ref, mov = noisy_pair(image, (3.3, -2.1))
+    estimate = estimate_translation(*readers(ref, mov), ref.shape)
+    assert np.abs(np.subtract(estimate.shift, (3.3, -2.1))).max() <= 0.02 and estimate.spread < 0.1
 
 
 def video(shifts, base, size=320, noise=2.0, seed=1):
