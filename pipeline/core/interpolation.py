@@ -243,7 +243,8 @@ def as_missing(values: np.ndarray, nodata=None, valid=None) -> np.ndarray:
     """``values`` as float64 with every missing pixel NaN: non-finite values, ``nodata``, False in ``valid``."""
     values = np.asarray(values)
     out = np.array(values, dtype=np.float64)  # always a copy
-    out[~np.isfinite(out)] = np.nan
+    if values.dtype.kind not in "biu":  # integers are always finite
+        out[~np.isfinite(out)] = np.nan
     if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
         out[values == nodata] = np.nan
     if valid is not None:

@@ -7,6 +7,8 @@ The estimate reads a bounded set of regions of both images (a coarse level, then
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from .. import io
 from ..config import PairConfig, RunConfig
 from ..core.interpolation import as_missing
-from ..core.registration import UNBOUNDED, estimate_frames, estimate_translation
+from ..core.registration import CACHED_FRAME, UNBOUNDED, estimate_frames, estimate_translation
 from ..core.threads import available_cores
 from ..core.tilefield import estimate_field, estimate_field_frames
 from ..errors import InputError
@@ -150,7 +152,7 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
                                                 map=pool.map)
                 shifts, estimates = np.asarray(estimate.shift), [estimate.as_dict()]
             else:
-                found = estimate_frames(*_frame_readers(read_ref, read_mov), shape,
+                found = estimate_frames(*_frame_readers(read_ref, read_mov, shape), shape,
                                         reference_frame=settings.reference_frame, upsample=settings.upsample,
                                         max_shift=settings.max_shift, tolerance=_tolerance(settings), map=pool.map)
                 shifts, estimates = np.array([e.shift for e in found]), [e.as_dict() for e in found]
@@ -178,16 +180,43 @@ def _field(settings, read_ref, read_mov, shape, shifts, pool) -> dict[str, np.nd
                                map=pool.map)
         return {"shift": found.shift, "quality": found.quality, "centres_y": found.centres_y,
                 "centres_x": found.centres_x}
-    frames = estimate_field_frames(*_frame_readers(read_ref, read_mov), shape, shifts,
+    frames = estimate_field_frames(*_frame_readers(read_ref, read_mov, shape), shape, shifts,
                                    reference_frame=settings.reference_frame, tile=settings.tile,
                                    search=settings.search, map=pool.map)
     return {"shift": np.stack([f.shift for f in frames]), "quality": np.stack([f.quality for f in frames]),
             "centres_y": frames[0].centres_y, "centres_x": frames[0].centres_x}
 
 
-def _frame_readers(read_ref, read_mov):
-    """``read(t, region)`` per frame, from ``read(region)`` readers of a ``(t, y, x)`` input."""
-    return [lambda t, region, read=read: read((slice(t, t + 1),) + tuple(region))[0] for read in (read_ref, read_mov)]
+def _frame_readers(read_ref, read_mov, shape):
+    """``read(t, region)`` per frame, from ``read(region)`` readers of a ``(t, y, x)`` input of ``shape``.
+
+    The estimate of a frame reads many regions of it (a coarse level, then tiles), and each region read from
+    the store decodes whole chunks: a frame of at most :data:`pipeline.core.registration.CACHED_FRAME` pixels is
+    read once, in each of the few threads that ask for it, and its regions are sliced from memory.
+    """
+    whole = (slice(0, shape[-2]), slice(0, shape[-1]))
+    if shape[-2] * shape[-1] > CACHED_FRAME:
+        return [lambda t, region, read=read: read((slice(t, t + 1),) + tuple(region))[0]
+                for read in (read_ref, read_mov)]
+
+    def cached(read):
+        held: OrderedDict = OrderedDict()
+        lock = threading.Lock()
+
+        def frame_region(t, region):
+            with lock:
+                frame = held.get(t)
+            if frame is None:
+                frame = read((slice(t, t + 1),) + whole)[0]
+                with lock:
+                    held[t] = frame
+                    while len(held) > 2 * available_cores():  # the frames the pool's threads are working on
+                        held.popitem(last=False)
+            return frame[tuple(region)]
+
+        return frame_region
+
+    return [cached(read_ref), cached(read_mov)]
 
 
 def check_registration(config: RunConfig, pair: PairConfig, shape: tuple[int, ...]) -> None:

@@ -21,7 +21,18 @@ from .zarr import PairReader, source_of
 __all__ = ["ShiftedSource", "OneFrame", "shifted_pair", "open_shifted_pair"]
 
 
-class ShiftedSource:
+class _ReadsInto:
+    """``reader[key]`` (step-1 slices) through the reader's own ``read_into(region, out)``."""
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        self.read_into(region, out)
+        return out
+
+
+class ShiftedSource(_ReadsInto):
     """The moving image on the reference's grid: ``source`` shifted by ``shifts``, missing where a tap is missing.
 
     ``shifts`` is ``(dy, dx)``, or one row per frame (shape ``(t, 2)``) for a ``(t, y, x)`` source;
@@ -47,13 +58,6 @@ class ShiftedSource:
         return ("lncc-shifted", _identity(self.source), self.shifts.tobytes(), self.kind, self.nodata,
                 str(self.dtype), _identity(self.mask))
 
-    def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
-        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
-        self.read_into(region, out)
-        return out
-
     def read_into(self, region: list[slice], out: np.ndarray) -> None:
         """Fill ``out`` (float) with the shifted image over ``region`` (step-1 slices of the reference's grid)."""
         *lead, ys, xs = region
@@ -68,7 +72,7 @@ class ShiftedSource:
                          moving_dtype=self.source.dtype)
 
 
-class OneFrame:
+class OneFrame(_ReadsInto):
     """A ``(t, y, x)`` source seen as frame ``frame`` repeated at every ``t`` (every moving frame against one
     reference frame): the same shape, dtype and chunks, each region read once from that frame."""
 
@@ -90,13 +94,6 @@ class OneFrame:
         else:
             out[:1] = self.source[tuple(where)]
         out[1:] = out[:1]
-
-    def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
-        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
-        self.read_into(region, out)
-        return out
 
 
 def _identity(source) -> str | None:
