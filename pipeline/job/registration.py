@@ -20,10 +20,12 @@ from threadpoolctl import threadpool_limits
 from .. import io
 from ..config import PairConfig, RunConfig
 from ..core.interpolation import as_missing
-from ..core.registration import CACHED_FRAME, UNBOUNDED, estimate_frames, estimate_translation
 from ..core.threads import available_cores
-from ..core.tilefield import estimate_field, estimate_field_frames
 from ..errors import InputError
+
+# The estimators (pipeline.core.registration and .tilefield: scikit-image, scipy.signal) are imported where they
+# run, in the planning process: a worker process imports this module too, and they would cost each worker
+# ~50 MB of its memory budget for nothing.
 
 __all__ = ["Registration", "register_pair", "recorded_registration", "check_registration", "given_shifts",
            "CONVENTION"]
@@ -130,6 +132,8 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
         When the pair cannot be registered (flat or unrelated images, a shift beyond ``max_shift``, tiles
         that disagree), naming the pair and the fix.
     """
+    from ..core.registration import estimate_frames, estimate_translation
+
     settings = config.registration
     frames = shape[0] if len(shape) == 3 else None
     given = settings.known_shifts()
@@ -169,12 +173,16 @@ def _reference_frame(settings, frames: int | None) -> int | None:
 
 
 def _tolerance(settings) -> float:
+    from ..core.registration import UNBOUNDED
+
     # The local method expects tiles to disagree: that is its result, not an error.
     return UNBOUNDED if settings.method == "local" else settings.tolerance
 
 
 def _field(settings, read_ref, read_mov, shape, shifts, pool) -> dict[str, np.ndarray]:
     """The local method's per-tile shifts (per frame for video), estimated around the global shift(s)."""
+    from ..core.tilefield import estimate_field, estimate_field_frames
+
     if len(shape) == 2:
         found = estimate_field(read_ref, read_mov, shape, tuple(shifts), tile=settings.tile, search=settings.search,
                                map=pool.map)
@@ -194,6 +202,8 @@ def _frame_readers(read_ref, read_mov, shape):
     the store decodes whole chunks: a frame of at most :data:`pipeline.core.registration.CACHED_FRAME` pixels is
     read once, in each of the few threads that ask for it, and its regions are sliced from memory.
     """
+    from ..core.registration import CACHED_FRAME
+
     whole = (slice(0, shape[-2]), slice(0, shape[-1]))
     if shape[-2] * shape[-1] > CACHED_FRAME:
         return [lambda t, region, read=read: read((slice(t, t + 1),) + tuple(region))[0]

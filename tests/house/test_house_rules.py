@@ -1,9 +1,14 @@
-"""The house's size rules (scripts/check_house.py) catch what they promise to, and the package keeps them."""
+"""The house's size rules (scripts/check_house.py) catch what they promise to, and the package keeps them; what
+a worker process loads."""
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,3 +43,13 @@ def test_a_long_function_and_a_long_module_are_breaches(tmp_path):
 
 def test_the_package_keeps_the_house_rules():
     assert _checker().breaches(ROOT / "pipeline") == []
+
+
+@pytest.mark.slow
+def test_worker_processes_do_not_load_the_registration_estimators():
+    """A worker imports pipeline.job (its tasks' home) but never estimates: scikit-image and scipy.signal would
+    cost each worker ~50 MB of its compute.memory budget (a LocalCluster run under a 450 MB budget stalled)."""
+    probe = "import sys, pipeline.job, pipeline.chunked.tasks; print(sorted(m for m in ('skimage', 'scipy.signal') " \
+            "if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
