@@ -18,9 +18,8 @@ from .core.checks import check_pair
 from .core.interpolation import as_missing
 from .core.kernel import local_ncc_numpy
 from .core.masks import nodata_pair
-from .core.registration import UNBOUNDED, estimate_frames, estimate_translation
+from .core.registration import register_images
 from .core.threads import available_cores
-from .core.tilefield import estimate_field, estimate_field_frames
 from .core.variables import EXTRA_NAMES, OUTPUT_ATTRS
 from .errors import InputError
 
@@ -231,22 +230,15 @@ def register(reference: Any, moving: Any, *, method: str = "translation", upsamp
     readers = [_region_reader(image, value, plain(mask))
                for image, value, mask in ((reference, values[0], reference_mask), (moving, values[1], moving_mask))]
     shape = tuple(np.shape(reference))
-    options = dict(upsample=upsample, max_shift=max_shift, tolerance=UNBOUNDED if method == "local" else tolerance)
+    if len(shape) == 3:
+        readers = [lambda t, r, read=read: read((t,) + tuple(r)) for read in readers]
     # One BLAS thread per task: scikit-image's upsampled DFT is matrix products, and BLAS's own threads fighting
     # the pool's cost up to 10x there.
     with threadpool_limits(1), ThreadPoolExecutor(available_cores()) as pool:
-        if len(shape) == 2:
-            found = [estimate_translation(*readers, shape, map=pool.map, **options)]
-            shift = np.asarray(found[0].shift)
-            field = (estimate_field(*readers, shape, found[0].shift, tile=tile, search=search, map=pool.map)
-                     if method == "local" else None)
-        else:
-            frames = [lambda t, r, read=read: read((t,) + tuple(r)) for read in readers]
-            found = estimate_frames(*frames, shape, reference_frame=reference_frame, map=pool.map, **options)
-            shift = np.array([e.shift for e in found])
-            field = (estimate_field_frames(*frames, shape, shift, reference_frame=reference_frame, tile=tile,
-                                           search=search, map=pool.map) if method == "local" else None)
-    return Registered(shift, list(found), field)
+        found = register_images(*readers, shape, method=method, upsample=upsample, max_shift=max_shift,
+                                tolerance=tolerance, reference_frame=reference_frame, tile=tile, search=search,
+                                map=pool.map)
+    return Registered(found.shift, found.estimates, found.field)
 
 
 def _region_reader(image, nodata, mask):

@@ -17,6 +17,7 @@ import builtins
 import functools
 import math
 from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -28,8 +29,8 @@ from ..errors import InputError
 from .tilefield import check_tiles, classify_tiles, fit_tiles, select_tiles
 from .tiles import check_frames, check_int, check_shape, flat_error, layout_tiles, read_checked, read_tile
 
-__all__ = ["Estimate", "estimate_translation", "estimate_frames", "MIN_CORRELATION", "COARSE_SIDE",
-           "FRAME_PIXELS", "FRAME_TILE", "UNBOUNDED"]
+__all__ = ["Estimate", "Found", "estimate_translation", "estimate_frames", "register_images", "MIN_CORRELATION",
+           "COARSE_SIDE", "FRAME_PIXELS", "FRAME_TILE", "UNBOUNDED"]
 
 #: The coarse level's long side (px) is at most this for one pair, and an eighth of it per video frame.
 COARSE_SIDE = 1024
@@ -326,3 +327,43 @@ def estimate_frames(read_ref, read_mov, shape, *, reference_frame="each", upsamp
 
 #: A ``tolerance`` that lets tiles disagree by any amount: the local method's, whose result that disagreement is.
 UNBOUNDED = 1e9
+
+
+class Found(NamedTuple):
+    """What :func:`register_images` found: ``shift`` ``(2,)`` or ``(t, 2)``, the estimates (none for a given
+    shift) and the local method's field (a :class:`~pipeline.core.tilefield.Field`, a list of them for video,
+    or None)."""
+
+    shift: np.ndarray
+    estimates: list
+    field: Any
+
+
+def register_images(read_ref, read_mov, shape, *, method="translation", upsample=20, max_shift=200.0,
+                    tolerance=0.5, reference_frame="each", tile=64, search=None, shift=None,
+                    map=builtins.map) -> Found:
+    """One registration, of an image pair or of a video pair: the translation(s), and for ``method="local"``
+    the per-tile field around them. The one place the API and a run's plan both come to.
+
+    ``read_ref``/``read_mov`` are ``read(region)`` for 2-D ``shape`` and ``read(t, region)`` for ``(t, y, x)``;
+    a given ``shift`` (``(2,)`` or ``(t, 2)``) skips the translation estimate. ``local`` lets tiles disagree
+    (``tolerance`` is then :data:`UNBOUNDED`): that disagreement is its result.
+    """
+    from .tilefield import estimate_field, estimate_field_frames
+
+    options = dict(upsample=upsample, max_shift=max_shift, tolerance=UNBOUNDED if method == "local" else tolerance)
+    video = len(shape) == 3
+    estimates = []
+    if shift is None and not video:
+        estimates = [estimate_translation(read_ref, read_mov, shape, map=map, **options)]
+    elif shift is None:
+        estimates = estimate_frames(read_ref, read_mov, shape, reference_frame=reference_frame, map=map, **options)
+    shifts = np.asarray(shift, dtype=np.float64) if shift is not None else np.array([e.shift for e in estimates])
+    shifts = shifts.reshape(-1, 2)[0] if not video else shifts
+    field = None
+    if method == "local" and not video:
+        field = estimate_field(read_ref, read_mov, shape, tuple(shifts), tile=tile, search=search, map=map)
+    elif method == "local":
+        field = estimate_field_frames(read_ref, read_mov, shape, shifts, reference_frame=reference_frame, tile=tile,
+                                      search=search, map=map)
+    return Found(shifts, list(estimates), field)

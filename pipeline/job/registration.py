@@ -23,9 +23,9 @@ from ..core.interpolation import as_missing
 from ..core.threads import available_cores
 from ..errors import InputError
 
-# The estimators (pipeline.core.registration and .tilefield: scikit-image, scipy.signal) are imported where they
-# run, in the planning process: a worker process imports this module too, and they would cost each worker
-# ~50 MB of its memory budget for nothing.
+# The estimators (pipeline.core.registration and .tilefield: scikit-image, scipy.signal) are imported where
+# they run (register_pair, _frame_readers), in the planning process: a worker process imports this module too,
+# and they would cost each worker ~50 MB of its memory budget for nothing.
 
 __all__ = ["Registration", "register_pair", "recorded_registration", "check_registration", "given_shifts",
            "CONVENTION"]
@@ -132,7 +132,7 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
         When the pair cannot be registered (flat or unrelated images, a shift beyond ``max_shift``, tiles
         that disagree), naming the pair and the fix.
     """
-    from ..core.registration import estimate_frames, estimate_translation
+    from ..core.registration import register_images
 
     settings = config.registration
     frames = shape[0] if len(shape) == 3 else None
@@ -146,23 +146,18 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
     read_ref = _reader(pair.reference, options, nodata[0], pair.reference_mask, order)
     read_mov = _reader(pair.moving, options, nodata[1], pair.moving_mask, order)
     workers = min(available_cores(), os.cpu_count() or 1)
+    if frames is not None:
+        read_ref, read_mov = _frame_readers(read_ref, read_mov, shape)
+    known = None if given is None else given_shifts(given, frames, pair, shape[-2:])  # local around a given shift
     try:
         with threadpool_limits(1), ThreadPoolExecutor(workers) as pool:  # one BLAS thread each (see pipeline.api)
-            if given is not None:  # local with a known global shift
-                shifts, estimates = given_shifts(given, frames, pair, shape[-2:]), []
-            elif frames is None:
-                estimate = estimate_translation(read_ref, read_mov, shape, upsample=settings.upsample,
-                                                max_shift=settings.max_shift, tolerance=_tolerance(settings),
-                                                map=pool.map)
-                shifts, estimates = np.asarray(estimate.shift), [estimate.as_dict()]
-            else:
-                found = estimate_frames(*_frame_readers(read_ref, read_mov, shape), shape,
-                                        reference_frame=settings.reference_frame, upsample=settings.upsample,
-                                        max_shift=settings.max_shift, tolerance=_tolerance(settings), map=pool.map)
-                shifts, estimates = np.array([e.shift for e in found]), [e.as_dict() for e in found]
-            tiles = _field(settings, read_ref, read_mov, shape, shifts, pool) if settings.method == "local" else None
+            found = register_images(read_ref, read_mov, shape, method=settings.method, upsample=settings.upsample,
+                                    max_shift=settings.max_shift, tolerance=settings.tolerance,
+                                    reference_frame=settings.reference_frame, tile=settings.tile,
+                                    search=settings.search, shift=known, map=pool.map)
     except InputError as exc:
         raise InputError(f"{pair.reference} / {pair.moving}: cannot register: {exc}") from None
+    shifts, estimates, tiles = found.shift, [e.as_dict() for e in found.estimates], _field_layers(found.field)
     return Registration(settings.method, settings.interpolation, shifts, "estimated", estimates, tiles,
                         reference_frame=_reference_frame(settings, frames))
 
@@ -172,27 +167,16 @@ def _reference_frame(settings, frames: int | None) -> int | None:
     return None if frames is None or settings.reference_frame == "each" else int(settings.reference_frame)
 
 
-def _tolerance(settings) -> float:
-    from ..core.registration import UNBOUNDED
-
-    # The local method expects tiles to disagree: that is its result, not an error.
-    return UNBOUNDED if settings.method == "local" else settings.tolerance
-
-
-def _field(settings, read_ref, read_mov, shape, shifts, pool) -> dict[str, np.ndarray]:
-    """The local method's per-tile shifts (per frame for video), estimated around the global shift(s)."""
-    from ..core.tilefield import estimate_field, estimate_field_frames
-
-    if len(shape) == 2:
-        found = estimate_field(read_ref, read_mov, shape, tuple(shifts), tile=settings.tile, search=settings.search,
-                               map=pool.map)
-        return {"shift": found.shift, "quality": found.quality, "centres_y": found.centres_y,
-                "centres_x": found.centres_x}
-    frames = estimate_field_frames(*_frame_readers(read_ref, read_mov, shape), shape, shifts,
-                                   reference_frame=settings.reference_frame, tile=settings.tile,
-                                   search=settings.search, map=pool.map)
-    return {"shift": np.stack([f.shift for f in frames]), "quality": np.stack([f.quality for f in frames]),
-            "centres_y": frames[0].centres_y, "centres_x": frames[0].centres_x}
+def _field_layers(field) -> dict[str, np.ndarray] | None:
+    """The local method's field (one, or one per frame) as the arrays the output's layers take."""
+    if field is None:
+        return None
+    frames = field if isinstance(field, list) else None
+    stack = (lambda name: np.stack([getattr(f, name) for f in frames])) if frames else \
+        (lambda name: getattr(field, name))
+    first = frames[0] if frames else field
+    return {"shift": stack("shift"), "quality": stack("quality"), "centres_y": first.centres_y,
+            "centres_x": first.centres_x}
 
 
 def _frame_readers(read_ref, read_mov, shape):
