@@ -116,7 +116,7 @@ def local_ncc_read_sink(sink, pair, radius: int, *, chunks, nodata=None, **optio
     """
     chunks = halo_chunks(da.core.normalize_chunks(chunks, tuple(pair.shape[1:]), dtype=pair.dtype), radius)
     options = {"boundary": "reflect", "flat": 0.0, "min_valid": 0.5, "extras": False, **options}
-    floats = np.dtype(pair.dtype).kind in "fc"
+    floats = any(np.dtype(d).kind in "fc" for d in getattr(pair, "dtypes", (pair.dtype,)))
     nodata = tuple(nodata) if nodata is not None else (None, None)
     block_nodata = nodata if floats or any(v is not None for v in nodata) else None
     marks = tuple((1,) * len(c) for c in chunks)

@@ -29,7 +29,9 @@ def shift_dask(moving: da.Array, shift, kind: str, *, nodata=None, valid: da.Arr
     dtype = shifted_dtype(moving.dtype) if dtype is None else np.dtype(dtype)
     scale = fixed_scale(moving.dtype, dtype)
     args = [moving] + ([valid.rechunk(moving.chunks)] if valid is not None else [])
-    values = da.map_blocks(lambda v, m=None: as_missing(v, nodata, m), *args, dtype=np.float64,
+    # float64 even for integers with nothing missing: the source is padded with NaN below
+    values = da.map_blocks(lambda v, m=None: np.asarray(as_missing(v, nodata, m), dtype=np.float64), *args,
+                           dtype=np.float64,
                            meta=np.empty((0,) * moving.ndim))
     shifts = np.asarray(shift, dtype=np.float64)
     if moving.ndim == 2:

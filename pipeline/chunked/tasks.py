@@ -34,7 +34,7 @@ def _start(block_info) -> tuple[int, int]:
 
 
 def _sink_pair_block(ab, invalid=None, *, block_nodata, constant_pad, block_info=None, **kwargs):
-    a, b = ab[0], ab[1]  # contiguous views: the pair axis is the outermost
+    a, b = ab[0], ab[1]  # two arrays, or contiguous views of one: the pair axis is the outermost
     if block_nodata is not None:
         # Nodata found in the padded block itself: pointwise, so for reflect/nearest padding the same as padding
         # a mask of the whole image. Constant padding (zeros) is valid data, even where 0 is a nodata value.
@@ -77,12 +77,21 @@ def read_pair_block(*, pair, block_chunks, radius, boundary, block_info=None, **
     size = pair.shape[1:]
     halo = [0] * (len(size) - 2) + [radius, radius]
     # the padded block, and the part of it inside the image (read from the store; the rest is the border)
-    ab = thread_buffer("input", (2,) + tuple(e - s + 2 * d for s, e, d in zip(starts, stops, halo)), pair.dtype)
+    padded = tuple(e - s + 2 * d for s, e, d in zip(starts, stops, halo))
     region = [slice(max(s - d, 0), min(e + d, n)) for s, e, d, n in zip(starts, stops, halo, size)]
-    inside = (slice(None),) + tuple(slice(r.start - (s - d), r.stop - (s - d)) for r, s, d in zip(region, starts, halo))
-    if hasattr(pair, "read_into"):
-        pair.read_into(region, ab[inside])
-    else:
-        ab[inside] = pair[(slice(None),) + tuple(region)]
-    fill_border(ab, tuple(starts[-2:]), tuple(size[-2:]), radius, boundary)
+    inside = tuple(slice(r.start - (s - d), r.stop - (s - d)) for r, s, d in zip(region, starts, halo))
+    dtypes = getattr(pair, "dtypes", (pair.dtype, pair.dtype))
+    if dtypes[0] == dtypes[1]:  # one buffer for both
+        ab = thread_buffer("input", (2,) + padded, dtypes[0])
+        if hasattr(pair, "read_into"):
+            pair.read_into(region, ab[(slice(None),) + inside])
+        else:
+            ab[(slice(None),) + inside] = pair[(slice(None),) + tuple(region)]
+        planes = (ab,)
+    else:  # each image in its own dtype (e.g. an 8-bit reference and a moving image shifted into fixed point)
+        ab = tuple(thread_buffer(slot, padded, dtype) for slot, dtype in zip(("input", "input-moving"), dtypes))
+        pair.read_into(region, [plane[inside] for plane in ab])
+        planes = ab
+    for plane in planes:
+        fill_border(plane, tuple(starts[-2:]), tuple(size[-2:]), radius, boundary)
     return _sink_pair_block(ab, block_info=block_info, block_chunks=block_chunks, radius=radius, **kwargs)

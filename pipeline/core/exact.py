@@ -63,6 +63,9 @@ def _offsets_into(a, m, lo, out):
 def offset_wide_integers(a, b, m, radius):
     """Integer blocks whose dtype does not bound their sums, as exact differences from their smallest valid value.
 
+    A block whose valid values are small enough for exact sums as they are (e.g. an 8-bit image shifted into
+    int32 fixed point) is used as it is: one pass to find its range, no copy.
+
     NCC does not change when a constant is added to an image, and the
     differences span only the block's range: where that range lets the int64
     sums stay exact they are returned in the narrowest unsigned dtype (for the
@@ -79,13 +82,16 @@ def offset_wide_integers(a, b, m, radius):
     """
     wide = [x.dtype.kind in "iu" and not int_sums_exact(x.dtype, radius) for x in (a, b)]
     ranges = []
-    for x, is_wide in zip((a, b), wide):
+    for k, (x, is_wide) in enumerate(zip((a, b), wide)):
         if is_wide:
-            count, lo, hi = _valid_range(x, m)
-            ranges.append((lo, int(hi) - int(lo) if count else 0))
+            count, lo, hi = (x.size, x.min(), x.max()) if m is None and x.size else _valid_range(x, m)
+            if span_sums_exact(max(abs(int(lo)), abs(int(hi))) if count else 0, radius):
+                wide[k] = False  # its values (not its dtype) bound the sums: exact as it is, no copy
+            else:
+                ranges.append((lo, int(hi) - int(lo) if count else 0))
     exact = all(x.dtype.kind in "iu" for x in (a, b)) and all(span_sums_exact(span, radius) for _, span in ranges)
     if exact:
-        widest = max(span for _, span in ranges)
+        widest = max((span for _, span in ranges), default=0)
         dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if widest <= np.iinfo(t).max)
     else:
         dtype = np.uint64

@@ -126,8 +126,31 @@ def _checked_tap_sum(raw, r, c0, nodata, has_nodata, valid, has_valid, wx):
     return acc
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _x_pass(raw, r, ox, nodata, has_nodata, valid, has_valid, wx, lo, hi, dest):
+    """Source row ``r`` of the taps along x into ``dest`` (columns ``lo .. hi - 1`` have all their taps inside
+    ``raw``): the same sum in the same order whichever branch computes a value."""
+    rows = raw.shape[0]
+    if has_nodata or has_valid or r < 0 or r >= rows:
+        for j in range(dest.shape[0]):
+            dest[j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
+        return
+    for j in range(lo):
+        dest[j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
+    for j in range(hi, dest.shape[0]):
+        dest[j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
+    inner = dest[lo:hi]  # 1-D views: numba vectorises these loops (not the 2-D indexing)
+    for k in range(hi - lo):
+        inner[k] = 0.0
+    for q in range(wx.shape[0]):
+        weight = wx[q]
+        source = raw[r, lo + q - ox:hi + q - ox]
+        for k in range(hi - lo):
+            inner[k] += weight * np.float64(source[k])
+
+
 @numba.njit(cache=True, nogil=True)
-def _shift_kernel(raw, oy, ox, nodata, has_nodata, valid, has_valid, wy, wx, tmp, out, scale):
+def _shift_kernel(raw, oy, ox, nodata, has_nodata, valid, has_valid, wy, wx, ring, out, scale):
     """The separable resampling of one frame, straight from the stored values.
 
     Source row ``i`` and column ``j`` of the taps (``i < out rows + len(wy) - 1``) are ``raw[i - oy, j - ox]``
@@ -135,52 +158,41 @@ def _shift_kernel(raw, oy, ox, nodata, has_nodata, valid, has_valid, wy, wx, tmp
     conversion to float64 happens here, so no float64 copy of the source is ever made. With ``scale`` the
     output is fixed point: ``round(value * scale)``, :data:`MISSING` where missing.
 
-    Every value is the same sum in the same order, whichever branch computes it: the columns whose taps all
-    lie inside ``raw`` skip the checks when nothing can be missing but non-finite values, which then
-    propagate to a non-finite result (made missing at the end).
+    The x-pass of each source row goes into ``ring`` (``len(wy)`` rows, reused in turn), so what the y-pass
+    reads stays in cache. Every value is the same sum in the same order, whichever branch computes it: the
+    columns whose taps all lie inside ``raw`` skip the checks when nothing can be missing but non-finite
+    values, which then propagate to a non-finite result (made missing at the end).
     """
     ny, nx = wy.shape[0], wx.shape[0]
     h, w = out.shape
-    rows, cols = raw.shape
-    checked = has_nodata or has_valid
+    cols = raw.shape[1]
     lo = min(max(ox, 0), w)  # columns lo .. hi - 1 have all their taps inside raw
     hi = max(min(cols - nx + 1 + ox, w), lo)
-    for i in range(h + ny - 1):  # along x first, every source row the outputs need
-        r = i - oy
-        if checked or r < 0 or r >= rows:
-            for j in range(w):
-                tmp[i, j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
-            continue
-        for j in range(lo):
-            tmp[i, j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
-        for j in range(hi, w):
-            tmp[i, j] = _checked_tap_sum(raw, r, j - ox, nodata, has_nodata, valid, has_valid, wx)
-        inner = tmp[i, lo:hi]  # 1-D views: numba vectorises these loops (not the 2-D indexing)
-        for k in range(hi - lo):
-            inner[k] = 0.0
-        for q in range(nx):
-            weight = wx[q]
-            source = raw[r, lo + q - ox:hi + q - ox]
-            for k in range(hi - lo):
-                inner[k] += weight * np.float64(source[k])
+    for i in range(ny - 1):
+        _x_pass(raw, i - oy, ox, nodata, has_nodata, valid, has_valid, wx, lo, hi, ring[i])
     row = np.empty(w)
     for i in range(h):
+        last = i + ny - 1
+        _x_pass(raw, last - oy, ox, nodata, has_nodata, valid, has_valid, wx, lo, hi, ring[last % ny])
         for k in range(w):
             row[k] = 0.0
         for p in range(ny):
             weight = wy[p]
-            above = tmp[i + p]
+            above = ring[(i + p) % ny]
             for k in range(w):
                 row[k] += weight * above[k]
         target = out[i]
-        for k in range(w):
-            acc = row[k]
-            if scale == 0.0:
+        if scale == 0.0:
+            for k in range(w):
+                acc = row[k]
                 target[k] = acc if np.isfinite(acc) else np.nan
-            elif not np.isfinite(acc):
-                target[k] = _MISSING
-            else:
-                target[k] = np.floor(acc * scale + 0.5)
+        else:
+            for k in range(w):
+                acc = row[k]
+                if not np.isfinite(acc):
+                    target[k] = _MISSING
+                else:
+                    target[k] = np.floor(acc * scale + 0.5)
 
 
 _NO_MASK = np.ones((1, 1), dtype=np.bool_)
@@ -207,10 +219,10 @@ def resample(raw: np.ndarray, wy: np.ndarray, wx: np.ndarray, out: np.ndarray, *
     check = nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata))
     if check and raw.dtype.kind == "f":  # compared as numpy compares it with the image: in the image's dtype
         nodata = float(raw.dtype.type(nodata))
-    tmp = thread_buffer("resample", (out.shape[0] + len(wy) - 1, out.shape[1]), np.float64)
+    ring = thread_buffer("resample", (len(wy), out.shape[1]), np.float64)
     _shift_kernel(raw, int(offset[0]), int(offset[1]), float(nodata) if check else 0.0, check,
                   _NO_MASK if valid is None else np.asarray(valid, dtype=np.bool_), valid is not None,
-                  np.ascontiguousarray(wy, dtype=np.float64), np.ascontiguousarray(wx, dtype=np.float64), tmp, out,
+                  np.ascontiguousarray(wy, dtype=np.float64), np.ascontiguousarray(wx, dtype=np.float64), ring, out,
                   float(scale))
     return out
 
@@ -240,8 +252,15 @@ def shift_region(read, region: tuple[slice, slice], size: tuple[int, int], shift
 
 
 def as_missing(values: np.ndarray, nodata=None, valid=None) -> np.ndarray:
-    """``values`` as float64 with every missing pixel NaN: non-finite values, ``nodata``, False in ``valid``."""
+    """``values`` as float64 with every missing pixel NaN: non-finite values, ``nodata``, False in ``valid``.
+
+    Integer values with no ``nodata`` and no ``valid`` have nothing missing: they come back as they are (not
+    copied, not converted: a whole video frame is kept in its 8 bits, and only the regions used are converted).
+    """
     values = np.asarray(values)
+    no_value = nodata is None or (isinstance(nodata, float) and math.isnan(nodata))
+    if values.dtype.kind in "biu" and no_value and valid is None:
+        return values
     out = np.array(values, dtype=np.float64)  # always a copy
     if values.dtype.kind not in "biu":  # integers are always finite
         out[~np.isfinite(out)] = np.nan

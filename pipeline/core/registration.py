@@ -3,12 +3,13 @@
 Shift convention (scikit-image's): ``(dy, dx)`` registers the moving image onto the reference,
 ``registered[i] = moving[i - shift]``, so ``interpolation.shift_image(moving, shift, "lanczos3")`` is close
 to the reference. The estimators never read a whole image: ``read(region)`` callables (``region`` two step-1
-slices) give the float64 values of a coarse centred region (in bands) and of a bounded set of tiles, NaN
-where missing; ``map`` (a thread pool's, say) runs those reads and the ``nogil`` numba kernels. The fit
-``ref ~ gain * W(s) + offset`` uses the Lanczos-3 warp and its analytic derivative, the exact Jacobian (so
-the fixed point is the least-squares optimum; it also took fewer steps than central differences). The fit
-is robust and checked tile by tile (:mod:`pipeline.core.tilefield`): tiles that are outliers leave it, and
-the tiles' own shifts, searched for where they do not match, tell whether one translation holds.
+slices) give the values (float64, or any real dtype) of a coarse centred region (in bands) and of a bounded
+set of tiles, NaN where missing; ``map`` (a thread pool's, say) runs those reads and the ``nogil`` numba
+kernels. The fit ``ref ~ gain * W(s) + offset`` uses the Lanczos-3 warp and its analytic derivative, the
+exact Jacobian (so the fixed point is the least-squares optimum; it also took fewer steps than central
+differences). The fit is robust and checked tile by tile (:mod:`pipeline.core.tilefield`): tiles that are
+outliers leave it, and the tiles' own shifts, searched for where they do not match, tell whether one
+translation holds.
 """
 
 from __future__ import annotations
@@ -109,14 +110,16 @@ def _too_far(shift, max_shift) -> InputError:
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def block_mean(src, factor, out):
-    """``out[i, j]`` = the mean of the finite values of ``src``'s ``factor x factor`` block ``(i, j)`` (NaN if none)."""
+    """``out[i, j]`` = the mean of the finite values of ``src``'s ``factor x factor`` block ``(i, j)`` (NaN if none);
+    ``src`` of any real dtype (integers are all finite)."""
     total, count = np.empty(out.shape[1] * factor), np.empty(out.shape[1] * factor)
     for i in range(out.shape[0]):
         total[:], count[:] = 0.0, 0.0
         for y in range(i * factor, i * factor + factor):
             for x in range(total.size):  # column sums first, branch-free: the loop vectorises
-                total[x] += src[y, x] if src[y, x] == src[y, x] else 0.0
-                count[x] += 1.0 if src[y, x] == src[y, x] else 0.0
+                v = np.float64(src[y, x])
+                total[x] += v if v == v else 0.0
+                count[x] += 1.0 if v == v else 0.0
         for j in range(out.shape[1]):
             n = count[j * factor:(j + 1) * factor].sum()
             out[i, j] = total[j * factor:(j + 1) * factor].sum() / n if n > 0 else np.nan
@@ -138,7 +141,7 @@ def _block_means(read, region, factor, map) -> np.ndarray:
     bands = [(slice(y, min(y + rows, ys.stop)), xs) for y in range(ys.start, ys.stop, rows)]
 
     def band_mean(band):
-        values = read_checked(read, band)
+        values = read_checked(read, band, dtype=None)  # the stored dtype: no float64 copy of the band
         out = np.empty((values.shape[0] // factor, values.shape[1] // factor))
         return block_mean(values, factor, out)
 
@@ -249,8 +252,9 @@ def estimate_translation(read_ref, read_mov, shape, *, upsample=20, max_shift=20
     Parameters
     ----------
     read_ref, read_mov : callable
-        ``read(region) -> ndarray``: the float64 values of the image over ``region`` (a tuple of two step-1
-        slices inside the image), NaN where a pixel is missing. Missing pixels leave every sum (the
+        ``read(region) -> ndarray``: the values of the image over ``region`` (a tuple of two step-1 slices
+        inside the image), float64 (or any real dtype: integers are never missing) with NaN where a pixel is
+        missing. Missing pixels leave every sum (the
         smoothing fills a lone one from its neighbours: :func:`pipeline.core.tiles.read_smoothed`).
     shape : tuple of int
         ``(height, width)`` of both images.
@@ -284,8 +288,8 @@ def estimate_frames(read_ref, read_mov, shape, *, reference_frame="each", upsamp
     Parameters
     ----------
     read_ref, read_mov : callable
-        ``read(t, region) -> ndarray``: frame ``t``'s float64 values over ``region`` (two step-1 slices),
-        NaN where missing. Both stacks have ``shape``.
+        ``read(t, region) -> ndarray``: frame ``t``'s values over ``region`` (two step-1 slices), as for
+        :func:`estimate_translation`. Both stacks have ``shape``.
     shape : tuple of int
         ``(frames, height, width)``.
     reference_frame : "each" or int

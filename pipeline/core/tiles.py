@@ -211,9 +211,12 @@ def ncc_of(m):
     return min(1.0, max(-1.0, (m[2, 4] / n - mr * mw) / math.sqrt(vr * vw)))
 
 
-def read_checked(read, region) -> np.ndarray:
-    """``read(region)`` as a float64 array, checked to have the region's shape."""
-    values = np.asarray(read(region), dtype=np.float64)
+def read_checked(read, region, dtype=np.float64) -> np.ndarray:
+    """``read(region)`` as a float64 array (or in its own real dtype: ``dtype=None``), checked to have the
+    region's shape."""
+    values = np.asarray(read(region), dtype=dtype)
+    if values.dtype.kind not in "biuf" or values.dtype == np.float16:
+        values = values.astype(np.float64)
     expected = tuple(s.stop - s.start for s in region)
     if values.shape != expected:
         raise InputError(f"a read of region {tuple((s.start, s.stop) for s in region)} returned shape "

@@ -79,10 +79,9 @@ def _kernel_kinds(config: RunConfig, plans: list[PairPlan]) -> list[tuple]:
         masked = (config.nodata is not None or any(m is not None for m in plan.masks) or plan.registration is not None
                   or "f" in (plan.reference.dtype.kind, plan.moving.dtype.kind))  # float inputs may hold NaN
         dtypes = (plan.reference.dtype, plan.moving.dtype)
-        if plan.registration is not None:  # the moving image is read shifted (and so is a read pair)
-            shifted = shifted_dtype(plan.moving.dtype, plan.reference.dtype, fixed=not config.extra_outputs)
-            together = reads_pair(plan.reference, plan.moving, plan.masks, plan.order, True)
-            dtypes = (shifted if together else plan.reference.dtype, shifted)
+        if plan.registration is not None:  # the moving image is read shifted; the reference keeps its dtype
+            dtypes = (plan.reference.dtype, shifted_dtype(plan.moving.dtype, plan.reference.dtype,
+                                                          fixed=not config.extra_outputs))
         kinds.add((*dtypes, plan.radius, masked))
     return sorted(kinds, key=str)
 
@@ -137,7 +136,7 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
             pair = io.open_shifted_pair(plan.reference, plan.moving, reg.shifts, reg.interpolation, nodata=nodata[1],
                                         mask=plan.masks[1], halo=plan.radius, cache_bytes=cache,
                                         fixed=not config.extra_outputs, reference_frame=reg.reference_frame)
-            options["nodata"] = (nodata[0], missing_value(pair.dtype))
+            options["nodata"] = (nodata[0], missing_value(pair.dtypes[1]))
         marks = local_ncc_pair_into(writer, pair, config.window, chunks=plan.chunks, radius=plan.radius, **options)
     else:  # map_overlap over dask arrays in processing order; blocks go back to the inputs' order to be written
         proc = [ref.dims[i] for i in order]

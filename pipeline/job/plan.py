@@ -53,13 +53,12 @@ class PairPlan:
 
 def reads_pair(reference: io.InputInfo, moving: io.InputInfo, masks, order: tuple[int, ...],
                registered: bool = False) -> bool:
-    """Whether a run reads this pair as one array, each task with its own halo (:func:`io.open_pair`): inputs of
-    one dtype without mask arrays, stored in processing order. A registered pair is read as float32 (the
-    moving image shifted as it is read, its mask folded in), so only the reference's mask and order count."""
+    """Whether a run reads this pair itself, each task with its own halo (:func:`io.open_pair`): inputs without
+    mask arrays, stored in processing order (each image is read in its own dtype). A registered pair's moving
+    image is shifted as it is read, its mask folded in, so only the reference's mask and order count."""
     if registered:
         return masks[0] is None and order == tuple(range(len(order)))
-    return (masks == (None, None) and np.dtype(reference.dtype) == np.dtype(moving.dtype)
-            and order == tuple(range(len(order))))
+    return masks == (None, None) and order == tuple(range(len(order)))
 
 
 def reordered_info(info: io.InputInfo, order: tuple[int, ...]) -> io.InputInfo:

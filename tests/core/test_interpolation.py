@@ -478,7 +478,8 @@ def test_as_missing_of_integer_images():
     got = as_missing(values, 0)
     np.testing.assert_array_equal(np.isnan(got), [[True, False, False], [False, True, False]])
     assert got[0, 2] == 65535.0
-    assert not np.isnan(as_missing(values)).any()
+    assert as_missing(values) is values  # nothing can be missing: the stored values, not a float64 copy
+    assert as_missing(values, float("nan")) is values
     assert not np.isnan(as_missing(values, 300000)).any()  # a value the dtype cannot hold matches nothing
     got = as_missing(values, None, np.array([[1, 0, 1], [1, 1, 0]]))  # a 0/1 mask is a bool mask
     np.testing.assert_array_equal(np.isnan(got), [[False, True, False], [False, False, True]])

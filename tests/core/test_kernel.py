@@ -618,6 +618,26 @@ def test_wide_range_block_keeps_small_windows_exact(dtype, boundary):
         np.testing.assert_allclose(got["std_moving"], std_b, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint32"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_wide_integers_with_small_values_take_the_exact_path_as_they_are(dtype, masked):
+    """Values small enough for exact int64 sums (an 8-bit image in int32 fixed point: up to 2**25, negative
+    ones too) need no offset copy: the result is bit for bit the one of the same values offset to start at 0,
+    which the exact path computes; flat windows get ``flat`` exactly."""
+    a8, b8 = sample_pair((40, 50), "uint8", seed=2)
+    a = a8.astype(np.int64) * 2**16 - (2**20 if dtype != "uint32" else 0)
+    b = b8.astype(np.int64) * 2**16 + 3
+    a[:8, :9] = a[0, 0]  # a flat corner
+    mask = np.random.default_rng(1).random(a.shape) > 0.1 if masked else None
+    got = local_ncc(a.astype(dtype), b.astype(dtype), 7, flat=np.nan, reference_mask=mask)
+    base = local_ncc((a - a.min()).astype(np.uint32), (b - b.min()).astype(np.uint32), 7, flat=np.nan,
+                     reference_mask=mask)
+    np.testing.assert_array_equal(got, base)
+    assert_matches(got, reference_ncc(a.astype(np.float64), b.astype(np.float64), 7, flat=np.nan,
+                                      invalid=None if mask is None else ~mask))
+    assert np.isnan(got[:1, :2]).all()  # the flat corner
+
+
 @st.composite
 def axis_chunks(draw, n):
     """A partition of an axis of length n, chunks of 1 (smaller than any radius) included."""

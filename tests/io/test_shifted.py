@@ -215,7 +215,7 @@ def test_the_stored_pair_reads_the_reference_and_the_shifted_moving_image(pair_s
     pair = open_shifted_pair(inspect_input(ref_path), inspect_input(mov_path), shifts, kind, nodata=nodata,
                              mask=inspect_input(mask_path) if masked else None, halo=3, cache_bytes=2**20)
     dtype = shifted_dtype(mov.dtype, ref.dtype)
-    assert pair.dtype == dtype and pair.shape == (2,) + ref.shape
+    assert pair.dtypes == (ref.dtype, dtype) and pair.shape == (2,) + ref.shape
     assert dtype == (np.int32 if name == "u8" else np.float32)  # fixed point for 8-bit images only
     moved = expected(mov, shifts, kind, nodata, mask if masked else None, dtype)
     for _ in range(4):
@@ -230,15 +230,16 @@ def test_the_stored_pair_reads_the_reference_and_the_shifted_moving_image(pair_s
     assert same(out[1], moved)
 
 
-def test_a_float_pair_is_float32_with_the_reference_cast(tmp_path):
+def test_a_float_pair_keeps_the_reference_in_its_own_dtype(tmp_path):
+    """The shifted moving image is float32; the reference is read as it is stored (float64 here, not cast)."""
     ref, mov = ptesting.sample_crop((25, 27), "float64", seed=3)
     paths = [write_array(str(tmp_path / f"{k}.zarr"), a, chunks=(6, 6)) for k, a in (("r", ref), ("m", mov))]
     pair = open_shifted_pair(*(inspect_input(p) for p in paths), (0.5, -0.5), "cubic")
-    assert pair.dtype == np.float32
-    out = np.empty((2, 25, 27), dtype=np.float32)
-    pair.read_into([slice(0, 25), slice(0, 27)], out)
-    assert same(out[0], ref.astype(np.float32))
-    assert same(out[1], shift_image(mov, (0.5, -0.5), "cubic"))
+    assert pair.dtypes == (np.float64, np.float32)
+    planes = [np.empty((25, 27), dtype=d) for d in pair.dtypes]
+    pair.read_into([slice(0, 25), slice(0, 27)], planes)
+    assert same(planes[0], ref)
+    assert same(planes[1], shift_image(mov, (0.5, -0.5), "cubic"))
 
 
 def test_shifted_pair_of_readers_tokenizes_by_its_shift(stores):

@@ -119,16 +119,15 @@ def shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | None =
                  token: Any = None, fixed: bool = True) -> PairReader:
     """A stored pair whose moving image is read through ``shifts``, on the reference's grid.
 
-    ``reference`` and ``moving`` are readers (:func:`pipeline.io.array_reader`) of the same shape. The pair's
-    dtype is :func:`pipeline.core.interpolation.shifted_dtype` of both: int32 (the moving image in fixed point,
-    the reference's values as they are) when both are 8- or 16-bit integers, else float32; its missing pixels
+    ``reference`` and ``moving`` are readers (:func:`pipeline.io.array_reader`) of the same shape. The moving
+    image is read as :func:`pipeline.core.interpolation.shifted_dtype` of both: int32 fixed point when both
+    are 8- or 16-bit integers (so the kernel's exact integer sums apply), else float32; its missing pixels
     are :func:`pipeline.core.interpolation.missing_value` of that dtype (or NaN). ``fixed=False``: float32.
+    The reference keeps its own dtype (``pair.dtypes``); ``pair.dtype`` is one both can be read into.
     """
     dtype = shifted_dtype(moving.dtype, reference.dtype, fixed=fixed)
     shifted = ShiftedSource(moving, shifts, kind, nodata, mask, dtype)
-    pair = PairReader(reference, shifted, token=(token, shifted.__dask_tokenize__()))
-    pair.dtype = dtype
-    return pair
+    return PairReader(reference, shifted, token=(token, shifted.__dask_tokenize__()))
 
 
 def open_shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | None = None, mask=None,
