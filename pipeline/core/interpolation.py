@@ -176,19 +176,20 @@ def _shift_kernel(raw, oy, ox, nodata, has_nodata, valid, has_valid, wy, wx, rin
         _x_pass(raw, last - oy, ox, nodata, has_nodata, valid, has_valid, wx, lo, hi, ring[last % ny])
         for k in range(w):
             row[k] = 0.0
-        for p in range(ny):
+        for p in range(ny - 1):
             weight = wy[p]
             above = ring[(i + p) % ny]
             for k in range(w):
                 row[k] += weight * above[k]
+        weight, above = wy[ny - 1], ring[(i + ny - 1) % ny]  # the last tap, in the pass that writes the output
         target = out[i]
         if scale == 0.0:
             for k in range(w):
-                acc = row[k]
+                acc = row[k] + weight * above[k]
                 target[k] = acc if np.isfinite(acc) else np.nan
         else:
             for k in range(w):
-                acc = row[k]
+                acc = row[k] + weight * above[k]
                 if not np.isfinite(acc):
                     target[k] = _MISSING
                 else:

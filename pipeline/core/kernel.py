@@ -51,7 +51,59 @@ def _as_kernel_input(a: np.ndarray) -> np.ndarray:
 
 
 def _frame(a, b, m, radius, flat, min_count, out, extra, threads) -> None:
-    """Fill ``out`` (h, w) from padded 2-D ``a``, ``b`` ((h + 2r), (w + 2r)) and mask ``m`` (or None)."""
+    """Fill ``out`` (h, w) from padded 2-D ``a``, ``b`` ((h + 2r), (w + 2r)) and mask ``m`` (or None).
+
+    Where the invalid pixels of ``m`` lie only in bands along the block's edges (whole rows and columns, as a
+    shifted image's missing border and its reflection make them), the windows clear of them take the
+    unmasked kernel (about 1.6 times faster) and only the strips along the bands the masked one; they give
+    the same values, as each window's NCC depends on its own pixels only.
+    """
+    box = None if m is None else _clean_box(m, radius, out.shape)
+    if box is None:
+        _frame_part(a, b, m, radius, flat, min_count, out, extra, threads)
+        return
+    (i0, i1), (j0, j1) = box
+    h, w = out.shape
+    parts = [((0, i0), (0, w), m), ((i1, h), (0, w), m), ((i0, i1), (0, j0), m), ((i0, i1), (j1, w), m),
+             ((i0, i1), (j0, j1), None)]
+    for (y0, y1), (x0, x1), mask in parts:
+        if y1 <= y0 or x1 <= x0:
+            continue
+        rows, cols = slice(y0, y1 + 2 * radius), slice(x0, x1 + 2 * radius)
+        target = (slice(y0, y1), slice(x0, x1))
+        whole = x0 == 0 and x1 == w  # full rows: contiguous views, written in place
+        part_out = out[target] if whole else np.empty((y1 - y0, x1 - x0), dtype=np.float32)
+        part_extra = None if extra is None else (extra[(slice(None),) + target] if whole else
+                                                 np.empty((3, y1 - y0, x1 - x0), dtype=np.float32))
+        _frame_part(*(np.ascontiguousarray(x[rows, cols]) for x in (a, b)),
+                    None if mask is None else np.ascontiguousarray(mask[rows, cols]), radius, flat, min_count,
+                    part_out, part_extra, threads)
+        if not whole:
+            out[target] = part_out
+            if extra is not None:
+                extra[(slice(None),) + target] = part_extra
+
+
+def _clean_box(m, radius, shape):
+    """The output rows ``(i0, i1)`` and columns ``(j0, j1)`` whose windows hold no invalid pixel, when the invalid
+    pixels of the padded mask ``m`` (0 = invalid) are whole rows and columns along its edges and that box is
+    at least half the block; else None (the whole block takes the masked kernel)."""
+    bad = m == 0
+    full_rows, full_cols = bad.all(axis=1), bad.all(axis=0)
+    r0 = int(np.argmin(full_rows)) if not full_rows.all() else len(full_rows)
+    r1 = len(full_rows) - int(np.argmin(full_rows[::-1]))
+    c0 = int(np.argmin(full_cols)) if not full_cols.all() else len(full_cols)
+    c1 = len(full_cols) - int(np.argmin(full_cols[::-1]))
+    if r1 <= r0 or c1 <= c0 or bad[r0:r1, c0:c1].any():
+        return None
+    (i0, i1), (j0, j1) = (r0, r1 - 2 * radius), (c0, c1 - 2 * radius)
+    if i1 <= i0 or j1 <= j0 or 2 * (i1 - i0) * (j1 - j0) < shape[0] * shape[1]:
+        return None
+    return (i0, i1), (j0, j1)
+
+
+def _frame_part(a, b, m, radius, flat, min_count, out, extra, threads) -> None:
+    """:func:`_frame` on one region: the masked kernel wherever ``m`` is given."""
     h = out.shape[0]
     exact = int_sums_exact(a.dtype, radius) and int_sums_exact(b.dtype, radius)
     if not exact and (a.dtype.kind in "iu" or b.dtype.kind in "iu"):

@@ -167,13 +167,24 @@ def _overlap_ncc(ref: np.ndarray, mov: np.ndarray, shift) -> float:
     return float((a * b).sum()) / denominator if denominator > 0 else -math.inf
 
 
+@functools.lru_cache(maxsize=8)
+def _taper(shape: tuple[int, int]) -> np.ndarray:
+    """The coarse images' taper (a Tukey window), made once per shape (every frame of a video has one)."""
+    window = np.outer(tukey(shape[0], 0.2), tukey(shape[1], 0.2))
+    window.flags.writeable = False
+    return window
+
+
+_TINY = 100 * np.finfo(np.float64).eps
+
+
 def _phase_peak(ref: np.ndarray, mov: np.ndarray, upsample: int) -> tuple[np.ndarray, float]:
     """scikit-image's phase correlation of two coarse images (tapered) and the height of its peak."""
-    window = np.outer(tukey(ref.shape[0], 0.2), tukey(ref.shape[1], 0.2))
+    window = _taper(ref.shape)
     fa = sfft.fft2((ref - ref.mean()) * window)
     fb = sfft.fft2((mov - mov.mean()) * window)
     product = fa * fb.conj()
-    product /= np.maximum(np.abs(product), 100 * np.finfo(np.float64).eps)
+    product /= np.maximum(np.abs(product), _TINY)
     peak = float(sfft.ifft2(product).real.max())
     shift, _, _ = phase_cross_correlation(fa, fb, space="fourier", upsample_factor=upsample, normalization="phase")
     return np.asarray(shift, dtype=np.float64), peak

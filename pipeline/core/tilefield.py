@@ -216,15 +216,20 @@ def check_tiles(tiles, others, result: Fit, fitted, center, map, reread) -> tupl
     for the suspects (``others``: pairs ``(index, suspect)``), counted when they match at their own shift
     (textured there, their residual no outlier by :data:`RESIDUAL`); the worst :data:`TRIM` of the distances
     are left out when there are 10 or more. A tile that matches nowhere (a change, or more than a translation)
-    counts apart when it is textured: its variance is :data:`TEXTURED` times the noise or more (not a flat).
+    counts apart when it is textured: its variance is :data:`TEXTURED` times the noise or more (not a flat);
+    a suspect that is not textured is left out (not searched).
     """
     params, (distances, residual) = result.params, fitted
     noise = float(np.percentile(residual, 25)) if others else 0.0
+    textured = {i: bool(np.nanvar(tiles[i].ref[BORDER:-BORDER, BORDER:-BORDER]) >= TEXTURED * noise)
+                for i, _ in others}
+    # A suspect too flat for the noise is not searched: unmatched it would not count, and a shift of its own
+    # would be the noise's (in a video, most suspects are such tiles, and the search is a phase correlation).
+    others = [(i, suspect) for i, suspect in others if not suspect or textured[i]]
     found = list(map(lambda item: (_search(tiles[item[0]], params, center, reread) if item[1] else
                                    _own_shift(tiles[item[0]], params, center)), others))
     matched = [p is not None and is_shared(p[1]) and not _misfit(p[1], noise) for p in found]
-    unmatched = sum(not ok and np.nanvar(tiles[i].ref[BORDER:-BORDER, BORDER:-BORDER]) >= TEXTURED * noise
-                    for (i, _), ok in zip(others, matched))
+    unmatched = sum(not ok and textured[i] for (i, _), ok in zip(others, matched))
     distances = np.sort(np.concatenate([distances, [float(np.hypot(*(p[0][:2] - params[:2])))
                                                     for p, ok in zip(found, matched) if ok]]))
     keep = len(distances) - (int(TRIM * len(distances)) if len(distances) >= 10 else 0)

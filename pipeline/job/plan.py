@@ -23,9 +23,10 @@ from .registration import Registration, check_registration, recorded_registratio
 __all__ = ["PairPlan", "plan_run", "reads_pair", "register_run"]
 
 
-#: What a registered block holds beside its inputs: the pair as read (int32 or float32) and the float64
-#: resampling pass of the moving image.
-REGISTERED_BUFFERS = [np.dtype(np.float32)] * 2 + [np.dtype(np.float64)]
+#: What a registered block holds beside its inputs, read by its task (the moving image shifted into int32 or
+#: float32; the resampling keeps only a few rows) or through dask (also the moving image as float64, NaN where
+#: missing, which the shift reads).
+REGISTERED_BUFFERS = {True: [np.dtype(np.float32)], False: [np.dtype(np.float64), np.dtype(np.float32)]}
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,15 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
                   for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
     view = reordered_info(ref, order)  # planned in processing order
     registered = config.registration.enabled
-    work = [ref.dtype, mov.dtype] + (REGISTERED_BUFFERS if registered else [])
-    chunks = processing_chunks(view, config.chunks, radius, block_pixels(*work))
+    # A registered run whose tasks read the pair keeps the blocks of an unregistered one (the same chunks decoded
+    # once each: smaller blocks decode more of them twice); its extra buffers count against the memory budget.
+    reads = reads_pair(ref, mov, masks, order, registered)
+    extra = REGISTERED_BUFFERS[reads] if registered else []
+    work = [ref.dtype, mov.dtype] + extra
+    chunks = processing_chunks(view, config.chunks, radius, block_pixels(*work[:2], *([] if reads else extra)))
     if config.compute.memory is not None:
         chunks = fit_budget(config, view, chunks, radius, work + [m.dtype for m in masks if m],
-                            threads or worker_count(config.compute)[1], reads_pair(ref, mov, masks, order, registered))
+                            threads or worker_count(config.compute)[1], reads)
     check_block_count(view, chunks, radius)
     check_registration(config, pair, view.shape)
     if check_only:

@@ -638,6 +638,39 @@ def test_wide_integers_with_small_values_take_the_exact_path_as_they_are(dtype, 
     assert np.isnan(got[:1, :2]).all()  # the flat corner
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from(["uint8", "int32", "float32"]), radius=st.integers(1, 4),
+       extras=st.booleans(), min_valid=st.sampled_from([0.0, 0.5, 1.0]))
+def test_invalid_bands_along_the_edges_give_the_masked_result(data, dtype, radius, extras, min_valid):
+    """Invalid whole rows and columns along a block's edges (a shifted image's missing border), with or without
+    a stray invalid pixel inside: the windows clear of them take the unmasked kernel and the strips along them
+    the masked one, and together they equal the textbook NCC with the mask (<= 1e-6, the same NaN pixels)."""
+    from pipeline.core.kernel import ncc_padded
+
+    h, w = data.draw(st.integers(2 * radius + 3, 40)), data.draw(st.integers(2 * radius + 3, 40))
+    a, b = sample_pair((h, w), "uint8", seed=data.draw(st.integers(0, 20)))
+    if dtype == "int32":
+        b = b.astype(np.int32) * 2**16 - 2**20  # as the shifted image's fixed point
+    b = b.astype(dtype)
+    invalid = np.zeros((h, w), dtype=bool)
+    top, bottom = data.draw(st.integers(0, h // 3)), data.draw(st.integers(0, h // 3))
+    left, right = data.draw(st.integers(0, w // 3)), data.draw(st.integers(0, w // 3))
+    invalid[:top], invalid[h - bottom:], invalid[:, :left], invalid[:, w - right:] = True, True, True, True
+    if data.draw(st.booleans(), label="stray"):
+        invalid[data.draw(st.integers(0, h - 1)), data.draw(st.integers(0, w - 1))] = True
+    out = ncc_padded(a, b, radius, flat=np.nan, invalid=invalid, min_valid=min_valid, extras=extras)
+    # the textbook NCC of the windows ncc_padded sees: output (i, j) is the window at padded (i + r, j + r)
+    inner = (slice(radius, h - radius), slice(radius, w - radius))
+    expected = reference_ncc(a, b, 2 * radius + 1, flat=np.nan, invalid=invalid, min_valid=min_valid,
+                             extras=extras)
+    if not extras:
+        assert_matches(out, expected[inner])
+        return
+    assert_matches(out[0], expected[0][inner])
+    for got, want in zip(out[1], expected[1:]):
+        assert_matches(got, want[inner], tol=1e-5 * max(1.0, float(np.nanmax(np.abs(want), initial=0.0))))
+
+
 @st.composite
 def axis_chunks(draw, n):
     """A partition of an axis of length n, chunks of 1 (smaller than any radius) included."""

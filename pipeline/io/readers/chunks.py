@@ -20,7 +20,7 @@ __all__ = ["ChunkReader", "ChunkCache", "edge_cache_bytes"]
 
 def edge_cache_bytes(chunk_cache: int) -> int:
     """Bytes of chunk edges a process keeps beside ``chunk_cache`` bytes of whole chunks."""
-    return max(chunk_cache // 4, 8 * 2**20)
+    return max(chunk_cache // 2, 32 * 2**20)
 
 
 class ChunkReader:

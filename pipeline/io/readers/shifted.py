@@ -8,6 +8,7 @@ nodata or masked pixels, are NaN: missing data, which the NCC windows leave out.
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -143,9 +144,13 @@ def open_shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | N
     """
     sources = [source_of(info) for info in (reference, moving) + ((mask,) if mask is not None else ())]
     run = uuid.uuid4().hex
+    # How far a block's read reaches into its neighbours' chunks: the halo, and for the moving image (and its
+    # mask) also the shift and the kernel's taps. Edges that wide are kept for the neighbours, so each chunk
+    # is decoded about once even though the shifted reads straddle chunk edges.
+    reach = int(halo) + max(SUPPORT.values()) + int(math.ceil(float(np.abs(np.asarray(shifts, dtype=float)).max())))
     for i, src in enumerate(sources):
         if isinstance(src, ChunkReader) and halo and cache_bytes:
-            src.cache = (run, i, int(halo) + max(SUPPORT.values()), int(cache_bytes))
+            src.cache = (run, i, int(halo) if i == 0 else reach, int(cache_bytes))
     reference_source = sources[0] if reference_frame is None else OneFrame(sources[0], reference_frame)
     return shifted_pair(reference_source, sources[1], shifts, kind, nodata=nodata, fixed=fixed,
                         mask=sources[2] if mask is not None else None,
