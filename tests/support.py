@@ -2,7 +2,9 @@
 assertions and sample pairs used by more than one test file.
 
 Nothing here is a mock: :class:`S3Server` is moto's S3 server in its own process, :class:`DaskCluster` a
-dask scheduler and workers started with dask's own CLI, :func:`run_cli` the ``lncc`` command itself.
+dask scheduler and workers started with dask's own CLI, :func:`run_cli` the ``lncc`` command itself, and
+:func:`invoke_cli` the same command's real app (``pipeline.cli.app``) run in this process, for the tests in
+which the command's process itself (signals, kills, start-up, interpreter exit) is not what is checked.
 Seeded images and the independent float64 reference stay in :mod:`pipeline.testing` (the benchmark and the
 demo use them too); what is here serves the tests only.
 """
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["S3Server", "DaskCluster", "run_cli", "chunk_files", "blocks_done", "assert_matches", "MAP_NAMES",
-           "holey_pair", "assert_same", "non_zarr", "REPO"]
+__all__ = ["S3Server", "DaskCluster", "run_cli", "invoke_cli", "chunk_files", "blocks_done", "assert_matches",
+           "MAP_NAMES", "holey_pair", "assert_same", "non_zarr", "REPO"]
 
 #: The checkout: its scripts, configs and package (support.py stays at the top of tests/).
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +114,65 @@ def run_cli(*args: str, cwd, timeout: float = 300, env: dict[str, str] | None = 
     streams = {"capture_output": True} if stdout is None else {"stdout": stdout, "stderr": subprocess.PIPE}
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], text=True, cwd=cwd, timeout=timeout,
                           env={**base, **(env or {})}, **streams)
+
+
+#: The warning filters of a fresh interpreter (no -W options); a ``python -m pipeline.cli`` process has these and
+#: the ones lncc's modules add as they are imported (:func:`pipeline.io.metadata.ignore_zarr_warnings`).
+_INTERPRETER_WARNING_FILTERS = (("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, ""),
+                                ("ignore", PendingDeprecationWarning, ""), ("ignore", ImportWarning, ""),
+                                ("ignore", ResourceWarning, ""))
+
+
+def invoke_cli(*args: str, cwd, timeout: float = 300, env: dict[str, str] | None = None):
+    """``lncc ARGS`` run in this process in ``cwd`` (stderr not a TTY); a CompletedProcess like :func:`run_cli`'s.
+
+    The real command (``pipeline.cli.app``, through click's test runner, as typer builds it for ``lncc``) with
+    what a fresh process would give it: stdout and stderr captured apart (file descriptors 1 and 2 too),
+    ``LNCC_DEBUG`` unset and ``env`` added, the warning filters of a fresh interpreter that imported lncc (not
+    pytest's: a warning is printed on stderr, as the command would print it),
+    uncaught exceptions of threads and unraisable ones printed on stderr (not collected by pytest), and an
+    exception escaping the command printed as the interpreter would ("Traceback ...", exit 1). It runs
+    without a start-up cost, and so cannot check what only a process shows: signals, kills, start-up, exit.
+    ``timeout`` is checked after the run (it cannot be interrupted here).
+    """
+    import contextlib
+    import subprocess
+    import sys
+    import threading
+    import time
+    import traceback
+    import warnings
+
+    from click.testing import CliRunner
+    from typer.main import get_command
+
+    import pipeline.cli as cli
+    from pipeline.io.metadata import ignore_zarr_warnings
+
+    args = [str(a) for a in args]
+    cli._storage_options = None  # as in a new process: nothing of an earlier command to redact
+    hooks = sys.unraisablehook, threading.excepthook
+    started = time.monotonic()
+    try:
+        with contextlib.chdir(cwd), warnings.catch_warnings(record=True) as caught:
+            warnings.resetwarnings()
+            for action, category, module in reversed(_INTERPRETER_WARNING_FILTERS):
+                warnings.filterwarnings(action, category=category, module=module)
+            ignore_zarr_warnings()  # what importing pipeline.io does in a new process
+            sys.unraisablehook, threading.excepthook = sys.__unraisablehook__, threading.__excepthook__
+            result = CliRunner(capture="fd").invoke(get_command(cli.app), args, prog_name="lncc",
+                                                    env={"LNCC_DEBUG": None, **(env or {})}, catch_exceptions=True)
+    finally:
+        sys.unraisablehook, threading.excepthook = hooks
+    elapsed = time.monotonic() - started
+    if elapsed > timeout:
+        raise subprocess.TimeoutExpired(["lncc", *args], timeout)
+    stderr = result.stderr + "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
+                                     for w in caught)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(
+            traceback.format_exception(*result.exc_info)[1:])
+    return subprocess.CompletedProcess(["lncc", *args], result.exit_code, result.stdout, stderr)
 
 
 def chunk_files(root, name: str = "ncc") -> dict[str, bytes]:

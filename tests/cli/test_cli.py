@@ -1,4 +1,7 @@
-"""The `lncc` command in real subprocesses on real zarr stores: exit codes, messages, outputs, the demo."""
+"""The `lncc` command on real zarr stores: exit codes, messages, outputs, the demo.
+
+A run as a real subprocess where the process is what is checked (stderr not a TTY, the demo from a scratch
+directory, start-up, a closed stdout); elsewhere the same command's app in this process (``invoke_cli``)."""
 
 from __future__ import annotations
 
@@ -15,9 +18,7 @@ import zarr
 from pipeline import local_ncc
 from pipeline.io import read_provenance, write_array
 from pipeline.testing import moved_capture, reference_ncc, sample_pair, write_config
-from support import REPO, run_cli
-
-pytestmark = pytest.mark.slow
+from support import REPO, invoke_cli, run_cli
 
 SHAPE = (64, 80)
 
@@ -46,6 +47,7 @@ def assert_usage_error(result, *fragments):
         assert fragment in lines[0], (fragment, lines[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_run_succeeds(tmp_path, zarr_format):
     """`lncc run` exits 0, prints a summary with Mpx/s and the output path, no progress bar, a complete output."""
@@ -70,7 +72,7 @@ def test_run_quiet_with_set(tmp_path):
     """`--quiet` prints nothing at all and `--set window=5` reaches the provenance and the values."""
     ref, mov = make_inputs(tmp_path)
     config = write_config(tmp_path / "config.yaml", **base_config(window=7))
-    result = run_cli("run", config, "--quiet", "--set", "window=5", "--set", "compute.workers=1", cwd=tmp_path)
+    result = invoke_cli("run", config, "--quiet", "--set", "window=5", "--set", "compute.workers=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert result.stderr == ""
@@ -87,7 +89,7 @@ def test_validate_writes_nothing(tmp_path):
     make_inputs(tmp_path, 2)
     config = write_config(tmp_path / "config.yaml", **base_config(window=9))
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = run_cli("validate", config, cwd=tmp_path)
+    result = invoke_cli("validate", config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ref.zarr x mov.zarr -> out.zarr")
     assert "(64, 80)" in result.stdout
@@ -212,7 +214,7 @@ def test_run_usage_errors(tmp_path, setup):
     else:
         write_config(tmp_path / "config.yaml", **config)
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = run_cli("run", "config.yaml", cwd=tmp_path)
+    result = invoke_cli("run", "config.yaml", cwd=tmp_path)
     assert_usage_error(result, *fragments)
     assert not (tmp_path / "out.zarr").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -227,7 +229,7 @@ def test_foreign_output_refused_even_with_force(tmp_path):
     config = write_config(tmp_path / "config.yaml", **base_config(window=5))
 
     for flags in ([], ["--force"]):
-        result = run_cli("run", config, *flags, cwd=tmp_path)
+        result = invoke_cli("run", config, *flags, cwd=tmp_path)
         assert_usage_error(result, "out.zarr", "not written by lncc", "remove it by hand or choose another output")
         after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out.zarr").rglob("*") if p.is_file()}
         assert after == before
@@ -241,11 +243,12 @@ def test_non_zarr_output_directory_is_not_deleted(tmp_path):
     notes = tmp_path / "out.zarr" / "notes.txt"
     notes.write_text("my thesis")
     config = write_config(tmp_path / "config.yaml", **base_config())
-    result = run_cli("run", config, cwd=tmp_path)
+    result = invoke_cli("run", config, cwd=tmp_path)
     assert notes.exists() and notes.read_text() == "my thesis"
     assert_usage_error(result, "not written by lncc")
 
 
+@pytest.mark.slow
 def test_demo(tmp_path):
     """The README's demo: scripts/make_demo.py then `lncc run configs/demo.yaml` (from a scratch directory)
     registers both pairs and correlates the registered images: the moved capture's map is high where the
@@ -277,6 +280,7 @@ def test_demo(tmp_path):
     assert np.isfinite(dx).mean() > 0.5 and np.nanpercentile(dx, 95) - np.nanpercentile(dx, 5) > 3  # parallax
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
                     reason="Linux, 2+ usable cores")
 def test_the_command_starts_no_blas_thread_pools():
@@ -313,8 +317,8 @@ KEY, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 def test_storage_options_values_never_reach_stderr(tmp_path, text, overrides):
     """storage_options that are not a mapping, in the file or from --set: exit 2, no part of the value shown."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(base_config()) + text, encoding="utf-8")
-    result = run_cli("validate", "config.yaml", *[a for o in overrides for a in ("--set", o)], cwd=tmp_path,
-                     timeout=120)
+    result = invoke_cli("validate", "config.yaml", *[a for o in overrides for a in ("--set", o)], cwd=tmp_path,
+                        timeout=120)
     assert_usage_error(result, "storage_options", "(value not shown: it may hold credentials)")
     assert KEY not in result.stderr and SECRET[:6] not in result.stderr
 
@@ -324,7 +328,7 @@ def test_alias_bomb_is_refused_at_once(tmp_path):
     anchors = "a0: &l0 [a, a, a, a, a, a, a, a, a]\n" + "".join(
         f"a{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(base_config()) + anchors + "window: *l9\n")
-    result = run_cli("validate", "config.yaml", cwd=tmp_path, timeout=60)
+    result = invoke_cli("validate", "config.yaml", cwd=tmp_path, timeout=60)
     assert_usage_error(result, "YAML anchors/aliases expand to more than 100,000 values")
     assert len(result.stderr) < 400
 
@@ -339,6 +343,7 @@ def _closed_pipe_run(tmp_path, *args):
         os.close(write_end)
 
 
+@pytest.mark.slow
 def test_closed_stdout_exits_quietly(tmp_path):
     """`lncc inspect OUT | head` and `lncc job-script CONFIG | head`: exit 0, nothing on stderr."""
     from pipeline.config import parse_config

@@ -1,6 +1,6 @@
-"""Registration through the ``lncc`` command in real subprocesses: ``lncc register`` (text and ``--json``) prints
-the shift and its quality and writes nothing, ``lncc run`` reports the applied shift, ``lncc validate`` estimates
-nothing, and pairs that cannot be registered exit 2 with one line.
+"""Registration through the ``lncc`` command (its app, in this process: ``invoke_cli``): ``lncc register`` (text
+and ``--json``) prints the shift and its quality and writes nothing, ``lncc run`` reports the applied shift,
+``lncc validate`` estimates nothing, and pairs that cannot be registered exit 2 with one line.
 
 The pairs are the cameraman photograph moved by a known subpixel shift (a Fourier shift of a larger image,
 centre cropped), with noise and a gain/offset, stored as uint8 zarr arrays.
@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from pipeline.io import write_array
 from pipeline.testing import camera, stereo_pair, write_config
-from support import run_cli
+from support import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_register_prints_the_shift_and_its_quality_and_writes_nothing(camera_inp
     error suggests) prints the estimated shift, within 0.02 px of the truth, and its quality; nothing is written."""
     tmp = camera_inputs
     cfg = config(tmp, registration={"method": "none"})
-    result = run_cli("register", str(cfg), "--set", "registration.method=translation", cwd=tmp)
+    result = invoke_cli("register", str(cfg), "--set", "registration.method=translation", cwd=tmp)
     assert result.returncode == 0, result.stderr
     first, *rest = result.stdout.splitlines()
     assert first.startswith("ref.zarr x mov.zarr: "), first
@@ -92,8 +92,8 @@ def test_register_prints_the_shift_and_its_quality_and_writes_nothing(camera_inp
 def test_register_json_is_parseable_with_the_shifts(camera_inputs):
     """``--json``: one record per pair with the pair, method, interpolation, origin, shifts and estimates."""
     tmp = camera_inputs
-    result = run_cli("register", str(config(tmp, registration={"method": "translation",
-                                                                "interpolation": "lanczos3"})), "--json", cwd=tmp)
+    result = invoke_cli("register", str(config(tmp, registration={"method": "translation",
+                                                                   "interpolation": "lanczos3"})), "--json", cwd=tmp)
     assert result.returncode == 0, result.stderr
     (record,) = json.loads(result.stdout)
     assert record["reference"] == "ref.zarr" and record["moving"] == "mov.zarr"
@@ -107,7 +107,7 @@ def test_register_json_is_parseable_with_the_shifts(camera_inputs):
 
 def test_register_with_method_none_is_exit_2_naming_the_setting(camera_inputs):
     tmp = camera_inputs
-    line = one_error_line(run_cli("register", str(config(tmp, registration={"method": "none"})), cwd=tmp))
+    line = one_error_line(invoke_cli("register", str(config(tmp, registration={"method": "none"})), cwd=tmp))
     assert "registration.method" in line and "--set registration.method=translation" in line
     assert nothing_written(tmp)
 
@@ -115,7 +115,7 @@ def test_register_with_method_none_is_exit_2_naming_the_setting(camera_inputs):
 def test_run_prints_the_registered_line(camera_inputs):
     """``lncc run``'s summary has one ``registered:`` line with the shift the output records."""
     tmp = camera_inputs
-    result = run_cli("run", str(config(tmp)), cwd=tmp)
+    result = invoke_cli("run", str(config(tmp)), cwd=tmp)
     assert result.returncode == 0, result.stderr
     lines = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("registered:")]
     assert len(lines) == 1, result.stdout
@@ -132,11 +132,11 @@ def test_validate_estimates_nothing(tmp_path):
     ref, _ = moved(TRUTH)
     inputs(tmp_path, ref, stereo_pair()[0][:448, 100:548])
     cfg = config(tmp_path)
-    checked = run_cli("validate", str(cfg), cwd=tmp_path)
+    checked = invoke_cli("validate", str(cfg), cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith("ok: ref.zarr x mov.zarr -> out.zarr")
     assert nothing_written(tmp_path)
-    line = one_error_line(run_cli("register", str(cfg), cwd=tmp_path))
+    line = one_error_line(invoke_cli("register", str(cfg), cwd=tmp_path))
     assert "ref.zarr" in line and "mov.zarr" in line and "cannot register" in line, line
     assert nothing_written(tmp_path)
 
@@ -148,12 +148,12 @@ def test_a_pair_one_translation_cannot_register_is_exit_2_suggesting_local(tmp_p
     ref, left = moved((2.0, 2.0), source=source, seed=3)
     _, right = moved((2.0, -2.0), source=source, seed=3)
     inputs(tmp_path, ref, np.concatenate([left[:, :576], right[:, 576:]], axis=1))
-    line = one_error_line(run_cli("run", str(config(tmp_path)), cwd=tmp_path))
+    line = one_error_line(invoke_cli("run", str(config(tmp_path)), cwd=tmp_path))
     assert "method: local" in line and "ref.zarr" in line and "mov.zarr" in line, line
     assert nothing_written(tmp_path)
 
-    local = run_cli("register", str(config(tmp_path, registration={"method": "local", "tile": 128})), "--json",
-                    cwd=tmp_path)
+    local = invoke_cli("register", str(config(tmp_path, registration={"method": "local", "tile": 128})), "--json",
+                       cwd=tmp_path)
     assert local.returncode == 0, local.stderr
     (record,) = json.loads(local.stdout)
     assert record["method"] == "local"

@@ -1,8 +1,11 @@
 """Runs that stop, fill a disk or meet damaged inputs: SIGTERM, kill -9 of a process pool, syncfs before
 'complete', collision-resistant input fingerprints, and error lines that say where.
 
-Every test drives the real CLI in a subprocess on real zarr stores written here; outputs are compared with
-the in-memory NCC of the same images (and, on crops, with the textbook reference).
+Every test drives the real CLI on real zarr stores written here: in a subprocess (``lncc``) for the runs that
+are signalled, killed or traced and those whose error line up to the process's exit is checked, and as the
+command's app in this process (``invoke_cli``) for the inspections, the runs that set up or check an output and
+the refusals before anything is written; outputs are compared with the in-memory NCC of the same images (and,
+on crops, with the textbook reference).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import zarr
 from pipeline import local_ncc
 from pipeline.io import write_array
 from pipeline.testing import reference_ncc, sample_pair, write_config
-from support import blocks_done, chunk_files
+from support import blocks_done, chunk_files, invoke_cli
 from support import run_cli as lncc
 
 pytestmark = pytest.mark.slow
@@ -170,7 +173,7 @@ def test_sigterm_stops_like_ctrl_c_releases_the_lock_and_the_rerun_resumes_exact
     assert line.startswith("lncc: error: terminated by SIGTERM"), line
     assert not (out / LOCK).exists() and not _lock_files(tmp_path)
 
-    inspect = lncc("inspect", str(out), cwd=tmp_path)
+    inspect = invoke_cli("inspect", str(out), cwd=tmp_path)
     assert inspect.returncode == 0, inspect.stderr
     assert inspect.stdout.splitlines()[0].startswith(f"{out}: incomplete")
     done = blocks_done(out)
@@ -179,7 +182,7 @@ def test_sigterm_stops_like_ctrl_c_releases_the_lock_and_the_rerun_resumes_exact
     rerun = lncc("run", str(cfg), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed: {256 - done} of 256 blocks computed" in rerun.stdout
-    assert "complete (256 of 256 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
+    assert "complete (256 of 256 blocks)" in invoke_cli("inspect", str(out), cwd=tmp_path).stdout
     result = zarr.open_array(str(out / "ncc"))[...]
     np.testing.assert_array_equal(result, local_ncc(ref, mov, 7))
     _check_against_reference(result, ref, mov, 7, slice(1000, 1060), slice(2030, 2090))  # across block edges
@@ -265,7 +268,7 @@ def test_syncfs_of_the_outputs_file_system_comes_between_the_last_block_and_comp
                              sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert traced.returncode == 0, traced.stderr
-    prov = json.loads(lncc("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])
+    prov = json.loads(invoke_cli("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])
     assert prov["status"] == "complete"
 
     device = os.stat(out).st_dev
@@ -357,7 +360,7 @@ def test_an_edit_that_keeps_the_chunk_files_crc32_is_still_seen_and_recomputed(t
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=urls["ref"], moving=urls["mov"], output=str(out), window=7,
                        chunks={"y": 64, "x": 64})
-    first = lncc("run", str(cfg), cwd=tmp_path)
+    first = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     stale = zarr.open_array(str(out / "ncc"))[...]
 
@@ -369,7 +372,7 @@ def test_an_edit_that_keeps_the_chunk_files_crc32_is_still_seen_and_recomputed(t
 
     changed = zarr.open_array(urls["mov"])[...]
     assert int((changed != mov).sum()) >= 13
-    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    rerun = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "computed:" in rerun.stdout and "up to date" not in rerun.stdout, rerun.stdout
     result = zarr.open_array(str(out / "ncc"))[...]
@@ -418,7 +421,7 @@ def test_a_full_disk_is_exit_1_naming_the_file_with_no_traceback(tmp_path: Path,
         assert "No space left on device" in line, line
         assert re.search(re.escape(str(out)) + r"/[^\s'\"]+", line), f"run {attempt}: no path inside {out} in: {line}"
         assert not _lock_files(tiny_disk)
-        inspect = lncc("inspect", str(out), cwd=tmp_path)
+        inspect = invoke_cli("inspect", str(out), cwd=tmp_path)
         assert "incomplete" in inspect.stdout.splitlines()[0], inspect.stdout + inspect.stderr
         shutil.rmtree(out)
 
@@ -448,7 +451,7 @@ def test_an_uncompressed_output_that_cannot_fit_is_refused_before_anything_is_wr
     cfg = write_config(tmp_path / "c.yaml", reference=ref_url, moving=mov_url, output=str(out),
                        chunks={"y": 128, "x": 128}, compressor="none")
     free = shutil.disk_usage(tiny_disk).free
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 2, (result.returncode, result.stderr)
     line = _one_error_line(result.stderr)
     assert "free" in line and str(out) in line, line
@@ -474,22 +477,22 @@ def test_force_onto_a_disk_too_small_keeps_the_complete_output_untouched(tmp_pat
                          output=str(out), window=5, chunks={"y": 64, "x": 64}, compressor="none")
     big = write_config(tmp_path / "big.yaml", reference=urls["big_ref"], moving=urls["big_mov"], output=str(out),
                        window=7, chunks={"y": 64, "x": 64}, compressor="none")
-    made = lncc("run", str(small), "--quiet", cwd=tmp_path)
+    made = invoke_cli("run", str(small), "--quiet", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
-    before = lncc("inspect", str(out), cwd=tmp_path)
+    before = invoke_cli("inspect", str(out), cwd=tmp_path)
     assert before.stdout.startswith(f"{out}: complete (4 of 4 blocks)"), before.stdout
     files = chunk_files(out)
     assert len(files) == 4 + 1  # four chunks and the array's zarr.json
 
-    refused = lncc("run", str(big), "--force", cwd=tmp_path)
+    refused = invoke_cli("run", str(big), "--force", cwd=tmp_path)
     assert refused.returncode == 2, (refused.returncode, refused.stderr)
     line = _one_error_line(refused.stderr)
     assert "free" in line, line
 
-    after = lncc("inspect", str(out), cwd=tmp_path)
+    after = invoke_cli("inspect", str(out), cwd=tmp_path)
     assert after.returncode == 0, after.stderr
     assert after.stdout == before.stdout  # the same state line and the same provenance
-    assert lncc("inspect", str(out), "--verify", cwd=tmp_path).stdout == before.stdout  # every block intact
+    assert invoke_cli("inspect", str(out), "--verify", cwd=tmp_path).stdout == before.stdout  # every block intact
     assert chunk_files(out) == files
     np.testing.assert_array_equal(zarr.open_array(str(out / "ncc"))[...], local_ncc(small_ref, small_mov, 5))
     assert not _lock_files(tiny_disk)

@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError
 from pipeline.io import write_array
 from pipeline.job import budget, plan_run
 from pipeline.testing import sample_pair, write_config
+from support import invoke_cli
 
 
 @settings(max_examples=60, deadline=None)
@@ -56,11 +57,13 @@ def test_estimate_grows_with_threads_block_and_outputs():
     assert budget.estimate_peak((1024, 1024), (8192, 65536), 2, 4, 1) > base
 
 
-@pytest.fixture
-def big_pair(tmp_path: Path):
+@pytest.fixture(scope="module")
+def big_pair(tmp_path_factory):
+    """A 4096 x 4096 uint8 pair in 256 x 256 chunks, written once for the module (the tests only read it)."""
+    root = tmp_path_factory.mktemp("budget")
     ref, mov = sample_pair((4096, 4096), "uint8", seed=21)
-    return ref, mov, (write_array(str(tmp_path / "p.zarr"), ref, chunks=(256, 256), name="ref"),
-                      write_array(str(tmp_path / "p.zarr"), mov, chunks=(256, 256), name="mov"))
+    return ref, mov, (write_array(str(root / "p.zarr"), ref, chunks=(256, 256), name="ref"),
+                      write_array(str(root / "p.zarr"), mov, chunks=(256, 256), name="mov"))
 
 
 def _config(urls, out, **compute):
@@ -131,7 +134,6 @@ def test_a_run_stays_within_its_budget(tmp_path: Path, big_pair, compute, limit_
     measured = total if limit_of == "total" else single
     assert 0 < measured <= 450e6, f"peak RSS {measured / 1e6:.0f} MB over the 450 MB budget"
     free = write_config(tmp_path / "f.yaml", reference=ref_url, moving=mov_url, output=str(tmp_path / "f.zarr"))
-    assert subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(free), "--quiet"],
-                          cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(free), "--quiet", cwd=tmp_path).returncode == 0  # the reference: unconstrained
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "o.zarr" / "ncc"))[...],
                                   zarr.open_array(str(tmp_path / "f.zarr" / "ncc"))[...])

@@ -1,5 +1,8 @@
 """Runs on dask.distributed: a real `dask scheduler` and `dask worker` processes on 127.0.0.1, a LocalCluster,
-workers killed with kill -9, and dask-jobqueue job scripts built without submitting anything."""
+workers killed with kill -9, and dask-jobqueue job scripts built without submitting anything.
+
+The runs on the cluster, killed or reading the environment at start-up are ``lncc`` subprocesses; the threaded
+runs they are compared with, inspections and job scripts are the command's app in this process (``invoke_cli``)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import zarr
 from pipeline.config import parse_config
 from pipeline.io import write_array
 from pipeline.testing import reference_ncc, sample_pair, write_config
-from support import DaskCluster, blocks_done, chunk_files
+from support import DaskCluster, blocks_done, chunk_files, invoke_cli
 from support import run_cli as lncc
 
 
@@ -45,7 +48,7 @@ def test_run_through_a_scheduler_address_equals_the_threaded_run(tmp_path: Path,
     result = lncc("run", str(remote), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "computed: 16 blocks" in result.stdout
-    assert lncc("run", str(threads), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(threads), "--quiet", cwd=tmp_path).returncode == 0
     assert chunk_files(tmp_path / "remote.zarr") == chunk_files(tmp_path / "threads.zarr")
     got = zarr.open_array(str(tmp_path / "remote.zarr" / "ncc"))[...]
     assert np.abs(got - reference_ncc(ref, mov, 7)).max() <= 1e-6
@@ -85,9 +88,9 @@ def test_worker_killed_mid_run_completes_or_fails_clearly_and_rerun_is_bit_ident
     else:
         assert "computed: 144 blocks" in stdout
     assert not list(out.rglob("*.partial"))
-    assert lncc("run", str(clean), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(clean), "--quiet", cwd=tmp_path).returncode == 0
     assert chunk_files(out) == chunk_files(tmp_path / "clean.zarr")
-    assert "complete (144 of 144 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
+    assert "complete (144 of 144 blocks)" in invoke_cli("inspect", str(out), cwd=tmp_path).stdout
 
 
 @pytest.mark.slow
@@ -159,7 +162,7 @@ def test_client_killed_mid_run_then_rerun_on_the_cluster_resumes_bit_identical(t
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed: {144 - done} of 144 blocks computed" in rerun.stdout
     clean = write_config(tmp_path / "clean.yaml", output=str(tmp_path / "clean.zarr"), **common)
-    assert lncc("run", str(clean), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(clean), "--quiet", cwd=tmp_path).returncode == 0
     assert chunk_files(out) == chunk_files(tmp_path / "clean.zarr")
 
 
@@ -200,7 +203,6 @@ def test_unreachable_scheduler_address_is_one_clear_line(tmp_path: Path):
     assert not (tmp_path / "o.zarr").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("system, marker", [("slurm", "#SBATCH"), ("pbs", "#PBS")])
 def test_jobqueue_job_script_is_built_from_the_config_without_submitting(tmp_path: Path, system, marker):
     """The batch script a jobqueue run would submit, from YAML, through `lncc job-script`."""
@@ -210,7 +212,7 @@ def test_jobqueue_job_script_is_built_from_the_config_without_submitting(tmp_pat
                                              "cores": 8, "memory": "32GB", "processes": 2, "jobs": 3,
                                              "walltime": "01:30:00",
                                              "job_script_prologue": ["source /opt/lncc/bin/activate"]}})
-    result = lncc("job-script", str(cfg), cwd=tmp_path, timeout=120)
+    result = invoke_cli("job-script", str(cfg), cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     script = result.stdout
     assert script.startswith("#!") and marker in script
@@ -220,10 +222,9 @@ def test_jobqueue_job_script_is_built_from_the_config_without_submitting(tmp_pat
     assert "distributed.cli.dask_worker" in script or "dask worker" in script or "dask-worker" in script
 
 
-@pytest.mark.slow
 def test_job_script_needs_a_jobqueue_config(tmp_path: Path):
     cfg = write_config(tmp_path / "c.yaml", reference="a.zarr", moving="b.zarr", output="o.zarr")
-    result = lncc("job-script", str(cfg), cwd=tmp_path)
+    result = invoke_cli("job-script", str(cfg), cwd=tmp_path)
     assert result.returncode == 2 and "scheduler: jobqueue" in result.stderr
 
 

@@ -1,6 +1,8 @@
 """Runs that lose nothing: kill -9 and resume, up-to-date reruns, reprocessing, locks, inspect.
 
-Every test drives the real CLI in a subprocess on real zarr stores.
+Every test drives the real CLI on real zarr stores: in a subprocess (``lncc``) where the process matters (it is
+killed or stopped, holds a lock, or what it prints up to its exit is checked), elsewhere as the command's app
+in this process (``invoke_cli``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import zarr
 from pipeline.core.stats import done_blocks
 from pipeline.io import LOCK_FILE, read_ledger, write_array
 from pipeline.testing import sample_pair, write_config
-from support import chunk_files
+from support import chunk_files, invoke_cli
 from support import run_cli as lncc
 
 pytestmark = pytest.mark.slow
@@ -66,7 +68,7 @@ def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Pat
     proc.wait()
     assert ledger_path.exists()
 
-    inspect = lncc("inspect", str(tmp_path / "killed.zarr"), cwd=tmp_path)
+    inspect = invoke_cli("inspect", str(tmp_path / "killed.zarr"), cwd=tmp_path)
     assert inspect.returncode == 0
     assert "incomplete" in inspect.stdout.splitlines()[0]
     done_before = int(done_blocks(read_ledger(str(tmp_path / "killed.zarr"))).sum())
@@ -84,10 +86,10 @@ def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Pat
     assert not list((tmp_path / "killed.zarr").rglob("*.partial"))
     assert not (tmp_path / "killed.zarr" / LOCK_FILE).exists()
 
-    clean = lncc("run", str(clean_cfg), "--quiet", cwd=tmp_path)
+    clean = invoke_cli("run", str(clean_cfg), "--quiet", cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr
     assert chunk_files(tmp_path / "killed.zarr") == chunk_files(tmp_path / "clean.zarr")
-    assert "complete (400 of 400 blocks)" in lncc("inspect", str(tmp_path / "killed.zarr"), cwd=tmp_path).stdout
+    assert "complete (400 of 400 blocks)" in invoke_cli("inspect", str(tmp_path / "killed.zarr"), cwd=tmp_path).stdout
 
 
 def test_leftover_partial_files_are_removed_on_resume(tmp_path: Path, pair):
@@ -95,7 +97,7 @@ def test_leftover_partial_files_are_removed_on_resume(tmp_path: Path, pair):
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out),
                        chunks={"y": 64, "x": 64})
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     # Simulate a kill mid-write: one block's ledger entry gone, a temp file left behind.
     ledger = zarr.open_array(str(out / "_lncc" / "blocks"), mode="r+")
     ledger[1, 2] = np.nan
@@ -104,7 +106,7 @@ def test_leftover_partial_files_are_removed_on_resume(tmp_path: Path, pair):
     leftover = out / "ncc" / "c" / "1" / "2.4242-139871.partial"  # as lncc names them: pid-thread
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"half a chunk")
-    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    rerun = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed: 1 of 30 blocks computed" in rerun.stdout
     assert not leftover.exists()
@@ -114,9 +116,9 @@ def test_finished_output_is_up_to_date_and_untouched(tmp_path: Path, pair):
     """Rerunning a finished output with the same config and inputs does nothing."""
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out))
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    again = lncc("run", str(cfg), cwd=tmp_path)
+    again = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert again.returncode == 0
     assert "up to date" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
@@ -128,7 +130,7 @@ def test_changed_config_or_input_or_force_recomputes(tmp_path: Path, pair, chang
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out),
                        chunks={"y": 64, "x": 64})
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     first = zarr.open_array(str(out / "ncc"))[...]
     args = ["run", str(cfg)]
     if change == "window":
@@ -140,7 +142,7 @@ def test_changed_config_or_input_or_force_recomputes(tmp_path: Path, pair, chang
     else:
         arr = zarr.open_array(pair[1], mode="r+")
         arr[:64, :64] = 255 - arr[:64, :64]  # new content; file times are not what is compared
-    result = lncc(*args, cwd=tmp_path)
+    result = invoke_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "computed: 30 blocks" in result.stdout
     second = zarr.open_array(str(out / "ncc"))[...]
@@ -154,8 +156,8 @@ def test_provenance_records_the_run(tmp_path: Path, pair):
     """Output attrs keep config and hash, versions, input fingerprints, times, status and host."""
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out), window=5)
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
-    prov = json.loads(lncc("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    prov = json.loads(invoke_cli("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])
     assert prov["status"] == "complete"
     assert prov["config"]["window"] == 5 and len(prov["config_hash"]) == 64
     assert set(prov["fingerprints"]) == {"reference", "moving", "coordinates"}
@@ -192,16 +194,16 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, pair):
     out.mkdir()
     (out / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
                                             "started": "2026-11-23T00:00:00+00:00"}))
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not (out / LOCK_FILE).exists()
 
 
 def test_inspect_refuses_what_is_not_an_lncc_output(tmp_path: Path, pair):
     """inspect exits 2 with one line for a missing path or a foreign zarr store."""
-    missing = lncc("inspect", str(tmp_path / "nothing.zarr"), cwd=tmp_path)
+    missing = invoke_cli("inspect", str(tmp_path / "nothing.zarr"), cwd=tmp_path)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
-    foreign = lncc("inspect", str(tmp_path / "in.zarr"), cwd=tmp_path)
+    foreign = invoke_cli("inspect", str(tmp_path / "in.zarr"), cwd=tmp_path)
     assert foreign.returncode == 2 and "not written by lncc" in foreign.stderr
     assert len(foreign.stderr.strip().splitlines()) == 1
 
@@ -239,11 +241,11 @@ def test_a_dead_worker_process_fails_clearly_or_is_retried_and_nothing_is_lost(t
     assert proc.returncode in (0, 1), stderr
     if proc.returncode == 1:
         assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
-        assert "incomplete" in lncc("inspect", str(out), cwd=tmp_path).stdout.splitlines()[0]
+        assert "incomplete" in invoke_cli("inspect", str(out), cwd=tmp_path).stdout.splitlines()[0]
         rerun = lncc("run", str(cfg), cwd=tmp_path)
         assert rerun.returncode == 0, rerun.stderr
         assert "resumed:" in rerun.stdout
-    assert "complete (256 of 256 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
+    assert "complete (256 of 256 blocks)" in invoke_cli("inspect", str(out), cwd=tmp_path).stdout
     np.testing.assert_array_equal(zarr.open_array(str(out / "ncc"))[...], local_ncc(ref, mov, 7))
 
 
@@ -255,9 +257,9 @@ def test_changed_coordinates_recompute(tmp_path: Path):
     mov_url = write_array(str(tmp_path / "h.zarr"), mov, name="b")
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=ref_url, moving=mov_url, output=str(out))
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     zarr.open_array(str(tmp_path / "g.zarr" / "x"), mode="r+")[...] = np.arange(50.0) * 10
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 0 and "computed: 1 blocks" in result.stdout
     import xarray as xr
 
@@ -271,15 +273,15 @@ def test_output_without_ledger_is_rewritten_not_refused(tmp_path: Path, pair):
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out),
                        chunks={"y": 64, "x": 64})
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     expected = zarr.open_array(str(out / "ncc"))[...]
     shutil.rmtree(out / "_lncc")
     group = zarr.open_group(str(out), mode="r+")
     group.attrs["lncc"] = {**dict(group.attrs["lncc"]), "status": "running"}
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(zarr.open_array(str(out / "ncc"))[...], expected)
-    assert "complete (30 of 30 blocks)" in lncc("inspect", str(out), cwd=tmp_path).stdout
+    assert "complete (30 of 30 blocks)" in invoke_cli("inspect", str(out), cwd=tmp_path).stdout
 
 
 def test_a_block_write_that_fails_fails_the_run_and_leaves_it_resumable(tmp_path: Path, pair):
@@ -290,7 +292,7 @@ def test_a_block_write_that_fails_fails_the_run_and_leaves_it_resumable(tmp_path
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out),
                        chunks={"y": 64, "x": 64})
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     ledger = zarr.open_array(str(out / "_lncc" / "blocks"), mode="r+")
     ledger[1, :] = np.nan
     zarr.open_group(str(out), mode="r+").attrs["lncc"] = {**dict(zarr.open_group(str(out)).attrs["lncc"]),
@@ -305,10 +307,10 @@ def test_a_block_write_that_fails_fails_the_run_and_leaves_it_resumable(tmp_path
     assert len(failed.stderr.strip().splitlines()) == 1 and "Traceback" not in failed.stderr
     # The write's own error, not just the ledger check's "missing blocks" after it.
     assert "missing blocks" not in failed.stderr and "File exists" in failed.stderr
-    assert "incomplete" in lncc("inspect", str(out), cwd=tmp_path).stdout.splitlines()[0]
+    assert "incomplete" in invoke_cli("inspect", str(out), cwd=tmp_path).stdout.splitlines()[0]
     assert np.isnan(read_ledger(str(out))[1, :, -1]).all()
     row.unlink()
-    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    rerun = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed: 6 of 30 blocks computed" in rerun.stdout
     ref = zarr.open_array(pair[0])[...]

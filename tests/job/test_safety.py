@@ -1,7 +1,9 @@
 """Nothing lost, nothing silently wrong: what lncc may delete, and what an output may claim about itself.
 
-Every test drives the real CLI in a subprocess (those are marked slow) or the real run in this process, on
-real zarr stores, and damages, kills or races real runs; the outputs are compared with the in-memory NCC.
+Every test drives the real CLI, in a subprocess (``lncc``; those are marked slow) where the process matters (it
+is killed, stopped, holds a lock, or what it prints up to its exit is checked) or as the command's app in this
+process (``invoke_cli``), or the real run in this process, on real zarr stores, and damages, kills or races real
+runs; the outputs are compared with the in-memory NCC.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pipeline import local_ncc
 from pipeline.core.stats import STATS_LENGTH, done_blocks
 from pipeline.io import output_state, read_ledger, read_provenance, write_array
 from pipeline.testing import sample_pair, write_config
+from support import invoke_cli
 from support import run_cli as lncc
 
 
@@ -51,7 +54,6 @@ def _tree(root: Path) -> dict[str, bytes]:
 # --- 1. lncc deletes only what it wrote ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--force"]])
 def test_a_folder_with_a_users_files_is_never_deleted(tmp_path, pair, flags):
     """A mistyped output naming a folder of the user's: refused (exit 2, one line), with --force too, untouched."""
@@ -59,14 +61,13 @@ def test_a_folder_with_a_users_files_is_never_deleted(tmp_path, pair, flags):
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     cfg = _config(tmp_path, pair, output=folder)
-    result = lncc("run", str(cfg), *flags, cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), *flags, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "not written by lncc" in result.stderr and "remove it by hand" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert _tree(folder) == {"notes.txt": b"mine"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("output", [".", ".."])
 def test_the_working_or_parent_directory_is_refused_with_force(tmp_path, pair, output):
     """``output: .`` or ``..`` with --force: exit 2 and nothing deleted (the config itself included)."""
@@ -75,48 +76,44 @@ def test_the_working_or_parent_directory_is_refused_with_force(tmp_path, pair, o
     cfg = _config(work, pair, output=output)
     before = _tree(tmp_path)
     for command in ("validate", "run"):
-        result = lncc(command, str(cfg), "--force", cwd=work)
+        result = invoke_cli(command, str(cfg), "--force", cwd=work)
         assert result.returncode == 2, result.stderr
         assert any(why in result.stderr for why in ("not written by lncc", "lies inside", "nested in one another"))
     assert _tree(tmp_path) == before
 
 
-@pytest.mark.slow
 def test_root_is_refused(tmp_path, pair):
     """``output: /`` is refused by validate and run alike, with --force."""
     cfg = _config(tmp_path, pair, output="/")
     for command in ("validate", "run"):
-        result = lncc(command, str(cfg), "--force", cwd=tmp_path)
+        result = invoke_cli(command, str(cfg), "--force", cwd=tmp_path)
         assert result.returncode == 2 and "'/'" in result.stderr, result.stderr
 
 
-@pytest.mark.slow
 def test_an_lncc_output_holding_a_users_file_is_not_replaced(tmp_path, pair):
     """A user's file put inside an lncc output: --force and a changed config are refused; nothing is deleted."""
     cfg = _config(tmp_path, pair)
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     (tmp_path / "out.zarr" / "notes.txt").write_text("mine")
     before = _tree(tmp_path / "out.zarr")
     for args in (["--force"], ["--set", "window=9"]):
-        result = lncc("run", str(cfg), *args, cwd=tmp_path)
+        result = invoke_cli("run", str(cfg), *args, cwd=tmp_path)
         assert result.returncode == 2 and "notes.txt" in result.stderr, result.stderr
     assert _tree(tmp_path / "out.zarr") == before
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("where", ["ncc", "_lncc/blocks", "_lncc"])
 def test_a_users_file_deep_inside_an_lncc_output_is_not_deleted(tmp_path, pair, where):
     """A user's file inside one of the output's arrays (not only at its top): a recompute is refused, kept."""
     cfg = _config(tmp_path, pair)
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     mine = tmp_path / "out.zarr" / where / "my_notes.txt"
     mine.write_text("mine")
-    result = lncc("run", str(cfg), "--force", cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), "--force", cwd=tmp_path)
     assert result.returncode == 2 and f"{where}/my_notes.txt" in result.stderr, result.stderr
     assert mine.read_text() == "mine"
 
 
-@pytest.mark.slow
 def test_a_users_partial_file_is_neither_ignored_nor_deleted(tmp_path, pair):
     """Only the temporary files lncc and zarr write count as leftovers: a user's ``draft.partial`` makes a folder
     non-empty (refused), and a resume's clean-up of leftovers keeps it."""
@@ -125,7 +122,7 @@ def test_a_users_partial_file_is_neither_ignored_nor_deleted(tmp_path, pair):
     folder = tmp_path / "out.zarr"
     folder.mkdir()
     (folder / "draft.partial").write_text("mine")
-    result = lncc("run", str(_config(tmp_path, pair)), cwd=tmp_path)
+    result = invoke_cli("run", str(_config(tmp_path, pair)), cwd=tmp_path)
     assert result.returncode == 2 and "not written by lncc" in result.stderr
     leftover = folder / "0.0123456789abcdef0123456789abcdef.partial"
     leftover.write_bytes(b"half")
@@ -141,36 +138,34 @@ def test_a_replacement_killed_part_way_through_deleting_is_still_lncc_s(tmp_path
 
     cfg = _config(tmp_path, pair)
     out = tmp_path / "out.zarr"
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     update_provenance(str(out), {"status": "replacing", "config_hash": None})
     (out / "ncc" / "zarr.json").unlink()
     for part in list((out / "ncc" / "c").iterdir())[:3]:
         import shutil
 
         shutil.rmtree(part)
-    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    rerun = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "computed: 64 blocks" in rerun.stdout
     np.testing.assert_array_equal(_ncc(out), local_ncc(pair[1], pair[2], 7))
 
 
-@pytest.mark.slow
 def test_an_empty_folder_is_used_without_force(tmp_path, pair):
     """An empty output folder is written without --force."""
     (tmp_path / "out.zarr").mkdir()
     cfg = _config(tmp_path, pair)
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(_ncc(tmp_path / "out.zarr"), local_ncc(pair[1], pair[2], 7))
 
 
-@pytest.mark.slow
 def test_an_input_reached_through_a_symlink_is_not_an_output(tmp_path, pair):
     """An output path that is an input folder through a symlink is refused (real paths compared)."""
     os.symlink(tmp_path / "in.zarr", tmp_path / "link.zarr")
     cfg = _config(tmp_path, pair, output=tmp_path / "link.zarr")
     before = _tree(tmp_path / "in.zarr")
-    result = lncc("run", str(cfg), "--force", cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), "--force", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert _tree(tmp_path / "in.zarr") == before
 
@@ -190,7 +185,7 @@ def test_an_input_reached_through_a_bind_mount_is_not_an_output(tmp_path, pair):
         before = _tree(tmp_path / "in.zarr")
         for output in (mount / "in.zarr", mount):  # the input itself, and a folder above it
             cfg = _config(tmp_path, pair, name="b.yaml", output=output)
-            result = lncc("run", str(cfg), "--force", cwd=tmp_path)
+            result = invoke_cli("run", str(cfg), "--force", cwd=tmp_path)
             assert result.returncode == 2, result.stderr
         assert _tree(tmp_path / "in.zarr") == before
     finally:
@@ -234,12 +229,12 @@ def test_a_recompute_killed_while_replacing_never_reads_up_to_date(tmp_path, big
     urls, ref, mov, expected = big_pair
     cfg = _config(tmp_path, (urls, ref, mov), zarr_format=first)
     out = tmp_path / "out.zarr"
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet", *args], cwd=tmp_path)
     try:
         assert _poll(lambda: _status(out) == "replacing", proc), "never saw the output being replaced"
         os.kill(proc.pid, signal.SIGSTOP)  # frozen while the old output is being deleted
-        report = lncc("inspect", str(out), cwd=tmp_path)
+        report = invoke_cli("inspect", str(out), cwd=tmp_path)
         assert report.returncode == 0 and "incomplete" in report.stdout.splitlines()[0], report.stdout
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -355,21 +350,20 @@ def test_a_damaged_chunk_is_found_and_recomputed(tmp_path, pair, how, compressor
     assert describe_output(str(out), verify=True)["state"] == "complete"
 
 
-@pytest.mark.slow
 def test_inspect_reports_damage_with_exit_1(tmp_path, pair):
     """The CLI: a missing chunk shows in a plain inspect (a listing), a garbled one with --verify; exit 1 for
     damaged, and the rerun's summary says what it repaired."""
     cfg = _config(tmp_path, pair)
     out = tmp_path / "out.zarr"
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     (out / "ncc" / "c" / "0" / "5").unlink()
     _damage(out / "ncc" / "c" / "3" / "3", "garble")
-    plain = lncc("inspect", str(out), cwd=tmp_path)
+    plain = invoke_cli("inspect", str(out), cwd=tmp_path)
     assert plain.returncode == 1 and plain.stdout.splitlines()[0].endswith("damaged (63 of 64 blocks, 1 damaged "
                                                                           "or missing)")
-    deep = lncc("inspect", "--verify", str(out), cwd=tmp_path)
+    deep = invoke_cli("inspect", "--verify", str(out), cwd=tmp_path)
     assert deep.returncode == 1 and "damaged (62 of 64 blocks, 2 damaged or missing)" in deep.stdout
-    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    rerun = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed: 2 of 64 blocks computed (2 damaged or missing blocks among them)" in rerun.stdout
 
@@ -401,7 +395,7 @@ def test_a_garbled_ledger_entry_costs_no_traceback(tmp_path, pair):
     tracebacks), the block recomputed."""
     cfg = _config(tmp_path, pair)
     out = tmp_path / "out.zarr"
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     entry = out / "_lncc" / "blocks" / "c" / "2" / "2" / "0"
     entry.write_bytes(os.urandom(len(entry.read_bytes())))
     rerun = lncc("run", str(cfg), cwd=tmp_path)
@@ -414,12 +408,12 @@ def test_an_older_ledger_layout_is_recomputed_not_trusted(tmp_path, pair):
     """A ledger of another entry length (an older lncc) is not read as done: the output is written afresh."""
     cfg = _config(tmp_path, pair)
     out = tmp_path / "out.zarr"
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     group = zarr.open_group(str(out / "_lncc"), mode="r+")
     del group["blocks"]
     group.create_array("blocks", shape=(8, 8, STATS_LENGTH - 4), chunks=(1, 1, STATS_LENGTH - 4), dtype="float64",
                        fill_value=1.0)
-    rerun = lncc("run", str(cfg), cwd=tmp_path)
+    rerun = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "computed: 64 blocks" in rerun.stdout
 
@@ -427,12 +421,11 @@ def test_an_older_ledger_layout_is_recomputed_not_trusted(tmp_path, pair):
 # --- 12, 14, 15, 16. limits, dims, degenerate maps, what the summary says ------------------------------------------
 
 
-@pytest.mark.slow
 def test_tiny_chunks_are_refused_at_once(tmp_path, pair):
     """``chunks: 1`` is refused in well under a second of planning, naming the block count and a size to use."""
     cfg = _config(tmp_path, pair, chunks={"y": 1, "x": 1}, window=3)
     started = time.monotonic()
-    result = lncc("validate", str(cfg), cwd=tmp_path)
+    result = invoke_cli("validate", str(cfg), cwd=tmp_path)
     assert result.returncode == 2 and "262,144 blocks" in result.stderr and "at least" in result.stderr
     assert time.monotonic() - started < 30
     assert not (tmp_path / "out.zarr").exists()
@@ -459,7 +452,6 @@ def test_frames_last_are_found_by_name_and_kept_in_place(tmp_path):
         assert run(load_config(cfg)).pairs[0].action == "up to date"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("dims", [None, ["y", "x", "c"]])
 def test_colour_is_refused_with_a_hint(tmp_path, dims):
     """An RGB (512, 512, 3) pair: refused naming colour (and how to convert), never run as 512 frames."""
@@ -468,39 +460,36 @@ def test_colour_is_refused_with_a_hint(tmp_path, dims):
     settings = {"dims": dims} if dims else {}
     cfg = write_config(tmp_path / "c.yaml", reference=urls[0], moving=urls[1], output="o.zarr", window=3,
                        **settings)
-    result = lncc("run", str(cfg), cwd=tmp_path) if dims else None
+    result = invoke_cli("run", str(cfg), cwd=tmp_path) if dims else None
     if dims:
         assert result.returncode == 2 and "'c'" in result.stderr and "grey" in result.stderr, result.stderr
     cfg = write_config(tmp_path / "w.yaml", reference=urls[0], moving=urls[1], output="o.zarr", window=7, **settings)
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 2 and "colour" in result.stderr and "grey" in result.stderr, result.stderr
     assert not (tmp_path / "o.zarr").exists()
 
 
-@pytest.mark.slow
 def test_a_flat_map_warns_and_reports_exact_quantiles(tmp_path):
     """An entirely flat input: exit 0, quantiles printed as exactly +0.000 (not the bin's +0.001), and a warning
     on stderr saying most of the map is flat."""
     flat = np.full((256, 256), 7, np.uint8)
     urls = [write_array(str(tmp_path / "in.zarr"), a, name=n) for a, n in ((flat, "ref"), (flat, "mov"))]
     cfg = write_config(tmp_path / "c.yaml", reference=urls[0], moving=urls[1], output="o.zarr")
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "median +0.000" in result.stdout and "+0.001" not in result.stdout
     assert "warning" in result.stderr and "100% of the map is flat" in result.stderr
 
 
-@pytest.mark.slow
 def test_the_summary_reports_start_up_apart_from_the_compute_rate(tmp_path, pair):
     """The summary line gives the compute rate and, apart, the start-up time (checks, compilation)."""
     cfg = _config(tmp_path, pair)
-    result = lncc("run", str(cfg), cwd=tmp_path)
+    result = invoke_cli("run", str(cfg), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
     assert "Mpx/s) after" in first and "s of start-up" in first
 
 
-@pytest.mark.slow
 def test_the_stored_map_has_its_own_attrs(tmp_path):
     """The stored NCC map carries its own attrs (what it is, unitless), not the reference's (units: DN)."""
     from pipeline.core.variables import OUTPUT_ATTRS
@@ -509,6 +498,6 @@ def test_the_stored_map_has_its_own_attrs(tmp_path):
     urls = [write_array(str(tmp_path / "in.zarr"), a, name=n) for a, n in ((ref, "ref"), (mov, "mov"))]
     zarr.open_array(urls[0], mode="r+").attrs["units"] = "DN"
     cfg = write_config(tmp_path / "c.yaml", reference=urls[0], moving=urls[1], output="o.zarr")
-    assert lncc("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
     attrs = xr.open_zarr(tmp_path / "o.zarr")["ncc"].attrs
     assert attrs == OUTPUT_ATTRS["ncc"] and attrs and attrs.get("units") != "DN"
