@@ -53,7 +53,7 @@ def versions() -> dict[str, str]:
 def provenance_of(config: RunConfig, plan: PairPlan, started: str) -> dict[str, Any]:
     def describe(info: io.InputInfo) -> dict[str, Any]:
         return {"url": info.url, "shape": list(info.shape), "dtype": str(info.dtype), "dims": list(info.dims),
-                "zarr_format": info.zarr_format}
+                "format": info.file_format, "zarr_format": info.zarr_format}
 
     return {
         "status": "running",

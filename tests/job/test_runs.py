@@ -69,7 +69,7 @@ def test_run_2d_output(tmp_path, zarr_format):
     assert prov["processing_chunks"] == [32, 48]
     for role, url in (("reference", ref_url), ("moving", mov_url)):
         assert prov["inputs"][role] == {"url": url, "shape": [100, 130], "dtype": "uint16", "dims": ["y", "x"],
-                                        "zarr_format": zarr_format}
+                                        "format": "zarr", "zarr_format": zarr_format}
     assert prov["summary"]["mean"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
     assert output_state(out) == "lncc"
 

@@ -2,6 +2,7 @@
 
 Inputs are zarr arrays (format 2 or 3) given as a path or URL, possibly inside a group
 (``store.zarr/path/to/array``); their dimension coordinates are read from the parent group, the xarray way.
+Local TIFF files are inputs too (:mod:`pipeline.io.readers.tiff`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ...core.checks import default_dims
 from ...errors import InputError
 from ..urls import is_local, local_path, one_line, remote_is_empty, store_kwargs
 from .chunks import ChunkReader
+from .tiff import TiffSource, is_tiff
 
 __all__ = ["InputInfo", "inspect_input", "open_input", "open_pair", "array_reader", "ZarrSource", "PairReader"]
 
@@ -32,11 +34,12 @@ class InputInfo:
     shape: tuple[int, ...]
     dtype: np.dtype
     dims: tuple[str, ...]
-    zarr_chunks: tuple[int, ...]
-    zarr_format: int
+    zarr_chunks: tuple[int, ...]  # the stored chunks (a TIFF's tiles or strips)
+    zarr_format: int  # 2 or 3; 0 for a file that is not zarr
     coords: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # Kept so that open_input opens the array as inspect_input did; out of repr because it may hold secrets.
     storage_options: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    file_format: str = "zarr"  # or "tiff"
 
 
 def open_array(url: str, storage_options: dict[str, Any] | None = None) -> zarr.Array:
@@ -117,6 +120,8 @@ def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None, *,
         If the input is missing, unreadable, not a zarr array, or ``dims`` does
         not match its number of dimensions.
     """
+    if is_tiff(url):
+        return _inspect_tiff(url, dims)
     array = open_array(url, storage_options)
     shape = tuple(int(s) for s in array.shape)
     if dims is not None:
@@ -138,6 +143,17 @@ def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None, *,
     )
 
 
+def _inspect_tiff(url: str, dims) -> InputInfo:
+    """:func:`inspect_input` of a TIFF file (:mod:`pipeline.io.readers.tiff`): its first series."""
+    source = TiffSource(url)
+    if dims is not None and len(dims) != source.ndim:
+        raise InputError(f"config dims {list(dims)} has {len(dims)} names but input {url!r} is "
+                         f"{source.ndim}-D with shape {source.shape}; give {source.ndim} names")
+    return InputInfo(url=url, shape=source.shape, dtype=source.dtype,
+                     dims=tuple(dims) if dims is not None else default_dims(source.ndim),
+                     zarr_chunks=source.chunks, zarr_format=0, file_format="tiff")
+
+
 def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
     """Open an input lazily as a dask-backed DataArray with the given processing chunks.
 
@@ -151,15 +167,17 @@ def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
     return xr.DataArray(data, dims=info.dims, coords=info.coords)
 
 
-def source_of(info: InputInfo) -> ChunkReader | ZarrSource:
+def source_of(info: InputInfo) -> ChunkReader | ZarrSource | TiffSource:
     """What blocks of an input are read from: lncc's own chunk reader where it knows the layout, else zarr."""
     return array_reader(info.url, storage_options=info.storage_options)
 
 
-def array_reader(url: str, *, storage_options: dict[str, Any] | None = None) -> ChunkReader | ZarrSource:
+def array_reader(url: str, *, storage_options: dict[str, Any] | None = None) -> ChunkReader | ZarrSource | TiffSource:
     """A read-only array-like over the zarr array at ``url`` (``reader[region]``; ``.shape``, ``.dtype``,
     ``.chunks``): lncc's own chunk reader where it knows the layout, else zarr. Read errors name the chunk
     file or the region."""
+    if is_tiff(url):
+        return TiffSource(url)
     array = zarr.open_array(store=url, mode="r", **store_kwargs(url, storage_options))
     return ChunkReader.for_array(array, url) or ZarrSource(array, url, storage_options)
 

@@ -1,0 +1,159 @@
+"""TIFF inputs: real TIFF, BigTIFF and page-stack files written by tifffile, run through ``pipeline.job.run``.
+
+Each run from TIFF files is compared with the same pair stored as zarr (bit for bit: the same values reach
+the same kernel) and with the textbook two-pass NCC; worker processes open the file themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import tifffile
+import xarray as xr
+
+from pipeline.config import parse_config
+from pipeline.errors import InputError
+from pipeline.io import array_reader, fingerprint, inspect_input, read_provenance, write_array
+from pipeline.job import run
+from pipeline.testing import reference_ncc, sample_pair
+from support import assert_matches
+
+LAYOUTS = {
+    "tiled-zlib": dict(tile=(64, 64), compression="zlib"),
+    "strips": dict(rowsperstrip=24),
+    "bigtiff-tiled": dict(tile=(128, 64), bigtiff=True),
+    "tiled-zstd": dict(tile=(64, 128), compression="zstd"),
+    "strips-lzw": dict(rowsperstrip=16, compression="lzw"),
+}
+
+
+def _pair(dtype, shape=(190, 230), seed=1):
+    a, b = sample_pair(shape, dtype, seed=seed)
+    return np.ascontiguousarray(a), np.ascontiguousarray(b)
+
+
+def _run(tmp, name, reference, moving, **settings):
+    out = tmp / f"{name}.zarr"
+    summary = run(parse_config({"reference": str(reference), "moving": str(moving), "output": str(out),
+                                "window": 7, **settings}))
+    with xr.open_zarr(out) as ds:
+        return summary, ds["ncc"].values, dict(ds.attrs)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_a_tiff_pair_equals_the_zarr_pair_and_the_textbook(tmp_path, layout, dtype):
+    a, b = _pair(dtype)
+    tifs = [tmp_path / f"{k}.tif" for k in "ab"]
+    for path, image in zip(tifs, (a, b)):
+        tifffile.imwrite(path, image, **LAYOUTS[layout])
+    stores = [write_array(str(tmp_path / f"{k}.zarr"), image, chunks=(64, 64)) for k, image in zip("ab", (a, b))]
+    blocks = {"chunks": {"y": 80, "x": 100}}
+    _, from_tiff, attrs = _run(tmp_path, "tiff", *tifs, **blocks)
+    _, from_zarr, _ = _run(tmp_path, "zarr", *stores, **blocks)
+    np.testing.assert_array_equal(from_tiff, from_zarr)
+    assert_matches(from_tiff, reference_ncc(a, b, 7))
+    inputs = read_provenance(str(tmp_path / "tiff.zarr"))["inputs"]  # provenance names the format
+    assert inputs["reference"]["format"] == inputs["moving"]["format"] == "tiff"
+    assert inputs["reference"]["url"] == str(tifs[0])
+
+
+def test_a_page_stack_is_a_video_and_a_registered_run_reads_it(tmp_path):
+    frames = [_pair("uint8", (120, 150), seed=s) for s in range(3)]
+    ref, mov = np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
+    tifs = [tmp_path / "r.tif", tmp_path / "m.tif"]
+    for path, stack in zip(tifs, (ref, mov)):
+        tifffile.imwrite(path, stack, tile=(64, 64), photometric="minisblack")
+    info = inspect_input(str(tifs[0]))
+    assert info.shape == ref.shape and info.dims == ("t", "y", "x") and info.zarr_chunks == (1, 64, 64)
+    stores = [write_array(str(tmp_path / f"{k}.zarr"), x, chunks=(1, 64, 64)) for k, x in (("r", ref), ("m", mov))]
+    shift = {"registration": {"method": "translation", "shift": [1.25, -0.5]}}
+    _, from_tiff, _ = _run(tmp_path, "tiff", *tifs, **shift)
+    _, from_zarr, _ = _run(tmp_path, "zarr", *stores, **shift)
+    np.testing.assert_array_equal(from_tiff, from_zarr)
+    assert np.isnan(from_tiff[:, :1]).all() and np.isfinite(from_tiff[:, 10:-10, 10:-10]).all()
+
+
+def test_the_reader_pickles_and_reads_only_what_is_asked(tmp_path):
+    a, _ = _pair("uint16")
+    path = tmp_path / "a.tif"
+    tifffile.imwrite(path, a, tile=(32, 32), compression="zlib")
+    reader = array_reader(str(path))
+    np.testing.assert_array_equal(reader[10:50, 40:200], a[10:50, 40:200])
+    copy = pickle.loads(pickle.dumps(reader))  # a worker process: no open file travels
+    np.testing.assert_array_equal(copy[100:190, 0:7], a[100:190, 0:7])
+    out = np.empty((5, 6), dtype=a.dtype)
+    copy.read_into([slice(3, 8), slice(9, 15)], out)
+    np.testing.assert_array_equal(out, a[3:8, 9:15])
+
+
+def test_the_fingerprint_follows_the_bytes_not_the_mtime(tmp_path):
+    a, b = _pair("uint8")
+    tifs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for path, image in zip(tifs, (a, b)):
+        tifffile.imwrite(path, image, tile=(64, 64))
+    before = fingerprint(str(tifs[0]))
+    summary, first, _ = _run(tmp_path, "out", *tifs)
+    os.utime(tifs[0], (1e9, 1e9))  # touched, same bytes
+    assert fingerprint(str(tifs[0])) == before
+    summary, _, _ = _run(tmp_path, "out", *tifs)
+    assert summary.pairs[0].action == "up to date"
+    changed = a.copy()
+    changed[50, 60] ^= 1
+    tifffile.imwrite(tifs[0], changed, tile=(64, 64))
+    assert fingerprint(str(tifs[0])) != before
+    summary, second, _ = _run(tmp_path, "out", *tifs)
+    assert summary.pairs[0].action != "up to date"
+    assert not np.array_equal(first, second)
+
+
+def test_bad_tiff_inputs_are_one_line_errors_and_nothing_is_written(tmp_path):
+    a, b = _pair("uint8")
+    good = tmp_path / "b.tif"
+    tifffile.imwrite(good, b, tile=(64, 64))
+    not_tiff = tmp_path / "text.tif"
+    not_tiff.write_text("not an image\n")
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.stack([a] * 3, axis=-1), photometric="rgb")
+    for path, words in ((not_tiff, "is not a readable TIFF file"), (rgb, "colour samples"),
+                        (tmp_path / "missing.tif", "does not exist")):
+        out = tmp_path / f"out-{path.stem}.zarr"
+        with pytest.raises(InputError, match=words) as caught:
+            run(parse_config({"reference": str(path), "moving": str(good), "output": str(out)}))
+        assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+        assert not out.exists()
+
+
+def test_a_truncated_tiff_fails_the_run_naming_the_file(tmp_path):
+    a, b = _pair("uint8", (256, 256))
+    tifs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for path, image in zip(tifs, (a, b)):
+        tifffile.imwrite(path, image, tile=(64, 64), compression="zlib")
+    data = tifs[1].read_bytes()
+    with tifffile.TiffFile(tifs[1]) as handle:  # cut the file inside its last tiles' data
+        page = handle.pages[0]
+        cut = int(page.dataoffsets[-3])
+    tifs[1].write_bytes(data[:cut] + b"\0" * 8)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(InputError, match="b.tif") as caught:
+        run(parse_config({"reference": str(tifs[0]), "moving": str(tifs[1]), "output": str(out)}))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compute", [{"scheduler": "local", "workers": 2, "threads_per_worker": 1},
+                                     {"scheduler": "processes", "workers": 2}])
+def test_worker_processes_read_the_tiff_themselves(tmp_path, compute):
+    """On dask.distributed worker processes (and a process pool) each task opens the file in its process; the map
+    equals the threads run bit for bit."""
+    a, b = _pair("uint16", (300, 260))
+    tifs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for path, image in zip(tifs, (a, b)):
+        tifffile.imwrite(path, image, tile=(64, 64), compression="zlib")
+    blocks = {"chunks": {"y": 100, "x": 130}}
+    _, threads, _ = _run(tmp_path, "threads", *tifs, **blocks)
+    _, workers, _ = _run(tmp_path, "workers", *tifs, compute=compute, **blocks)
+    np.testing.assert_array_equal(workers, threads)
