@@ -55,8 +55,9 @@ def _frame(a, b, m, radius, flat, min_count, out, extra, threads) -> None:
 
     Where the invalid pixels of ``m`` lie only in bands along the block's edges (whole rows and columns, as a
     shifted image's missing border and its reflection make them), the windows clear of them take the
-    unmasked kernel (about 1.6 times faster) and only the strips along the bands the masked one; they give
-    the same values, as each window's NCC depends on its own pixels only.
+    unmasked kernel (about 1.6 times faster) and only the strips along the bands the masked one. Each window's
+    NCC depends on its own pixels only, so the exact integer path gives the same bits; the float path, whose
+    centring is per region, the same values within its rounding (< 1e-7).
     """
     box = None if m is None else _clean_box(m, radius, out.shape)
     if box is None:

@@ -68,8 +68,6 @@ class TiffSource:
     def __getitem__(self, key) -> np.ndarray:
         try:
             values = self._array()[key]
-        except InputError:
-            raise
         except Exception as exc:  # tifffile and its codecs raise many types for a damaged or truncated file
             where = ", ".join(f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k)
                               for k in (key if isinstance(key, tuple) else (key,)))
@@ -89,8 +87,6 @@ def _describe(path: Path) -> tuple[tuple[int, ...], np.dtype, str, tuple[int, ..
     """(shape, dtype, axes, chunks) of the file's first series at full resolution; one-line errors."""
     import tifffile
 
-    if not path.exists():
-        raise InputError(f"input {str(path)!r} does not exist; check the path")
     try:
         with tifffile.TiffFile(path) as handle:
             series = handle.series[0]
@@ -101,8 +97,6 @@ def _describe(path: Path) -> tuple[tuple[int, ...], np.dtype, str, tuple[int, ..
             page = page.aspage() if hasattr(page, "aspage") else page
             tile = ((int(page.tilelength), int(page.tilewidth)) if page.is_tiled else
                     (int(page.rowsperstrip or shape[-2]), shape[-1]))
-    except InputError:
-        raise
     except Exception as exc:  # not a TIFF, truncated header, unknown tags: tifffile raises many types
         raise InputError(f"input {str(path)!r} is not a readable TIFF file ({one_line(exc, None)}); give a TIFF, "
                          "BigTIFF or OME-TIFF file, or a zarr array") from None

@@ -42,9 +42,13 @@ class InputInfo:
     file_format: str = "zarr"  # or "tiff"
 
 
-def open_array(url: str, storage_options: dict[str, Any] | None = None) -> zarr.Array:
+def _check_exists(url: str) -> None:
     if is_local(url) and not local_path(url).exists():
         raise InputError(f"input {url!r} does not exist; check the path")
+
+
+def open_array(url: str, storage_options: dict[str, Any] | None = None) -> zarr.Array:
+    _check_exists(url)
     try:
         node = zarr.open(store=url, mode="r", **store_kwargs(url, storage_options))
     except Exception as exc:  # zarr raises several types (some FileNotFoundError) for "not a zarr node"
@@ -120,17 +124,14 @@ def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None, *,
         If the input is missing, unreadable, not a zarr array, or ``dims`` does
         not match its number of dimensions.
     """
+    _check_exists(url)
     if is_tiff(url):
-        return _inspect_tiff(url, dims)
+        source = TiffSource(url)  # the file's first series (pipeline.io.readers.tiff)
+        return InputInfo(url=url, shape=source.shape, dtype=source.dtype, dims=_names(url, dims, source.shape),
+                         zarr_chunks=source.chunks, zarr_format=0, file_format="tiff")
     array = open_array(url, storage_options)
     shape = tuple(int(s) for s in array.shape)
-    if dims is not None:
-        if len(dims) != len(shape):
-            raise InputError(f"config dims {list(dims)} has {len(dims)} names but input {url!r} is "
-                             f"{len(shape)}-D with shape {shape}; give {len(shape)} names")
-        names = tuple(dims)
-    else:
-        names = _metadata_dims(array) or default_dims(len(shape))
+    names = _names(url, dims, shape, _metadata_dims(array))
     return InputInfo(
         url=url,
         shape=shape,
@@ -143,15 +144,14 @@ def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None, *,
     )
 
 
-def _inspect_tiff(url: str, dims) -> InputInfo:
-    """:func:`inspect_input` of a TIFF file (:mod:`pipeline.io.readers.tiff`): its first series."""
-    source = TiffSource(url)
-    if dims is not None and len(dims) != source.ndim:
+def _names(url: str, dims, shape: tuple[int, ...], stored: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """An input's dims: the config's (checked against its shape), else the stored ones, else the defaults."""
+    if dims is None:
+        return stored or default_dims(len(shape))
+    if len(dims) != len(shape):
         raise InputError(f"config dims {list(dims)} has {len(dims)} names but input {url!r} is "
-                         f"{source.ndim}-D with shape {source.shape}; give {source.ndim} names")
-    return InputInfo(url=url, shape=source.shape, dtype=source.dtype,
-                     dims=tuple(dims) if dims is not None else default_dims(source.ndim),
-                     zarr_chunks=source.chunks, zarr_format=0, file_format="tiff")
+                         f"{len(shape)}-D with shape {shape}; give {len(shape)} names")
+    return tuple(dims)
 
 
 def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
