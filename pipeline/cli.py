@@ -213,7 +213,7 @@ def validate(
         _hide(cfg.storage_options)
         plans = plan_run(cfg, force=force, estimate=False)
         for plan in plans:
-            typer.echo(f"ok: {plan.pair.reference} x {plan.pair.moving} -> {plan.pair.output}  "
+            typer.echo(f"ok: {plan.reference.url} x {plan.moving.url} -> {plan.pair.output}  "
                        f"shape {plan.reference.shape} {plan.reference.dtype}/{plan.moving.dtype}  "
                        f"dims {list(plan.reference.dims)}  chunks {plan.chunks}")
 
@@ -244,7 +244,7 @@ def register(
             typer.echo(json.dumps([_registration_record(plan, reg) for plan, reg in results], indent=2))
             return
         for plan, reg in results:
-            typer.echo(f"{plan.pair.reference} x {plan.pair.moving}: {reg.describe()}")
+            typer.echo(f"{plan.reference.url} x {plan.moving.url}: {reg.describe()}")
             for line in _estimate_lines(reg):
                 typer.echo(f"  {line}")
 

@@ -308,12 +308,13 @@ def assert_same(result, expected, tol=1e-6):
 
 
 def non_zarr(tmp_path, kind: str) -> str:
-    """A path that exists but is no zarr store: a ``"directory"`` holding a text file, or a PNG-like ``"file"``."""
+    """A path that exists but is no zarr store: a ``"directory"`` holding a text file, or a ``"file"`` of bytes
+    with no suffix lncc reads as a file format (so it is tried as zarr)."""
     if kind == "directory":
         path = tmp_path / "photos"
         path.mkdir()
         (path / "readme.txt").write_text("not zarr")
     else:
-        path = tmp_path / "image.png"
+        path = tmp_path / "image.raw"
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
     return str(path)

@@ -7,9 +7,9 @@ line naming the key path, the value that came and the fix. It imports only :mod:
 """
 
 from .loading import MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, apply_overrides, load_config, parse_config
-from .models import JOBQUEUE_SYSTEMS, ComputeConfig, JobqueueConfig, NodataConfig, PairConfig, RunConfig
+from .models import JOBQUEUE_SYSTEMS, ComputeConfig, JobqueueConfig, NodataConfig, PairConfig, RunConfig, input_paths
 from .registration import RegistrationConfig
 
 __all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "PairConfig", "RunConfig", "RegistrationConfig",
            "load_config", "parse_config", "apply_overrides", "JOBQUEUE_SYSTEMS", "MAX_CONFIG_BYTES",
-           "MAX_CONFIG_VALUES"]
+           "MAX_CONFIG_VALUES", "input_paths"]

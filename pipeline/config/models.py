@@ -17,7 +17,8 @@ from ..core.masks import nodata_pair
 from .messages import describe, short
 from .registration import RegistrationConfig
 
-__all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "PairConfig", "RunConfig", "JOBQUEUE_SYSTEMS"]
+__all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "PairConfig", "RunConfig", "JOBQUEUE_SYSTEMS",
+           "input_paths"]
 
 
 # hide_input_in_errors: pydantic's own message text would embed a repr of the input; ours bounds what it echoes.
@@ -145,13 +146,37 @@ def _is_address(value: str) -> bool:
     return re.fullmatch(r"(tcp|tls|ucx|inproc|ws|wss)://[^\s/]+(:\d+)?/?", value) is not None
 
 
+def _frame_list(value: Any) -> Any:
+    """A list of frame files as a tuple of paths (a YAML list), anything else as it came."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("expected a path, a glob such as frames/left_*.png or a non-empty list of frame files, "
+                             "got []")
+        bad = next((v for v in value if not isinstance(v, str)), None)
+        if bad is not None:
+            raise ValueError(f"expected a list of frame file paths, got an entry {describe(bad)}")
+        return tuple(value)
+    return value
+
+
+#: An image input: a path or URL (zarr, TIFF, PNG/JPEG, video, or a glob of frame files), or a list of frame files.
+ImageInput = Annotated[str | tuple[str, ...], BeforeValidator(_frame_list)]
+
+
+def input_paths(value: str | tuple[str, ...] | None) -> list[str]:
+    """The paths an input names (each file of a list; a path or glob as given)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, tuple) else [value]
+
+
 class PairConfig(BaseModel):
     """One reference/moving pair, optional validity masks, and where its NCC map goes."""
 
     model_config = _STRICT
 
-    reference: str
-    moving: str
+    reference: ImageInput
+    moving: ImageInput
     output: str
     reference_mask: str | None = None
     moving_mask: str | None = None
@@ -176,8 +201,8 @@ class RunConfig(BaseModel):
 
     model_config = _STRICT
 
-    reference: str | None = None
-    moving: str | None = None
+    reference: ImageInput | None = None
+    moving: ImageInput | None = None
     output: str | None = None
     reference_mask: str | None = None
     moving_mask: str | None = None
@@ -191,6 +216,13 @@ class RunConfig(BaseModel):
     registration: RegistrationConfig = RegistrationConfig()
     """Align the moving image onto the reference before correlating (see :class:`RegistrationConfig`)."""
     dims: list[str] | None = None
+    series: Annotated[int, Field(ge=0)] = 0
+    """TIFF inputs: the image series read (0, the first; an OME-TIFF's images are its series)."""
+    level: Annotated[int, Field(ge=0)] = 0
+    """TIFF inputs: the pyramid level read (0, full resolution; 1, the first reduced level, ...)."""
+    channels: Literal["luminance", "mean", "separate"] | Annotated[int, Field(ge=0)] | None = None
+    """Colour inputs: ``luminance`` (Rec. 709; the default; a video's luma plane), ``mean``, ``separate`` (one map
+    per channel, on a ``c`` axis) or a channel index. An alpha channel is the validity mask."""
     chunks: dict[str, PositiveInt] | None = None
     zarr_format: Literal[2, 3] = 3
     compressor: Literal["lz4", "zstd", "none"] = "none"
@@ -290,7 +322,8 @@ def _check_outputs(pairs: list[PairConfig]) -> None:
                              "give each pair its own output")
     by_key = dict(outputs)
     keys = [key for key, _ in outputs]
-    for inp in (i for p in pairs for i in (p.reference, p.moving, p.reference_mask, p.moving_mask) if i):
+    for inp in (i for p in pairs for spec in (p.reference, p.moving, p.reference_mask, p.moving_mask)
+                for i in input_paths(spec)):
         key = _path_key(inp)
         if key in by_key:
             raise ValueError(f"output {short(by_key[key])} is also an input; write the map to another path")

@@ -156,8 +156,9 @@ def check_pair(
     return radius
 
 
-#: Names a 3-D input's frame axis may have; the other two axes are the image's (the window spans them).
-FRAME_DIMS = ("t", "time")
+#: Names a 3-D input's frame axis may have; the other two axes are the image's (the window spans them). A
+#: channel axis (``c``) is one too: each channel is correlated as an image of its own.
+FRAME_DIMS = ("t", "time", "c", "channel")
 
 
 def processing_order(dims: Sequence[str], what: str) -> tuple[int, ...]:
@@ -169,8 +170,8 @@ def processing_order(dims: Sequence[str], what: str) -> tuple[int, ...]:
     Raises
     ------
     InputError
-        For a 3-D input with no frame axis (``t`` or ``time``): a third axis of
-        another name (e.g. colour channels) is not supported yet.
+        For a 3-D input with no frame or channel axis (``t``, ``time``, ``c``,
+        ``channel``).
     """
     dims = tuple(dims)
     if len(dims) == 2:
@@ -179,8 +180,7 @@ def processing_order(dims: Sequence[str], what: str) -> tuple[int, ...]:
     if len(frames) != 1:
         odd = [d for d in dims if d not in FRAME_DIMS + ("y", "x")] or [d for d in dims if d not in FRAME_DIMS]
         raise InputError(
-            f"{what} has dims {dims}: a 3-D input needs exactly one frame axis named {' or '.join(FRAME_DIMS)} "
-            f"beside its two image axes, and {odd[-1]!r} is none; colour or other channels are not supported "
-            "yet: convert to one grey image (e.g. Rec. 709 luminance) or select one channel, or name the frame "
-            "axis with the config's dims")
+            f"{what} has dims {dims}: a 3-D input needs exactly one frame or channel axis named "
+            f"{', '.join(FRAME_DIMS)} beside its two image axes, and {odd[-1]!r} is none; name the axes with the "
+            "config's dims (e.g. [y, x, c] for colour channels, each correlated on its own)")
     return (frames[0],) + tuple(i for i in range(3) if i != frames[0])

@@ -1,8 +1,8 @@
 """The only place that touches stores and files: zarr inputs, NCC map outputs and their bookkeeping.
 
 Its single job is storage: URLs and secret redaction (:mod:`.urls`), the one codec table (:mod:`.codecs`),
-readers per format (:mod:`.readers`: zarr, with lncc's own chunk reader and cache, and a moving image
-read through a registration shift), writers
+readers per format (:mod:`.readers`: zarr, with lncc's own chunk reader and cache; TIFF, images, frame
+sequences and video, through the channel policy; a moving image read through a registration shift), writers
 (:mod:`.writers`: zarr blocks, background writes, durable files, sample arrays), an output's metadata and
 provenance (:mod:`.metadata`), its ledger and checksums (:mod:`.ledger`), its state on the store (whose it
 is, which blocks are intact, making and replacing it, its lock) and input fingerprints. It may import
@@ -35,8 +35,19 @@ from .output_blocks import usable_blocks
 from .output_create import create_output
 from .output_state import InputIdentities, check_output_path, clean_partials, foreign_entries, output_state
 from .process import process_state
+from .readers.info import InputInfo
+from .readers.inputs import (
+                       alpha_mask,
+                       input_files,
+                       input_format,
+                       input_label,
+                       inspect_input,
+                       open_input,
+                       source_of,
+)
+from .readers.pair import open_pair
 from .readers.shifted import open_shifted_pair
-from .readers.zarr import InputInfo, array_reader, inspect_input, open_input, open_pair
+from .readers.zarr import array_reader
 from .urls import is_local, local_path, redact
 from .writers.arrays import write_array
 from .writers.background import finish_writes
@@ -44,7 +55,8 @@ from .writers.files import sync_outputs
 from .writers.zarr import OutputWriter
 
 __all__ = [
-    "InputInfo", "inspect_input", "open_input", "open_pair", "open_shifted_pair", "array_reader",
+    "InputInfo", "inspect_input", "open_input", "open_pair", "open_shifted_pair", "array_reader", "source_of",
+    "alpha_mask", "input_format", "input_label", "input_files",
     "OutputWriter", "finish_writes", "sync_outputs", "write_array", "output_codec",
     "read_ledger", "read_checksums", "block_digest",
     "PROVENANCE_KEY", "STATE_GROUP", "LEDGER", "CHECKSUMS", "group_attributes", "write_group",

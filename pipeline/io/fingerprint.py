@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .readers.sequence import frame_files, is_pattern
 from .urls import filesystem, is_local, local_path
 
 __all__ = ["fingerprint"]
@@ -15,8 +16,9 @@ __all__ = ["fingerprint"]
 _OBJECT_TAGS = ("ETag", "etag", "md5Hash", "crc32c", "checksum")
 
 
-def fingerprint(url: str, *, storage_options: dict[str, Any] | None = None) -> str:
-    """Content fingerprint of a zarr array (its metadata and every stored chunk) or of a file (its bytes).
+def fingerprint(url, *, storage_options: dict[str, Any] | None = None) -> str:
+    """Content fingerprint of a zarr array (its metadata and every stored chunk), of a file (its bytes: TIFF,
+    image, video) or of a sequence of frame files (each file's bytes, in order).
 
     Local chunk files are hashed (SHA-256) in parallel threads. URL stores
     are listed once (no data read): each object counts with its key, size
@@ -27,7 +29,12 @@ def fingerprint(url: str, *, storage_options: dict[str, Any] | None = None) -> s
     """
     import hashlib
 
-    if is_local(url) and Path(local_path(url)).is_file():  # a TIFF file: its bytes, read in pieces
+    if is_pattern(url):  # frame files: their order and each one's bytes
+        h = hashlib.sha256()
+        for path in frame_files(url):
+            h.update(f"{Path(path).name}:{_file_digest(Path(path))};".encode())
+        return h.hexdigest()
+    if is_local(url) and Path(local_path(url)).is_file():  # a TIFF, image or video file: its bytes, in pieces
         return _file_digest(Path(local_path(url)))
     fs, root = filesystem(url, storage_options)
     if is_local(url):

@@ -17,14 +17,20 @@ __all__ = ["ProcessState", "process_state"]
 
 
 class ProcessState:
-    """The chunk cache, the background writes and the O_DIRECT refusals of this process."""
+    """The chunk cache, decoded files and videos, the background writes and the O_DIRECT refusals of this process."""
 
     def __init__(self):
         # Imported here: the readers and writers import this module to find their process's state.
         from .readers.chunks import ChunkCache
+        from .readers.images import DecodedFiles
         from .writers.background import BackgroundWrites
 
         self.chunk_cache = ChunkCache()
+        #: Whole files decoded for the tasks that read them next (single images, frames of a sequence).
+        self.decoded = DecodedFiles()
+        #: Open video decoders by file, each reading its frames in order (:mod:`.readers.video`).
+        self.videos: dict = {}
+        self.videos_lock = threading.Lock()
         self.writes = BackgroundWrites()
         #: Devices (``st_dev``) whose file system refused O_DIRECT: written through the page cache.
         self.no_direct: set[int] = set()

@@ -86,9 +86,9 @@ def plan_run(config: RunConfig, *, force: bool = False, threads: int | None = No
     InputError, ConfigError
         On the first problem found, naming the input and the fix.
     """
-    inputs = io.InputIdentities([url for p in config.all_pairs() for url in (p.reference, p.moving,
-                                                                             p.reference_mask, p.moving_mask)
-                                 if url is not None])
+    inputs = io.InputIdentities([path for p in config.all_pairs() for spec in (p.reference, p.moving,
+                                                                               p.reference_mask, p.moving_mask)
+                                 for path in io.input_files(spec)])
     return [_plan_pair(config, pair, inputs, force=force, threads=threads, check_only=check_only, estimate=estimate)
             for pair in config.all_pairs()]
 
@@ -99,9 +99,8 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
     options = config.storage_options
     ref, mov, order, radius = _check_images(config, pair)
     state = io.check_output_path(pair.output, inputs, storage_options=options)
-    masks = tuple(None if url is None else _check_mask(io.inspect_input(url, config.dims,
-                                                                        storage_options=options), ref, role)
-                  for url, role in ((pair.reference_mask, "reference_mask"), (pair.moving_mask, "moving_mask")))
+    masks = tuple(_mask(config, url, image, role) for url, image, role in (
+        (pair.reference_mask, ref, "reference_mask"), (pair.moving_mask, mov, "moving_mask")))
     view = reordered_info(ref, order)  # planned in processing order
     registered = config.registration.enabled
     # A registered run whose tasks read the pair keeps the blocks of an unregistered one (the same chunks decoded
@@ -128,7 +127,7 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
             registration = recorded_registration(io.read_provenance(pair.output, storage_options=options), config)
             action, done, damaged = (action, done, damaged) if registration is not None else ("fresh", None, 0)
         if registration is None and estimate:
-            registration = register_pair(config, pair, view.shape, order)
+            registration = register_pair(config, pair, (ref, mov) + masks, view.shape, order)
     names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
     if action != "up to date":
         check_space(pair.output, ref.shape, len(names), config.compressor, done)
@@ -139,11 +138,11 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
 def _check_images(config: RunConfig, pair: PairConfig) -> tuple[io.InputInfo, io.InputInfo, tuple[int, ...], int]:
     """Both images' metadata, checked as a pair: (reference, moving, processing order, window radius)."""
     options = config.storage_options
-    ref = io.inspect_input(pair.reference, config.dims, storage_options=options)
-    mov = io.inspect_input(pair.moving, config.dims, storage_options=options)
+    ref, mov = (io.inspect_input(url, config.dims, storage_options=options, series=config.series, level=config.level,
+                                 channels=config.channels) for url in (pair.reference, pair.moving))
     order = tuple(range(len(ref.shape)))
     try:
-        order = (processing_order(ref.dims, f"input {pair.reference!r}") if len(ref.shape) in (2, 3)
+        order = (processing_order(ref.dims, f"input {ref.url!r}") if len(ref.shape) in (2, 3)
                  else tuple(range(len(ref.shape))))  # check_pair refuses other ndims
         ref_shape, mov_shape = (tuple(x.shape[i] for i in order) if len(x.shape) == len(order) else x.shape
                                 for x in (ref, mov))
@@ -152,9 +151,9 @@ def _check_images(config: RunConfig, pair: PairConfig) -> tuple[io.InputInfo, io
     except InputError as exc:
         hint = ""
         if len(ref.shape) == 3 and ref.shape[-1] <= 4 and order[0] != 2 and "colour" not in str(exc):
-            hint = (f"; if its last axis (length {ref.shape[-1]}) holds colour channels: colour is not "
-                    "supported yet, convert to one grey image (e.g. Rec. 709 luminance) or select one channel")
-        raise InputError(f"{pair.reference} / {pair.moving}: {exc}{hint}") from None
+            hint = (f"; if its last axis (length {ref.shape[-1]}) holds colour channels: set dims: [y, x, c] for a "
+                    "map per channel, or convert it with `lncc ingest SRC DEST.zarr --channels luminance`")
+        raise InputError(f"{ref.url} / {mov.url}: {exc}{hint}") from None
     return ref, mov, order, radius
 
 
@@ -180,6 +179,17 @@ def _previous_run(output: str, digest: str, fingerprints: dict[str, str], option
     return ("up to date" if complete else ("resume" if done.any() else "fresh")), done, damaged
 
 
+def _mask(config: RunConfig, url, image: io.InputInfo, role: str) -> io.InputInfo | None:
+    """An image's validity mask: the config's, or its alpha channel's; both at once is an error."""
+    alpha = io.alpha_mask(image)
+    if url is None:
+        return alpha
+    if alpha is not None:
+        raise InputError(f"{role} {io.input_label(url)!r} is given but {image.url!r} has an alpha channel, which is "
+                         f"its validity mask already; remove {role}, or drop the alpha channel from the image")
+    return _check_mask(io.inspect_input(url, config.dims, storage_options=config.storage_options), image, role)
+
+
 def _check_mask(mask: io.InputInfo, image: io.InputInfo, role: str) -> io.InputInfo:
     if mask.dtype != np.bool_:
         raise InputError(f"{role} {mask.url!r} has dtype {mask.dtype}; expected a bool array (true = valid): "
@@ -198,5 +208,6 @@ def register_run(config: RunConfig) -> list[tuple[PairPlan, Registration | None]
     plans = plan_run(config, check_only=True)
     if not config.registration.enabled:
         return [(plan, None) for plan in plans]
-    return [(plan, register_pair(config, plan.pair, reordered_info(plan.reference, plan.order).shape, plan.order))
+    return [(plan, register_pair(config, plan.pair, (plan.reference, plan.moving) + tuple(plan.masks),
+                                 reordered_info(plan.reference, plan.order).shape, plan.order))
             for plan in plans]

@@ -26,7 +26,7 @@ def coords_digest(info: io.InputInfo) -> str:
     for dim in sorted(info.coords):
         values = np.asarray(info.coords[dim].values)
         h.update(f"{dim}:{values.dtype}:{values.shape};".encode())
-        h.update(values.tobytes())
+        h.update("\x1f".join(map(str, values.ravel())).encode() if values.dtype.kind in "OUS" else values.tobytes())
     return h.hexdigest()
 
 
@@ -51,10 +51,6 @@ def versions() -> dict[str, str]:
 
 
 def provenance_of(config: RunConfig, plan: PairPlan, started: str) -> dict[str, Any]:
-    def describe(info: io.InputInfo) -> dict[str, Any]:
-        return {"url": info.url, "shape": list(info.shape), "dtype": str(info.dtype), "dims": list(info.dims),
-                "format": info.file_format, "zarr_format": info.zarr_format}
-
     return {
         "status": "running",
         "software": "lncc",
@@ -65,7 +61,7 @@ def provenance_of(config: RunConfig, plan: PairPlan, started: str) -> dict[str, 
         "config_hash": plan.config_hash,
         "fingerprints": plan.fingerprints,
         "pair": plan.pair.model_dump(),
-        "inputs": {"reference": describe(plan.reference), "moving": describe(plan.moving)},
+        "inputs": {"reference": plan.reference.describe(), "moving": plan.moving.describe()},
         "processing_chunks": list(plan.chunks),
         **({"registration": plan.registration.provenance()} if plan.registration is not None else {}),
         "started": started,

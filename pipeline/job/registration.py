@@ -107,10 +107,10 @@ class Registration:
                 f"{int(known.sum())} tiles ({int((~known).sum())} too flat or unmatched)")
 
 
-def _reader(url: str, options, nodata, mask_url: str | None, order: tuple[int, ...]):
+def _reader(image: io.InputInfo, nodata, mask_info: io.InputInfo | None, order: tuple[int, ...]):
     """``read(region)`` over a stored input in processing order: float64, NaN where missing."""
-    source = io.array_reader(url, storage_options=options)
-    mask = None if mask_url is None else io.array_reader(mask_url, storage_options=options)
+    source = io.source_of(image)
+    mask = None if mask_info is None else io.source_of(mask_info)
     inverse = tuple(int(i) for i in np.argsort(order))
 
     def read(region):
@@ -122,9 +122,12 @@ def _reader(url: str, options, nodata, mask_url: str | None, order: tuple[int, .
     return read
 
 
-def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
+def register_pair(config: RunConfig, pair: PairConfig, inputs: tuple, shape: tuple[int, ...],
                   order: tuple[int, ...]) -> Registration:
     """The registration of one pair (``shape`` in processing order): given shifts, or estimated from its inputs.
+
+    ``inputs`` are the pair's reference, moving image and their masks (:class:`pipeline.io.InputInfo`, None for
+    no mask), as the plan inspected them.
 
     Raises
     ------
@@ -142,9 +145,9 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
                             given_shifts(given, frames, pair, shape[-2:]), "given",
                             reference_frame=_reference_frame(settings, frames))
     nodata = config.nodata_pair()
-    options = config.storage_options
-    read_ref = _reader(pair.reference, options, nodata[0], pair.reference_mask, order)
-    read_mov = _reader(pair.moving, options, nodata[1], pair.moving_mask, order)
+    ref, mov, ref_mask, mov_mask = inputs
+    read_ref = _reader(ref, nodata[0], ref_mask, order)
+    read_mov = _reader(mov, nodata[1], mov_mask, order)
     workers = min(available_cores(), os.cpu_count() or 1)
     if frames is not None:
         read_ref, read_mov = _frame_readers(read_ref, read_mov, shape)
@@ -156,7 +159,7 @@ def register_pair(config: RunConfig, pair: PairConfig, shape: tuple[int, ...],
                                     reference_frame=settings.reference_frame, tile=settings.tile,
                                     search=settings.search, shift=known, map=pool.map)
     except InputError as exc:
-        raise InputError(f"{pair.reference} / {pair.moving}: cannot register: {exc}") from None
+        raise InputError(f"{ref.url} / {mov.url}: cannot register: {exc}") from None
     shifts, estimates, tiles = found.shift, [e.as_dict() for e in found.estimates], _field_layers(found.field)
     return Registration(settings.method, settings.interpolation, shifts, "estimated", estimates, tiles,
                         reference_frame=_reference_frame(settings, frames))
@@ -219,10 +222,11 @@ def check_registration(config: RunConfig, pair: PairConfig, shape: tuple[int, ..
     if not settings.enabled:
         return
     frames = shape[0] if len(shape) == 3 else None
+    name = io.input_label(pair.reference)
     if settings.known_shifts() is not None:
         given_shifts(settings.known_shifts(), frames, pair, shape[-2:])
     if frames is not None and settings.reference_frame != "each" and settings.reference_frame >= frames:
-        raise InputError(f"{pair.reference}: registration.reference_frame is {settings.reference_frame} but the "
+        raise InputError(f"{name}: registration.reference_frame is {settings.reference_frame} but the "
                          f"video has {frames} frames (0 to {frames - 1}); give a frame index below {frames}")
 
 
@@ -230,16 +234,17 @@ def given_shifts(given: list[tuple[float, float]], frames: int | None, pair: Pai
                  size: tuple[int, int]) -> np.ndarray:
     """The config's ``shift`` as an array for this pair: ``(2,)``, or ``(t, 2)`` for video (``size``: (y, x))."""
     far = [s for s in given if abs(s[0]) >= size[0] or abs(s[1]) >= size[1]]
+    name = io.input_label(pair.reference)
     if far:
-        raise InputError(f"{pair.reference}: registration.shift {list(far[0])} moves the moving image entirely off "
+        raise InputError(f"{name}: registration.shift {list(far[0])} moves the moving image entirely off "
                          f"the reference's {size[0]} x {size[1]} grid; give a shift smaller than the image")
     if frames is None:
         if len(given) != 1:
-            raise InputError(f"{pair.reference}: registration.shift holds {len(given)} shifts but the images are "
+            raise InputError(f"{name}: registration.shift holds {len(given)} shifts but the images are "
                              "2-D; give one [dy, dx]")
         return np.asarray(given[0], dtype=np.float64)
     if len(given) not in (1, frames):
-        raise InputError(f"{pair.reference}: registration.shift holds {len(given)} shifts but the video has "
+        raise InputError(f"{name}: registration.shift holds {len(given)} shifts but the video has "
                          f"{frames} frames; give one [dy, dx] for all frames or one per frame")
     return np.asarray(given * frames if len(given) == 1 else given, dtype=np.float64)
 

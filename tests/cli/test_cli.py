@@ -195,7 +195,7 @@ def _setup_output_is_input(tmp_path):
 def _setup_not_zarr(tmp_path):
     make_inputs(tmp_path)
     (tmp_path / "photo.png").write_bytes(b"\x89PNG not really")
-    return base_config(moving="photo.png"), ["photo.png", "not a readable zarr array"]
+    return base_config(moving="photo.png"), ["photo.png", "not a readable image"]
 
 
 @pytest.mark.parametrize("setup", [

@@ -16,7 +16,7 @@ import xarray as xr
 
 from pipeline.config import parse_config
 from pipeline.errors import InputError
-from pipeline.io import array_reader, fingerprint, inspect_input, read_provenance, write_array
+from pipeline.io import fingerprint, inspect_input, read_provenance, source_of, write_array
 from pipeline.job import run
 from pipeline.testing import reference_ncc, sample_pair
 from support import assert_matches
@@ -81,7 +81,7 @@ def test_the_reader_pickles_and_reads_only_what_is_asked(tmp_path):
     a, _ = _pair("uint16")
     path = tmp_path / "a.tif"
     tifffile.imwrite(path, a, tile=(32, 32), compression="zlib")
-    reader = array_reader(str(path))
+    reader = source_of(inspect_input(str(path)))
     np.testing.assert_array_equal(reader[10:50, 40:200], a[10:50, 40:200])
     copy = pickle.loads(pickle.dumps(reader))  # a worker process: no open file travels
     np.testing.assert_array_equal(copy[100:190, 0:7], a[100:190, 0:7])
@@ -116,9 +116,9 @@ def test_bad_tiff_inputs_are_one_line_errors_and_nothing_is_written(tmp_path):
     tifffile.imwrite(good, b, tile=(64, 64))
     not_tiff = tmp_path / "text.tif"
     not_tiff.write_text("not an image\n")
-    rgb = tmp_path / "rgb.tif"
-    tifffile.imwrite(rgb, np.stack([a] * 3, axis=-1), photometric="rgb")
-    for path, words in ((not_tiff, "is not a readable TIFF file"), (rgb, "colour samples"),
+    five = tmp_path / "five.tif"  # five samples per pixel: no luminance to take
+    tifffile.imwrite(five, np.stack([a] * 5, axis=-1), photometric="minisblack", planarconfig="contig")
+    for path, words in ((not_tiff, "is not a readable TIFF file"), (five, "has no luminance"),
                         (tmp_path / "missing.tif", "does not exist")):
         out = tmp_path / f"out-{path.stem}.zarr"
         with pytest.raises(InputError, match=words) as caught:

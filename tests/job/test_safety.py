@@ -23,7 +23,7 @@ import zarr
 from pipeline import local_ncc
 from pipeline.core.stats import STATS_LENGTH, done_blocks
 from pipeline.io import output_state, read_ledger, read_provenance, write_array
-from pipeline.testing import sample_pair, write_config
+from pipeline.testing import reference_ncc, sample_pair, write_config
 from support import invoke_cli
 from support import run_cli as lncc
 
@@ -452,21 +452,23 @@ def test_frames_last_are_found_by_name_and_kept_in_place(tmp_path):
         assert run(load_config(cfg)).pairs[0].action == "up to date"
 
 
-@pytest.mark.parametrize("dims", [None, ["y", "x", "c"]])
-def test_colour_is_refused_with_a_hint(tmp_path, dims):
-    """An RGB (512, 512, 3) pair: refused naming colour (and how to convert), never run as 512 frames."""
-    rgb = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
-    urls = [write_array(str(tmp_path / "rgb.zarr"), rgb, name=n) for n in ("a", "b")]
-    settings = {"dims": dims} if dims else {}
-    cfg = write_config(tmp_path / "c.yaml", reference=urls[0], moving=urls[1], output="o.zarr", window=3,
-                       **settings)
-    result = invoke_cli("run", str(cfg), cwd=tmp_path) if dims else None
-    if dims:
-        assert result.returncode == 2 and "'c'" in result.stderr and "grey" in result.stderr, result.stderr
-    cfg = write_config(tmp_path / "w.yaml", reference=urls[0], moving=urls[1], output="o.zarr", window=7, **settings)
+def test_a_colour_zarr_is_refused_with_a_hint_or_run_per_channel(tmp_path):
+    """An RGB (512, 512, 3) zarr pair with no dims: refused naming colour and the two ways on (never run as 512
+    frames of 512 x 3); with dims [y, x, c] each channel is correlated on its own (the textbook, per channel)."""
+    rgb = np.random.default_rng(0).integers(0, 255, (2, 128, 96, 3), dtype=np.uint8)
+    urls = [write_array(str(tmp_path / "rgb.zarr"), image, name=n) for n, image in zip("ab", rgb)]
+    cfg = write_config(tmp_path / "w.yaml", reference=urls[0], moving=urls[1], output="o.zarr", window=7)
     result = invoke_cli("run", str(cfg), cwd=tmp_path)
-    assert result.returncode == 2 and "colour" in result.stderr and "grey" in result.stderr, result.stderr
-    assert not (tmp_path / "o.zarr").exists()
+    assert result.returncode == 2 and "colour" in result.stderr and "[y, x, c]" in result.stderr, result.stderr
+    assert "lncc ingest" in result.stderr and not (tmp_path / "o.zarr").exists()
+    cfg = write_config(tmp_path / "c.yaml", reference=urls[0], moving=urls[1], output="o.zarr", window=7,
+                       dims=["y", "x", "c"], chunks={"y": 40, "x": 50})
+    assert invoke_cli("run", str(cfg), cwd=tmp_path).returncode == 0
+    ncc = xr.open_zarr(tmp_path / "o.zarr")["ncc"]
+    assert ncc.dims == ("y", "x", "c")
+    for c in range(3):
+        want = reference_ncc(rgb[0][..., c].astype(float), rgb[1][..., c].astype(float), 7)
+        np.testing.assert_allclose(ncc.values[..., c], want, rtol=0, atol=1e-6)
 
 
 def test_a_flat_map_warns_and_reports_exact_quantiles(tmp_path):

@@ -17,7 +17,8 @@ import numpy as np
 from ...core.interpolation import SUPPORT, shift_region, shifted_dtype
 from ...core.threads import thread_buffer
 from .chunks import ChunkReader
-from .zarr import PairReader, source_of
+from .inputs import source_of
+from .pair import PairReader
 
 __all__ = ["ShiftedSource", "OneFrame", "shifted_pair", "open_shifted_pair"]
 

@@ -1,9 +1,12 @@
-"""TIFF inputs (TIFF, BigTIFF, OME-TIFF; tiled or in strips), read lazily through tifffile's zarr store.
+"""TIFF inputs (TIFF, BigTIFF, OME-TIFF, pyramidal or not; tiled or in strips), read lazily through tifffile's
+zarr store.
 
-A TIFF's first image series at full resolution is the input: ``(y, x)``, or ``(t, y, x)`` for a stack of
-pages. Only the tiles (or strips) a read touches are decoded: tifffile's zarr store maps them to zarr
-chunks, so a block of a gigapixel TIFF costs its own tiles, never the whole file. The open file cannot be
-pickled: each process (a dask worker) opens the file itself on its first read.
+One image series at one resolution level is the input (``series:``, ``level:``; default the first series at
+full resolution): ``(y, x)``, or ``(t, y, x)`` for a stack of pages, with colour samples (RGB, RGBA, planar
+or interleaved) on a channel axis that the channel policy reads (:mod:`.channels`). Only the tiles (or
+strips) a read touches are decoded: tifffile's zarr store maps them to zarr chunks, so a block of a
+gigapixel TIFF costs its own tiles, never the whole file. The open file cannot be pickled: each process (a
+dask worker) opens the file itself on its first read.
 """
 
 from __future__ import annotations
@@ -32,18 +35,19 @@ def is_tiff(url: str) -> bool:
 
 
 class TiffSource:
-    """A read-only array over a TIFF file's first series at full resolution (``reader[region]``; ``.shape``,
-    ``.dtype``, ``.chunks``: one tile, or one strip, and one page).
+    """A read-only array over one series and level of a TIFF file (``reader[region]``; ``.shape``, ``.dtype``,
+    ``.chunks``: one tile, or one strip, and one page; ``.channel_axis``: the colour samples' axis or None).
 
     Reading decodes only the tiles or strips under the region. The file is opened on the first read in
     each process, once per thread (tifffile's file handle serialises its reads).
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, series: int = 0, level: int = 0):
         self.url = url
         self.path = Path(local_path(url))
-        shape, dtype, axes, chunks = _describe(self.path)
-        self.shape, self.dtype, self.axes, self.chunks = shape, dtype, axes, chunks
+        self.series, self.level = int(series), int(level)
+        shape, dtype, axes, chunks, channel = _describe(self.path, self.series, self.level)
+        self.shape, self.dtype, self.axes, self.chunks, self.channel_axis = shape, dtype, axes, chunks, channel
         self.ndim = len(shape)
         self._local = threading.local()
 
@@ -54,6 +58,9 @@ class TiffSource:
         self.__dict__.update(state)
         self._local = threading.local()
 
+    def __dask_tokenize__(self):
+        return ("lncc-tiff", str(self.path), self.series, self.level, self.shape, str(self.dtype))
+
     def _array(self):
         array = getattr(self._local, "array", None)
         if array is None:
@@ -61,7 +68,7 @@ class TiffSource:
             import zarr
 
             handle = tifffile.TiffFile(self.path)
-            array = zarr.open(store=handle.aszarr(series=0, level=0), mode="r")
+            array = zarr.open(store=handle.aszarr(series=self.series, level=self.level), mode="r")
             self._local.handle, self._local.array = handle, array
         return array
 
@@ -83,31 +90,47 @@ class TiffSource:
         out[...] = self[tuple(region)]
 
 
-def _describe(path: Path) -> tuple[tuple[int, ...], np.dtype, str, tuple[int, ...]]:
-    """(shape, dtype, axes, chunks) of the file's first series at full resolution; one-line errors."""
+def _describe(path: Path, series: int, level: int
+              ) -> tuple[tuple[int, ...], np.dtype, str, tuple[int, ...], int | None]:
+    """(shape, dtype, axes, chunks, channel axis) of one series and level; one-line errors."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as handle:
-            series = handle.series[0]
-            shape, axes, dtype = tuple(int(n) for n in series.shape), str(series.axes), np.dtype(series.dtype)
-            page = series.pages[0] if series.pages else None
+            if not 0 <= series < len(handle.series):
+                raise InputError(f"TIFF input {str(path)!r} has {len(handle.series)} image series but series is "
+                                 f"{series}; set series: to one of 0..{len(handle.series) - 1}")
+            levels = handle.series[series].levels
+            if not 0 <= level < len(levels):
+                sizes = ", ".join(f"{k}: {' x '.join(map(str, lv.shape))}" for k, lv in enumerate(levels))
+                raise InputError(f"TIFF input {str(path)!r} series {series} has {len(levels)} resolution level(s) "
+                                 f"({sizes}) but level is {level}; set level: to one of 0..{len(levels) - 1}")
+            chosen = levels[level]
+            shape, axes, dtype = tuple(int(n) for n in chosen.shape), str(chosen.axes), np.dtype(chosen.dtype)
+            page = chosen.pages[0] if chosen.pages else None
             if page is None:
                 raise ValueError("the file holds no image")
             page = page.aspage() if hasattr(page, "aspage") else page
             tile = ((int(page.tilelength), int(page.tilewidth)) if page.is_tiled else
-                    (int(page.rowsperstrip or shape[-2]), shape[-1]))
+                    (int(page.rowsperstrip or shape[-2]), None))
+    except InputError:
+        raise
     except Exception as exc:  # not a TIFF, truncated header, unknown tags: tifffile raises many types
         raise InputError(f"input {str(path)!r} is not a readable TIFF file ({one_line(exc, None)}); give a TIFF, "
                          "BigTIFF or OME-TIFF file, or a zarr array") from None
-    if "S" in axes or (len(axes) and axes[-1] == "C" and shape[-1] in (3, 4)):
-        raise InputError(f"TIFF input {str(path)!r} has colour samples (axes {axes!r}, shape {shape}); lncc reads "
-                         "one channel per image: write one channel per file (or a grey-level image)")
-    if len(shape) == 3 and axes[0] not in _FRAME_AXES:
+    channel = axes.index("S") if "S" in axes else (len(axes) - 1 if axes[-1:] == "C" and shape[-1] in (2, 3, 4)
+                                                   else None)
+    image_axes = [i for i in range(len(shape)) if i != channel]
+    kept = "".join(axes[i] for i in image_axes)
+    if len(kept) == 3 and kept[0] not in _FRAME_AXES:
         raise InputError(f"TIFF input {str(path)!r} has axes {axes!r} (shape {shape}); lncc reads (y, x) images "
                          "or (t, y, x) stacks of pages: write the frames as pages of one series")
-    if len(shape) not in (2, 3):
+    if len(kept) not in (2, 3):
         raise InputError(f"TIFF input {str(path)!r} has {len(shape)} axes {axes!r} (shape {shape}); lncc reads "
-                         "(y, x) images or (t, y, x) stacks of pages")
-    chunks = tuple(min(c, n) for c, n in zip(tile, shape[-2:]))
-    return shape, dtype, axes, ((1,) if len(shape) == 3 else ()) + chunks
+                         "(y, x) images or (t, y, x) stacks of pages, optionally with colour samples")
+    y, x = image_axes[-2:]
+    chunks = [1] * len(shape)
+    chunks[y], chunks[x] = min(tile[0], shape[y]), min(tile[1] or shape[x], shape[x])
+    if channel is not None:
+        chunks[channel] = shape[channel] if channel > x else 1  # interleaved samples sit in every tile
+    return shape, dtype, axes, tuple(chunks), channel

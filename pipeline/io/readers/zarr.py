@@ -1,64 +1,49 @@
-"""Zarr inputs: an array's metadata, lazy dask arrays, and a stored pair read block by block with halos.
+"""Zarr inputs: an array's metadata and its reader (lncc's own chunk reader where it knows the layout).
 
 Inputs are zarr arrays (format 2 or 3) given as a path or URL, possibly inside a group
 (``store.zarr/path/to/array``); their dimension coordinates are read from the parent group, the xarray way.
-Local TIFF files are inputs too (:mod:`pipeline.io.readers.tiff`).
+A group holding one data variable beside its coordinates (what ``lncc ingest`` writes, or an xarray dataset
+of one variable) stands for that variable.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-import dask.array as da
-import dask.base
 import numpy as np
 import xarray as xr
 import zarr
 
-from ...core.checks import default_dims
 from ...errors import InputError
-from ..urls import is_local, local_path, one_line, remote_is_empty, store_kwargs
+from ..urls import is_local, one_line, remote_is_empty, store_kwargs
 from .chunks import ChunkReader
-from .tiff import TiffSource, is_tiff
+from .info import InputInfo, check_exists, input_dims
 
-__all__ = ["InputInfo", "inspect_input", "open_input", "open_pair", "array_reader", "ZarrSource", "PairReader"]
-
-
-@dataclass(frozen=True)
-class InputInfo:
-    """What the metadata of an input array says (no data read)."""
-
-    url: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    dims: tuple[str, ...]
-    zarr_chunks: tuple[int, ...]  # the stored chunks (a TIFF's tiles or strips)
-    zarr_format: int  # 2 or 3; 0 for a file that is not zarr
-    coords: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    # Kept so that open_input opens the array as inspect_input did; out of repr because it may hold secrets.
-    storage_options: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-    file_format: str = "zarr"  # or "tiff"
+__all__ = ["inspect_zarr", "open_array", "array_reader", "ZarrSource"]
 
 
-def _check_exists(url: str) -> None:
-    if is_local(url) and not local_path(url).exists():
-        raise InputError(f"input {url!r} does not exist; check the path")
-
-
-def open_array(url: str, storage_options: dict[str, Any] | None = None) -> zarr.Array:
-    _check_exists(url)
+def open_array(url: str, storage_options: dict[str, Any] | None = None) -> tuple[zarr.Array, str]:
+    """The zarr array an input names, and its own URL (a group of one data variable names that variable)."""
+    check_exists(url)
     try:
         node = zarr.open(store=url, mode="r", **store_kwargs(url, storage_options))
     except Exception as exc:  # zarr raises several types (some FileNotFoundError) for "not a zarr node"
         raise _unreadable_input(url, exc, storage_options) from None
     if isinstance(node, zarr.Group):
-        names = sorted(name for name, _ in node.arrays())
+        arrays = dict(node.arrays())
+        data = [name for name, array in arrays.items() if not _is_coordinate(name, array)]
+        if len(data) == 1:
+            return arrays[data[0]], f"{url.rstrip('/')}/{data[0]}"
+        names = sorted(arrays)
         hint = f" (arrays in it: {', '.join(names[:8])})" if names else ""
         raise InputError(f"input {url!r} is a zarr group, not an array; give the array inside it, "
                          f"e.g. {url.rstrip('/')}/{names[0] if names else 'NAME'}{hint}")
-    return node
+    return node, url
+
+
+def _is_coordinate(name: str, array: zarr.Array) -> bool:
+    """A 1-D array named like its one dimension: a dimension coordinate, the xarray way."""
+    return len(array.shape) == 1 and (_metadata_dims(array) or (name,)) == (name,)
 
 
 def _unreadable_input(url: str, exc: Exception, storage_options: dict[str, Any] | None) -> InputError:
@@ -110,28 +95,11 @@ def _dimension_coords(url: str, dims: tuple[str, ...], shape: tuple[int, ...],
     return coords
 
 
-def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None, *,
-                  storage_options: dict[str, Any] | None = None) -> InputInfo:
-    """Read an input's metadata: shape, dtype, dims, chunks and dimension coordinates.
-
-    ``dims`` (from the config) overrides the metadata; without either, the dims
-    are ``(y, x)`` or ``(t, y, x)``. ``storage_options`` (fsspec, for URLs) are
-    kept in the returned info for :func:`open_input`.
-
-    Raises
-    ------
-    InputError
-        If the input is missing, unreadable, not a zarr array, or ``dims`` does
-        not match its number of dimensions.
-    """
-    _check_exists(url)
-    if is_tiff(url):
-        source = TiffSource(url)  # the file's first series (pipeline.io.readers.tiff)
-        return InputInfo(url=url, shape=source.shape, dtype=source.dtype, dims=_names(url, dims, source.shape),
-                         zarr_chunks=source.chunks, zarr_format=0, file_format="tiff")
-    array = open_array(url, storage_options)
+def inspect_zarr(url: str, dims=None, storage_options: dict[str, Any] | None = None) -> InputInfo:
+    """A zarr array's metadata: shape, dtype, dims (the config's, else the stored ones), chunks, coordinates."""
+    array, url = open_array(url, storage_options)
     shape = tuple(int(s) for s in array.shape)
-    names = _names(url, dims, shape, _metadata_dims(array))
+    names = input_dims(url, dims, shape, _metadata_dims(array))
     return InputInfo(
         url=url,
         shape=shape,
@@ -144,40 +112,10 @@ def inspect_input(url: str, dims: list[str] | tuple[str, ...] | None = None, *,
     )
 
 
-def _names(url: str, dims, shape: tuple[int, ...], stored: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """An input's dims: the config's (checked against its shape), else the stored ones, else the defaults."""
-    if dims is None:
-        return stored or default_dims(len(shape))
-    if len(dims) != len(shape):
-        raise InputError(f"config dims {list(dims)} has {len(dims)} names but input {url!r} is "
-                         f"{len(shape)}-D with shape {shape}; give {len(shape)} names")
-    return tuple(dims)
-
-
-def open_input(info: InputInfo, chunks: tuple[int, ...]) -> xr.DataArray:
-    """Open an input lazily as a dask-backed DataArray with the given processing chunks.
-
-    The values are the stored values, undecoded (no fill-value masking or
-    scaling), so integer images stay integers.
-    """
-    source = source_of(info)
-    name = "lncc-input-" + dask.base.tokenize(info.url, source.shape, str(source.dtype), source.chunks, chunks)
-    data = da.from_array(source, chunks=chunks, name=name, inline_array=True, asarray=False,
-                         meta=np.empty((0,) * source.ndim, dtype=source.dtype))
-    return xr.DataArray(data, dims=info.dims, coords=info.coords)
-
-
-def source_of(info: InputInfo) -> ChunkReader | ZarrSource | TiffSource:
-    """What blocks of an input are read from: lncc's own chunk reader where it knows the layout, else zarr."""
-    return array_reader(info.url, storage_options=info.storage_options)
-
-
-def array_reader(url: str, *, storage_options: dict[str, Any] | None = None) -> ChunkReader | ZarrSource | TiffSource:
+def array_reader(url: str, *, storage_options: dict[str, Any] | None = None) -> ChunkReader | ZarrSource:
     """A read-only array-like over the zarr array at ``url`` (``reader[region]``; ``.shape``, ``.dtype``,
     ``.chunks``): lncc's own chunk reader where it knows the layout, else zarr. Read errors name the chunk
     file or the region."""
-    if is_tiff(url):
-        return TiffSource(url)
     array = zarr.open_array(store=url, mode="r", **store_kwargs(url, storage_options))
     return ChunkReader.for_array(array, url) or ZarrSource(array, url, storage_options)
 
@@ -207,55 +145,3 @@ class ZarrSource:
                               for k in (key if isinstance(key, tuple) else (key,)))
             raise InputError(f"input {self.url!r} cannot be read at [{where}] ({one_line(exc, self._options)}); "
                              "the array is damaged or unreachable there: check or rewrite it") from None
-
-
-def open_pair(reference: InputInfo, moving: InputInfo, *, halo: int = 0, cache_bytes: int = 0
-              ) -> PairReader | None:
-    """Both inputs as one array-like of shape ``(2,) + shape`` that reads a region of both at once.
-
-    A task that reads its block of both images (halo included) needs no other
-    task's data: nothing moves between workers. Local chunk files are decoded
-    straight into the caller's buffer (:meth:`PairReader.read_into`), each
-    image in its own dtype. Only for inputs of the same shape; None otherwise.
-
-    Neighbouring blocks read the same edge chunks for their halos. With
-    ``halo`` (the window radius) and ``cache_bytes``, each process keeps the
-    ``halo``-wide edges of the chunks it decodes, and the chunks it decoded
-    only in part, up to ``cache_bytes``, for the blocks that need them next.
-    """
-    if reference.shape != moving.shape:
-        return None
-    sources = [source_of(info) for info in (reference, moving)]
-    run = uuid.uuid4().hex  # cached chunks belong to this reader's run: a later run never sees them
-    for i, src in enumerate(sources):
-        if isinstance(src, ChunkReader):
-            src.cache = (run, i, int(halo), int(cache_bytes)) if halo and cache_bytes else None
-    return PairReader(*sources, token=(reference.url, moving.url))
-
-
-class PairReader:
-    """Two same-shaped arrays read as one with a leading axis of 2 (reference, moving).
-
-    ``dtypes`` are the two images' own dtypes; ``dtype`` is one both can be read into (numpy's result type).
-    A block task reads each image into a buffer of its own dtype (:func:`pipeline.chunked.tasks.read_pair_block`).
-    """
-
-    def __init__(self, reference, moving, token=None):
-        self.sources = (reference, moving)
-        self.dtypes = (np.dtype(reference.dtype), np.dtype(moving.dtype))
-        self.dtype = np.result_type(*self.dtypes)
-        self.shape = (2,) + tuple(int(n) for n in reference.shape)
-        self.ndim = len(self.shape)
-        self._token = token
-
-    def __dask_tokenize__(self):
-        return ("lncc-pair", self._token, self.shape, tuple(str(d) for d in self.dtypes))
-
-    def read_into(self, region: list[slice], out) -> None:
-        """Fill ``out`` (shape ``(2,) + region's shape``, or two arrays of the region's shape) with both images'
-        values in ``region`` (step-1 slices)."""
-        for i, source in enumerate(self.sources):
-            if hasattr(source, "read_into"):
-                source.read_into(region, out[i])  # decoded (or shifted) straight into the pair block
-            else:
-                out[i] = source[tuple(region)]
