@@ -150,6 +150,8 @@ def _format_summary(summary) -> str:
                  "resume": f"resumed: {p.blocks_computed} of {p.blocks_total} blocks computed{repaired}",
                  "fresh": f"computed: {p.blocks_total} blocks"}[p.action]
         lines.append(f"  {p.output}  shape {tuple(p.shape)}  {state}")
+        if p.channels is not None:
+            lines.append(f"    colour: {p.channels}")
         if p.registration is not None:
             lines.append(f"    registered: {p.registration}")
         lines.append(
@@ -192,6 +194,74 @@ def run(
             typer.echo(_format_summary(summary))
         for line in _degenerate(summary):
             typer.echo(f"lncc: warning: {line}", err=True)
+
+    _guarded(body)
+
+
+def _parse_chunks(text: str | None) -> dict[str, int] | None:
+    """``y=512,x=512`` as {"y": 512, "x": 512}; a one-line usage error otherwise."""
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        name, sep, size = part.partition("=")
+        if not sep or not name.strip() or not size.strip().isdigit() or int(size) < 1:
+            _fail(2, f"--chunks expects NAME=SIZE pairs such as y=1024,x=1024, got {text!r}")
+        out[name.strip()] = int(size)
+    return out
+
+
+def _parse_channels(text: str | None) -> str | int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    if text not in ("luminance", "mean", "separate"):
+        _fail(2, f"--channels expects luminance, mean, separate or a channel index, got {text!r}")
+    return text
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Input to convert: a TIFF, image, video or zarr path, or a quoted "
+                                               "glob of frame files such as 'frames/left_*.png'.",
+                                          show_default=False)],
+    dest: Annotated[str, typer.Argument(help="The zarr group to write, e.g. left.zarr.", show_default=False)],
+    chunks: Annotated[str | None, typer.Option("--chunks", help="Stored chunks by dim, e.g. y=1024,x=1024 "
+                                               "(default 1024 per image axis, 1 frame).")] = None,
+    zarr_format: Annotated[int, typer.Option("--zarr-format", help="Zarr format, 2 or 3.")] = 3,
+    channels: Annotated[str | None, typer.Option("--channels", help="Colour: luminance (default), mean, separate "
+                                                 "or a channel index.")] = None,
+    series: Annotated[int, typer.Option("--series", help="TIFF image series.")] = 0,
+    level: Annotated[int, typer.Option("--level", help="TIFF pyramid level (0: full resolution).")] = 0,
+    compressor: Annotated[str, typer.Option("--compressor", help="zstd, lz4 or none.")] = "zstd",
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier ingest of another source or settings "
+                                                        "(never anything lncc did not write).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+) -> None:
+    """Convert SOURCE once into a chunked zarr group DEST (resumable: run it again after a kill)."""
+
+    def body():
+        from .job import ingest as ingest_input
+
+        bar = None
+        if not quiet and sys.stderr.isatty():
+            bar = typer.progressbar(length=1, label="ingest", file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+        try:
+            summary = ingest_input(source, dest, chunks=_parse_chunks(chunks), zarr_format=zarr_format,
+                                   channels=_parse_channels(channels), series=series, level=level,
+                                   compressor=compressor, force=force, progress=progress)
+        finally:
+            if bar is not None:
+                bar.render_finish()
+        if not quiet:
+            typer.echo(summary.describe())
 
     _guarded(body)
 

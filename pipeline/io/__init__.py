@@ -27,6 +27,7 @@ from .metadata import (
                        PROVENANCE_KEY,
                        STATE_GROUP,
                        group_attributes,
+                       json_safe,
                        read_provenance,
                        update_provenance,
                        write_group,
@@ -52,6 +53,7 @@ from .urls import is_local, local_path, redact
 from .writers.arrays import write_array
 from .writers.background import finish_writes
 from .writers.files import sync_outputs
+from .writers.ingest import IMAGE, VALID, IngestWriter, ingest_record
 from .writers.zarr import OutputWriter
 
 __all__ = [
@@ -63,5 +65,6 @@ __all__ = [
     "update_provenance", "read_provenance",
     "output_state", "foreign_entries", "check_output_path", "InputIdentities", "clean_partials",
     "create_output", "usable_blocks", "LOCK_FILE", "OutputLock",
-    "fingerprint", "redact", "is_local", "local_path", "process_state",
+    "fingerprint", "redact", "is_local", "local_path", "process_state", "json_safe",
+    "IngestWriter", "ingest_record", "IMAGE", "VALID",
 ]

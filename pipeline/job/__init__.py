@@ -11,8 +11,9 @@ output holds (:mod:`.describe`). It may import the config, :mod:`pipeline.chunke
 """
 
 from .execute import run
+from .ingest import IngestSummary, ingest
 from .plan import PairPlan, plan_run, register_run
 from .registration import Registration
 from .summary import PairResult, RunSummary
 
-__all__ = ["run", "plan_run", "register_run", "PairPlan", "PairResult", "Registration", "RunSummary"]
+__all__ = ["run", "ingest", "IngestSummary", "plan_run", "register_run", "PairPlan", "PairResult", "Registration", "RunSummary"]

@@ -216,7 +216,22 @@ def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
     computed, total = counts.get(url, (0, int(done_blocks(ledger).size)))
     return PairResult(url, plan.reference.shape, int(np.prod(plan.reference.shape)), stats["mean"], quantiles,
                       stats["nan_fraction"], plan.action, computed, total, stats.get("flat_fraction", 0.0),
-                      plan.damaged, None if plan.registration is None else plan.registration.describe())
+                      plan.damaged, None if plan.registration is None else plan.registration.describe(),
+                      _channels_line(plan))
+
+
+def _channels_line(plan: PairPlan) -> str | None:
+    """How the pair's colour was read, for the summary: each image's policy, and alpha masks."""
+    how = {"luminance": "luminance (Rec. 709 weights)", "mean": "the mean of its channels",
+           "separate": "one map per channel (c)"}
+    parts = []
+    for role, info in (("reference", plan.reference), ("moving", plan.moving)):
+        if info.channels is None:
+            continue
+        text = ("luminance (its luma plane)" if info.file_format == "video" and info.channels == "luminance"
+                else how.get(info.channels, f"channel {info.channels}"))
+        parts.append(f"{role} read as {text}" + (", its alpha channel as the validity mask" if info.alpha else ""))
+    return "; ".join(parts) or None
 
 
 def _registration_layers(reference: xr.DataArray, plan: PairPlan) -> xr.Dataset | None:

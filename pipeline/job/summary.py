@@ -25,6 +25,8 @@ class PairResult:
     damaged: int = 0
     #: The applied shift(s), one line (None without registration).
     registration: str | None = None
+    #: How colour inputs were read (the channel policy, an alpha mask), one line; None for grey-level inputs.
+    channels: str | None = None
 
 
 @dataclass

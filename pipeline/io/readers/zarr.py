@@ -17,6 +17,7 @@ import zarr
 from ...errors import InputError
 from ..urls import is_local, one_line, remote_is_empty, store_kwargs
 from .chunks import ChunkReader
+from ..writers.ingest import IMAGE, INGEST_KEY
 from .info import InputInfo, check_exists, input_dims
 
 __all__ = ["inspect_zarr", "open_array", "array_reader", "ZarrSource"]
@@ -32,6 +33,8 @@ def open_array(url: str, storage_options: dict[str, Any] | None = None) -> tuple
     if isinstance(node, zarr.Group):
         arrays = dict(node.arrays())
         data = [name for name, array in arrays.items() if not _is_coordinate(name, array)]
+        if INGEST_KEY in node.attrs and IMAGE in arrays:  # written by lncc ingest (beside its mask and ledger)
+            data = [IMAGE]
         if len(data) == 1:
             return arrays[data[0]], f"{url.rstrip('/')}/{data[0]}"
         names = sorted(arrays)
