@@ -16,4 +16,5 @@ from .plan import PairPlan, plan_run, register_run
 from .registration import Registration
 from .summary import PairResult, RunSummary
 
-__all__ = ["run", "ingest", "IngestSummary", "plan_run", "register_run", "PairPlan", "PairResult", "Registration", "RunSummary"]
+__all__ = ["run", "ingest", "IngestSummary", "plan_run", "register_run", "PairPlan", "PairResult", "Registration",
+           "RunSummary"]

@@ -22,7 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import parse_config
-from pipeline.errors import InputError
 from pipeline.io import read_provenance
 from pipeline.job import ingest, run
 from pipeline.testing import sample_pair

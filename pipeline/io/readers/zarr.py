@@ -16,8 +16,8 @@ import zarr
 
 from ...errors import InputError
 from ..urls import is_local, one_line, remote_is_empty, store_kwargs
-from .chunks import ChunkReader
 from ..writers.ingest import IMAGE, INGEST_KEY
+from .chunks import ChunkReader
 from .info import InputInfo, check_exists, input_dims
 
 __all__ = ["inspect_zarr", "open_array", "array_reader", "ZarrSource"]
