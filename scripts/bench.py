@@ -4,7 +4,7 @@ Usage::
 
     python scripts/bench.py                    # full run (~5 min on 2 cores)
     python scripts/bench.py --size 2048 --e2e-size 4096   # quick look
-    python scripts/bench.py --sections kernel e2e         # only some of: kernel e2e ops scale register
+    python scripts/bench.py --sections kernel e2e         # only some of: kernel e2e ops scale register formats
     python scripts/bench.py --markdown docs/benchmarks-history.md   # also append the tables to the history
 
 After a run appended to docs/benchmarks-history.md, update the current table of BENCHMARKS.md by hand.
@@ -381,6 +381,125 @@ def registration(args) -> list[str]:
     return lines
 
 
+def _run_config(directory: Path, name: str, cfg: dict) -> dict[str, float]:
+    """One `lncc run --force` of ``cfg`` as a subprocess: its compute seconds and peak RSS."""
+    config = directory / f"bench-{name}.yaml"
+    config.write_text(json.dumps(cfg))
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config), "--force"],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(f"{name} run failed: {proc.stderr}")
+    shutil.rmtree(cfg["output"], ignore_errors=True)
+    stdout = proc.stdout
+    return {"compute_s": float(stdout.split(" in ")[1].split(" s")[0].replace(",", "")), "wall_s": wall,
+            "peak_rss_mb": float(stdout.split("peak RSS ")[1].split(" MB")[0].replace(",", ""))}
+
+
+def _best(fn, repeats: int) -> tuple[dict, dict]:
+    runs = sorted((fn() for _ in range(repeats)), key=lambda r: r["compute_s"])
+    return runs[0], runs[len(runs) // 2]
+
+
+def formats(args) -> list[str]:
+    """End to end from TIFF files against the same pair from zarr; a 1080p video pair decoded and correlated."""
+    import tifffile
+    import zarr
+
+
+    size, data, out = args.e2e_size, args.data, args.data / "formats-out.zarr"
+    ref_url, mov_url = make_e2e_pair(data, size, 1024)
+    urls = {"zarr, 1024^2 chunks, uncompressed": (ref_url, mov_url)}
+    tiffs = [data / f"pair-{size}-{n}-zstd512.tif" for n in ("reference", "moving")]
+    packed = data / f"pair-{size}-zstd512.zarr"
+    if not all(t.exists() for t in tiffs) or not (packed / "moving" / "zarr.json").exists():
+        for url, tif, name in zip((ref_url, mov_url), tiffs, ("reference", "moving")):
+            image = zarr.open_array(url, mode="r")[...]
+            tifffile.imwrite(tif, image, tile=(512, 512), compression="zstd")
+            from zarr.codecs import ZstdCodec
+            group = zarr.open_group(str(packed), mode="a")
+            group.create_array(name=name, shape=image.shape, chunks=(512, 512), dtype=image.dtype,
+                               compressors=ZstdCodec(level=3), dimension_names=("y", "x"), overwrite=True)[...] = image
+            del image
+    urls["zarr, 512^2 chunks, zstd"] = (f"{packed}/reference", f"{packed}/moving")
+    urls["TIFF, 512^2 tiles, zstd"] = tuple(str(t) for t in tiffs)
+    lines = ["", f"### Inputs of other formats: {size} x {size} uint8 pair end to end (window {args.e2e_window}, "
+                 f"{available_cores()} threads; best of {args.e2e_repeats}, median in brackets)", "",
+             "| inputs | compute s | Mpx/s | vs zarr 1024^2 | peak RSS |", "|---|---|---|---|---|"]
+    base = None
+    for label, (ref, mov) in urls.items():
+        cfg = {"reference": ref, "moving": mov, "output": str(out), "window": args.e2e_window}
+        best, mid = _best(lambda cfg=cfg: _run_config(data, "formats", cfg), args.e2e_repeats)
+        rate, mid_rate = size * size / best["compute_s"] / 1e6, size * size / mid["compute_s"] / 1e6
+        base = base or rate
+        lines.append(f"| {label} | {best['compute_s']:.2f} ({mid['compute_s']:.2f}) | {rate:.0f} ({mid_rate:.0f}) | "
+                     f"{rate / base:.2f}x ({mid_rate / base:.2f}x) | {best['peak_rss_mb']:.0f} MB |")
+        print(lines[-1], flush=True)
+    video = video_formats(args)
+    print("\n".join(video), flush=True)
+    return lines + video
+
+
+def make_video_pair(directory: Path, frames: int, height: int = 1080, width: int = 1920) -> list[Path]:
+    """A 1080p H.264 pair (yuv420p, GOP 50) of textured frames drifting by a pixel a frame, encoded once."""
+    import av
+
+    paths = [directory / f"video-{width}x{height}-{frames}-{n}.mp4" for n in ("reference", "moving")]
+    if all(p.exists() for p in paths):
+        return paths
+    base = [sample_pair((height + frames, width + frames), "uint8", seed=11)[k] for k in (0, 1)]
+    for path, image in zip(paths, base):
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"g": "50", "preset": "veryfast", "crf": "18"}
+            for k in range(frames):
+                grey = np.ascontiguousarray(image[k:k + height, k:k + width])
+                frame = av.VideoFrame.from_ndarray(np.dstack([grey] * 3), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+    return paths
+
+
+def video_formats(args) -> list[str]:
+    """Decode alone (lncc's reader, both videos, in order) and the whole run (decode + NCC + write), frames/s."""
+    from pipeline.io import inspect_input, source_of
+
+    frames = args.video_frames_1080
+    paths = make_video_pair(args.data, frames)
+
+    def decode() -> dict[str, float]:
+        from pipeline.io import process_state
+
+        process_state().videos.clear()  # no frames kept from the last repeat: every frame decoded anew
+        sources = [source_of(inspect_input(str(p))) for p in paths]
+        t = time.perf_counter()
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read_all(src):
+            for k in range(0, frames, 8):
+                src[k:k + 8]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(read_all, sources))
+        return {"compute_s": time.perf_counter() - t}
+
+    dec, dec_mid = _best(decode, 3)
+    out = str(args.data / "video-out.zarr")
+    cfg = {"reference": str(paths[0]), "moving": str(paths[1]), "output": out, "window": args.e2e_window}
+    run_best, run_mid = _best(lambda: _run_config(args.data, "video", cfg), 3)
+    ncc_only = frames / max(run_best["compute_s"] - dec["compute_s"], 1e-9)
+    return ["", f"### Video: a 1920 x 1080 H.264 pair of {frames} frames (window {args.e2e_window}, "
+                f"{available_cores()} cores; best of 3, median in brackets)", "",
+            "| stage | seconds | frames/s (pairs) |", "|---|---|---|",
+            f"| decode both videos (lncc's reader, luma plane) | {dec['compute_s']:.2f} ({dec_mid['compute_s']:.2f}) | "
+            f"{frames / dec['compute_s']:.0f} ({frames / dec_mid['compute_s']:.0f}) |",
+            f"| whole run: decode + NCC + write | {run_best['compute_s']:.2f} ({run_mid['compute_s']:.2f}) | "
+            f"{frames / run_best['compute_s']:.0f} ({frames / run_mid['compute_s']:.0f}) |",
+            f"| NCC + write (the run less the decode) | {run_best['compute_s'] - dec['compute_s']:.2f} | "
+            f"{ncc_only:.0f} |", "", f"Peak RSS of the run: {run_best['peak_rss_mb']:.0f} MB."]
+
+
 def base_compute(lines: list[str]) -> float:
     """The unregistered run's best compute seconds, from its table row."""
     row = next(line for line in lines if line.startswith("| unregistered"))
@@ -450,8 +569,10 @@ def main() -> None:
     parser.add_argument("--scale-chunks", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--video-frames", type=int, default=1000, help="registration: video frames (default 1000)")
     parser.add_argument("--video-size", type=int, default=1024, help="registration: video frame side (default 1024)")
-    parser.add_argument("--sections", nargs="+", default=["kernel", "e2e", "ops", "scale", "register"],
-                        choices=["kernel", "e2e", "ops", "scale", "register"], help="what to measure (default: all)")
+    parser.add_argument("--video-frames-1080", type=int, default=300, help="formats: 1080p video frames (default 300)")
+    parser.add_argument("--sections", nargs="+", default=["kernel", "e2e", "ops", "scale", "register", "formats"],
+                        choices=["kernel", "e2e", "ops", "scale", "register", "formats"],
+                        help="what to measure (default: all)")
     args = parser.parse_args()
 
     header = f"## {date.today().isoformat()}: {machine()}"
@@ -506,6 +627,8 @@ def main() -> None:
         lines += scale_out(args, kernel_rate)
     if "register" in args.sections:
         lines += registration(args)
+    if "formats" in args.sections:
+        lines += formats(args)
     if args.markdown:
         with args.markdown.open("a") as fh:
             fh.write("\n" + header + "\n\n" + "\n".join(lines) + "\n")

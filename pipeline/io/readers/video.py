@@ -13,6 +13,7 @@ policy, no colour conversion); ``rgb`` reads R, G, B for the other channel polic
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from fractions import Fraction
@@ -60,7 +61,18 @@ def _deep(pix_fmt: str) -> bool:
 
 
 def video_header(path: Path) -> dict:
-    """Frame count, rate, size and pixel format of a video's first video stream; one-line errors."""
+    """Frame count, rate, size and pixel format of a video's first video stream; one-line errors.
+
+    Kept per file version (path, size, modification time): opening a video probes its streams (tens of ms),
+    and every process's reader is made from the same header.
+    """
+    stat = path.stat()
+    return dict(_header(str(path), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _header(name: str, size: int, mtime: int) -> tuple:
+    path = Path(name)
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -70,8 +82,8 @@ def video_header(path: Path) -> dict:
             frames = sum(1 for packet in container.demux(stream) if packet.size)
         ctx = stream.codec_context
         pix_fmt = ctx.format.name if ctx.format is not None else "yuv420p"
-        return {"frames": frames, "rate": Fraction(rate) if rate else None, "height": int(ctx.height),
-                "width": int(ctx.width), "pix_fmt": pix_fmt, "codec": ctx.name}
+        return tuple({"frames": frames, "rate": Fraction(rate) if rate else None, "height": int(ctx.height),
+                      "width": int(ctx.width), "pix_fmt": pix_fmt, "codec": ctx.name}.items())
     except InputError:
         raise
     except Exception as exc:  # damaged index or stream header
