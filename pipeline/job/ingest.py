@@ -136,7 +136,8 @@ def ingest(source, dest: str, *, chunks: dict[str, int] | None = None, zarr_form
         raise InputError(f"--zarr-format must be 2 or 3, got {zarr_format}")
     if compressor not in ("zstd", "lz4", "none"):
         raise InputError(f"--compressor must be zstd, lz4 or none, got {compressor!r}")
-    info = io.inspect_input(source, storage_options=storage_options, series=series, level=level, channels=channels)
+    info = io.inspect_input(source, storage_options=storage_options, series=series, level=level, channels=channels,
+                            whole=True)  # a single image too large to run from is what ingest is for
     clash = io.InputIdentities(io.input_files(source)).clash(dest)
     if clash is not None:
         raise InputError(f"ingest destination {dest!r} is, holds or lies inside the source {clash!r}; write it "

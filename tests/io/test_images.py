@@ -223,9 +223,6 @@ def test_provenance_and_up_to_date_follow_the_image_bytes(tmp_path):
     assert not np.array_equal(first.values, second.values, equal_nan=True)
 
 
-@pytest.mark.xfail(strict=True, reason="decoded images are cached per process by (path, size, mtime): a file "
-                   "rewritten with other bytes of the same size and mtime is recomputed ('fresh') from the stale "
-                   "pixels decoded before")
 def test_a_rewrite_keeping_size_and_mtime_is_decoded_anew(tmp_path):
     """``cp -p``, ``rsync -a`` or ``tar x`` put back a file with its old mtime: the fingerprint (the bytes)
     sees the change and the run recomputes; the map must be that of the new pixels."""
@@ -258,8 +255,6 @@ def test_an_image_above_the_pixel_limit_is_refused_naming_the_limit_and_ingest(t
     assert_matches(from_png.values, reference_ncc(a, b, WINDOW))
 
 
-@pytest.mark.xfail(strict=True, reason="the way out the limit's error names fails the same way: `lncc ingest` "
-                   "inspects the image through ImageSource, which refuses it with the same message")
 def test_lncc_ingest_converts_an_image_above_the_pixel_limit(tmp_path, monkeypatch):
     from pipeline.job import ingest
 
@@ -329,9 +324,6 @@ def test_a_truncated_png_fails_the_run_naming_the_file_and_a_fixed_file_runs(tmp
     assert_matches(fixed.values, reference_ncc(a, b, WINDOW))
 
 
-@pytest.mark.xfail(strict=True, reason="a truncated PNG is found only when a block decodes it: the run has "
-                   "already created its output (zarr.json, ncc, _lncc; status 'running'), though the README "
-                   "promises nothing written for exit-2 input errors")
 def test_a_truncated_png_writes_nothing(tmp_path):
     _, _, good, cut = _truncated(tmp_path)
     out = tmp_path / "out.zarr"
@@ -363,8 +355,6 @@ def test_image_readers_pickle_and_read_the_same(tmp_path):
         np.testing.assert_array_equal(copy[7:60, 11:100], expected[7:60, 11:100])
 
 
-@pytest.mark.xfail(strict=True, reason="a CMYK JPEG's four channels are taken for R, G, B, A: its K (black ink) "
-                   "channel becomes the validity mask, and with no black ink anywhere the whole map is NaN, silently")
 def test_a_cmyk_jpeg_is_read_as_colour_or_refused_never_with_k_as_alpha(tmp_path):
     from PIL import Image
 

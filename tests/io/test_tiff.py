@@ -140,7 +140,8 @@ def test_a_truncated_tiff_fails_the_run_naming_the_file(tmp_path):
     out = tmp_path / "out.zarr"
     with pytest.raises(InputError, match="b.tif") as caught:
         run(parse_config({"reference": str(tifs[0]), "moving": str(tifs[1]), "output": str(out)}))
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value) and "truncated" in str(caught.value)
+    assert not out.exists()  # found when planned: nothing written
 
 
 @pytest.mark.slow
@@ -157,3 +158,77 @@ def test_worker_processes_read_the_tiff_themselves(tmp_path, compute):
     _, threads, _ = _run(tmp_path, "threads", *tifs, **blocks)
     _, workers, _ = _run(tmp_path, "workers", *tifs, compute=compute, **blocks)
     np.testing.assert_array_equal(workers, threads)
+
+
+def _pyramid(path, image, levels=3, series=()):
+    """An OME-TIFF pyramid (sub-IFDs, each level half the last), after other series of its own if given."""
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        for other in series:
+            tif.write(other, tile=(64, 64), metadata={"axes": "YX"})
+        tif.write(image, subifds=levels - 1, tile=(64, 64), compression="zlib", metadata={"axes": "YX"})
+        for level in range(1, levels):
+            tif.write(image[:: 2**level, :: 2**level], subfiletype=1, tile=(64, 64), compression="zlib")
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_an_ome_tiff_pyramid_level_and_series_are_read_as_chosen(tmp_path, level):
+    a, b = _pair("uint16", (512, 384))
+    decoy = np.zeros((200, 100), np.uint16)
+    tifs = [tmp_path / "a.ome.tif", tmp_path / "b.ome.tif"]
+    for path, image in zip(tifs, (a, b)):
+        _pyramid(path, image, series=[decoy])
+    info = inspect_input(str(tifs[0]), series=1, level=level)
+    assert info.shape == a[:: 2**level, :: 2**level].shape
+    stores = [write_array(str(tmp_path / f"{k}.zarr"), image[:: 2**level, :: 2**level], chunks=(64, 64))
+              for k, image in zip("ab", (a, b))]
+    blocks = {"chunks": {"y": 48, "x": 80}}
+    _, from_tiff, _ = _run(tmp_path, "tiff", *tifs, series=1, level=level, **blocks)
+    _, from_zarr, _ = _run(tmp_path, "zarr", *stores, **blocks)
+    np.testing.assert_array_equal(from_tiff, from_zarr)
+    recorded = read_provenance(str(tmp_path / "tiff.zarr"))["inputs"]["reference"]
+    assert recorded["series"] == 1 and recorded["level"] == level
+    for settings, words in (({"series": 2}, "set series: to one of 0..1"),
+                            ({"series": 1, "level": 3}, "set level: to one of 0..2")):
+        with pytest.raises(InputError, match=words.replace(".", r"\.")) as caught:
+            _run(tmp_path, "bad", *tifs, **settings)
+        assert "\n" not in str(caught.value) and not (tmp_path / "bad.zarr").exists()
+
+
+@pytest.mark.parametrize("planar", ["contig", "separate"])
+def test_a_colour_tiff_is_read_by_the_channel_policy(tmp_path, planar):
+    """RGB samples, interleaved or planar: luminance by default, one channel by index, one map per channel."""
+    a, b = _pair("uint8", (160, 200))
+    rgb = [np.stack([x, np.roll(x, 5, 0), 255 - x], -1).astype(np.uint8) for x in (a, b)]
+    tifs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for path, image in zip(tifs, rgb):
+        data = image if planar == "contig" else np.moveaxis(image, -1, 0)
+        tifffile.imwrite(path, data, photometric="rgb", planarconfig=planar, tile=(64, 64))
+    luma = [(x.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])).astype(np.float32) for x in rgb]
+    summary, lum, _ = _run(tmp_path, "lum", *tifs, chunks={"y": 50, "x": 70})
+    assert "luminance" in summary.pairs[0].channels
+    assert_matches(lum, reference_ncc(luma[0].astype(np.float64), luma[1].astype(np.float64), 7))
+    _, green, _ = _run(tmp_path, "green", *tifs, channels=1)
+    assert_matches(green, reference_ncc(rgb[0][..., 1], rgb[1][..., 1], 7))
+    _, apart, _ = _run(tmp_path, "apart", *tifs, channels="separate", chunks={"c": 2, "y": 64, "x": 90})
+    with xr.open_zarr(tmp_path / "apart.zarr") as ds:
+        assert ds["ncc"].dims == ("c", "y", "x") and list(ds["c"].values) == ["R", "G", "B"]
+    for c in range(3):
+        assert_matches(apart[c], reference_ncc(rgb[0][..., c], rgb[1][..., c], 7))
+
+
+@pytest.mark.slow
+def test_worker_processes_read_a_pyramid_level_of_colour_tiffs(tmp_path):
+    """A LocalCluster of two worker processes reads level 1 of RGB pyramids as a threads run does."""
+    a, b = _pair("uint8", (400, 360))
+    tifs = [tmp_path / "a.ome.tif", tmp_path / "b.ome.tif"]
+    for path, image in zip(tifs, (a, b)):
+        rgb = np.stack([image, image // 2, 255 - image], -1).astype(np.uint8)
+        with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+            tif.write(rgb, subifds=1, tile=(64, 64), photometric="rgb", metadata={"axes": "YXS"})
+            tif.write(rgb[::2, ::2], subfiletype=1, tile=(64, 64), photometric="rgb")
+    blocks = {"chunks": {"y": 64, "x": 100}, "level": 1}
+    _, threads, _ = _run(tmp_path, "threads", *tifs, **blocks)
+    compute = {"scheduler": "local", "workers": 2, "threads_per_worker": 1}
+    _, workers, _ = _run(tmp_path, "workers", *tifs, compute=compute, **blocks)
+    np.testing.assert_array_equal(workers, threads)
+    assert threads.shape == (200, 180)

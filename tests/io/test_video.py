@@ -1,7 +1,8 @@
 """Video inputs: real mp4 files encoded by PyAV (FFmpeg) from textured frames that move a few pixels per frame.
 
-A video is lossy, so each run is compared with the frames as an independent decoder gives them (imageio's
-pyav plugin, all frames in order), stacked, stored as zarr and run alike. A small GOP (a keyframe every 8
+A video is lossy, so each run is compared with the frames as an independent decode gives them (all frames in
+order, no seeking: the luma plane Y' as stored for the default luminance, imageio's pyav plugin for RGB),
+stacked, stored as zarr and run alike. A small GOP (a keyframe every 8
 frames) makes the reader seek: blocks asked out of order, backwards or far ahead must still be the exact
 frames.
 """
@@ -65,6 +66,17 @@ def _encode(path, rgb, *, faststart: bool = False):
     return path
 
 
+def _luma(path) -> np.ndarray:
+    """Every frame's luma plane Y' as stored, decoded in order by PyAV on its own (no seeking, no conversion)."""
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            plane = frame.planes[0]
+            rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+            frames.append(rows[:, :frame.width].copy())
+    return np.stack(frames)
+
+
 def _run(out, reference, moving, **settings):
     process_state().videos.clear()  # decoders start afresh, as in a new worker process: the run must seek
     summary = run(parse_config({"reference": str(reference), "moving": str(moving), "output": str(out),
@@ -79,7 +91,9 @@ def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("video")
     ra, rb = _content(seed=2)
     paths = [_encode(root / f"{k}.mp4", x) for k, x in zip("ab", (ra, rb))]
-    grey = [iio.imread(p, plugin="pyav", format="gray") for p in paths]
+    grey = [_luma(p) for p in paths]
+    full = [iio.imread(p, plugin="pyav", format="gray") for p in paths]  # FFmpeg's grey: Y' in full range
+    assert np.abs(full[0] - (grey[0].astype(float) - 16) * 255 / 219).max() <= 1.0  # limited range 16-235
     rgb = [iio.imread(p, plugin="pyav", format="rgb24") for p in paths]
     assert grey[0].shape == (FRAMES,) + SHAPE and rgb[0].shape == (FRAMES,) + SHAPE + (3,)
     stores = [write_array(str(root / f"{k}.zarr"), x, chunks=(1, 64, 64)) for k, x in zip("ab", grey)]
@@ -95,7 +109,7 @@ def test_a_video_pair_equals_its_decoded_frames_from_zarr(videos, tmp_path, chun
     assert_matches(from_video.values, videos["zarr"], 1e-6)
     some = slice(0, FRAMES, 7)  # the textbook on a few frames (it holds every window in memory)
     assert_matches(from_video.values[some], reference_ncc(videos["grey"][0][some], videos["grey"][1][some], WINDOW))
-    assert np.isfinite(from_video.values).all() and np.nanmean(from_video.values) > 0.5  # textured, correlated
+    assert np.isfinite(from_video.values).all() and np.std(from_video.values) > 0.1  # textured content
 
 
 def test_the_time_coordinate_is_in_seconds_and_provenance_names_the_video(videos, tmp_path):
@@ -184,18 +198,20 @@ def test_a_truncated_mp4_and_a_non_video_are_one_line_errors_and_nothing_is_writ
 
 
 def test_a_video_cut_inside_its_frames_fails_the_run_naming_the_file(videos, tmp_path):
-    """Its index first (faststart): the header promises 24 frames, the data ends before them."""
+    """Its index first (faststart): the header promises 24 frames, the data ends before them. Found when the
+    input is inspected (its packets counted), so the run writes nothing."""
     _, rb = _content(seed=2)
     whole = _encode(tmp_path / "whole.mp4", rb, faststart=True)
     data = whole.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.7)])
-    assert inspect_input(str(cut)).shape == (FRAMES,) + SHAPE
+    with pytest.raises(InputError, match="truncated: its index lists 24 frames"):
+        inspect_input(str(cut))
     out = tmp_path / "out.zarr"
     process_state().videos.clear()
     config = {"reference": str(videos["paths"][0]), "moving": str(cut), "output": str(out), "chunks": {"t": 3}}
-    _one_line_error(config, cut, "truncated|damaged")
-    assert not out.exists() or read_provenance(str(out)).get("status") != "complete"
+    _one_line_error(config, cut, "truncated")
+    assert not out.exists()
 
 
 @pytest.mark.slow

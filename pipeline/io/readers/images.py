@@ -20,7 +20,8 @@ from ..process import process_state
 from ..urls import is_local, local_path, one_line
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "is_image", "ImageSource", "DecodedFiles", "image_header",
-           "decode_image", "stat_key"]
+           "decode_image", "stat_key",
+           "verify_image"]
 
 #: File names read as single images (case-insensitive), through imageio's pillow plugin.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".jp2")
@@ -34,8 +35,24 @@ def is_image(url: str) -> bool:
     return is_local(url) and str(url).lower().endswith(IMAGE_SUFFIXES)
 
 
+#: Pillow modes of colour spaces other than RGB, read converted to RGB (a CMYK JPEG's K is no alpha).
+_CONVERTED = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def image_mode(path: Path) -> str | None:
+    """The mode a file is decoded in: None (as stored) or the one its colour space is converted to."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return _CONVERTED.get(image.mode)
+    except Exception:  # reported by image_header, with the reason
+        return None
+
+
 def image_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) of an image file from its header, nothing decoded; one-line errors."""
+    """(shape, dtype) of an image file from its header (colour spaces other than RGB as RGB), nothing decoded;
+    one-line errors."""
     import imageio.v3 as iio
 
     try:
@@ -46,15 +63,34 @@ def image_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     if props.is_batch or len(props.shape) not in (2, 3):
         raise InputError(f"input {str(path)!r} holds {props.n_images or 'several'} images (shape {props.shape}); "
                          "give a single image, or its frames as files of a sequence")
-    return tuple(int(n) for n in props.shape), np.dtype(props.dtype)
+    shape = tuple(int(n) for n in props.shape)
+    if image_mode(path) == "RGB":  # another colour space, decoded as RGB
+        return shape[:2] + (3,), np.dtype(np.uint8)
+    return shape, np.dtype(props.dtype)
+
+
+def verify_image(path: Path) -> None:
+    """A quick check of a file's integrity without decoding it (PNG: every chunk's CRC, the end marker), so a
+    truncated frame file stops the run before anything is written; one-line errors."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:  # pillow raises OSError, SyntaxError, ValueError... for a damaged file
+        raise InputError(f"image {str(path)!r} is damaged or truncated ({one_line(exc, None)}); check or rewrite "
+                         "it") from None
 
 
 def decode_image(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """The whole image, decoded; one-line errors for a damaged file or one that changed since it was inspected."""
     import imageio.v3 as iio
+    from PIL import Image
 
+    if shape[0] * shape[1] > (Image.MAX_IMAGE_PIXELS or 0) > 0:
+        Image.MAX_IMAGE_PIXELS = None  # lncc's own limit (or lncc ingest's choice to read it whole) rules
     try:
-        values = np.asarray(iio.imread(path, plugin="pillow"))
+        values = np.asarray(iio.imread(path, plugin="pillow", mode=image_mode(path)))
     except Exception as exc:  # truncated or corrupt data: pillow raises OSError, SyntaxError, ValueError...
         raise InputError(f"image {str(path)!r} cannot be decoded ({one_line(exc, None)}); the file is damaged or "
                          "truncated: check or rewrite it") from None
@@ -99,19 +135,24 @@ class DecodedFiles:
             return values
 
 
-def stat_key(path) -> tuple[str, int, int]:
-    """A file's key among decoded files: its path, size and modification time (a rewritten file is decoded anew)."""
+def stat_key(path) -> tuple:
+    """A file's key among decoded files: its path, inode, size, modification and change times.
+
+    The change time (ctime) moves with every write and cannot be set back (``cp -p``, ``rsync -a`` and ``tar``
+    restore the modification time only): a file rewritten in place or replaced is decoded anew.
+    """
     stat = Path(path).stat()
-    return str(path), stat.st_size, stat.st_mtime_ns
+    return str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 class ImageSource:
     """A read-only array over a single-image file: ``(y, x)``, or ``(y, x, channels)`` for colour.
 
-    ``.chunks`` is the whole image (it cannot be read in part); each process decodes it once.
+    ``.chunks`` is the whole image (it cannot be read in part); each process decodes it once. ``whole=True``
+    (``lncc ingest``) reads an image above :data:`MAX_IMAGE_PIXELS` too.
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, whole: bool = False):
         self.url = url
         self.path = Path(local_path(url))
         self.shape, self.dtype = image_header(self.path)
@@ -119,7 +160,7 @@ class ImageSource:
         self.chunks = self.shape
         self.channel_axis = 2 if self.ndim == 3 else None
         pixels = self.shape[0] * self.shape[1]
-        if pixels > MAX_IMAGE_PIXELS:
+        if pixels > MAX_IMAGE_PIXELS and not whole:
             raise InputError(f"image {url!r} has {self.shape[0]} x {self.shape[1]} = {pixels:,} pixels, more than "
                              f"the {MAX_IMAGE_PIXELS:,} lncc reads whole; convert it once with `lncc ingest "
                              f"{url} IMAGE.zarr` and give the zarr array as the input")
@@ -128,8 +169,11 @@ class ImageSource:
         return ("lncc-image", stat_key(self.path), self.shape, str(self.dtype))
 
     def __getitem__(self, key) -> np.ndarray:
-        values = process_state().decoded.get(stat_key(self.path), lambda: decode_image(self.path, self.shape))
-        return values[key]
+        return self.values()[key]
+
+    def values(self) -> np.ndarray:
+        """The whole decoded image (this process decodes it once): a damaged file fails here, naming it."""
+        return process_state().decoded.get(stat_key(self.path), lambda: decode_image(self.path, self.shape))
 
     def read_into(self, region: list[slice], out: np.ndarray) -> None:
         """Fill ``out`` with the values in ``region`` (step-1 slices)."""

@@ -62,7 +62,7 @@ def _base(kind: str, url, read: dict[str, Any]):
     if kind == "tiff":
         return TiffSource(url, series=read.get("series", 0), level=read.get("level", 0))
     if kind == "image":
-        return ImageSource(url)
+        return ImageSource(url, whole=read.get("whole", False))
     if kind == "sequence":
         return SequenceSource(read["files"], label=input_label(url))
     if kind == "video":
@@ -71,14 +71,17 @@ def _base(kind: str, url, read: dict[str, Any]):
 
 
 def inspect_input(url, dims=None, *, storage_options: dict[str, Any] | None = None, series: int = 0,
-                  level: int = 0, channels: str | int | None = None) -> InputInfo:
+                  level: int = 0, channels: str | int | None = None, whole: bool = False) -> InputInfo:
     """Read an input's metadata: shape, dtype, dims, chunks and dimension coordinates, after the channel policy.
 
     ``dims`` (from the config) overrides the metadata; without either, the dims
     are ``(y, x)`` or ``(t, y, x)`` (``(c, y, x)`` for ``channels: separate``).
     ``series`` and ``level`` select a TIFF's image series and resolution level;
     ``channels`` is the colour policy (None: luminance for colour inputs).
+    ``whole`` reads single images above the size limit too (``lncc ingest``).
     ``storage_options`` (fsspec, for URLs) are kept in the returned info.
+    A single image is decoded here (it is read whole anyway, once per process):
+    a damaged one fails before anything is written.
 
     Raises
     ------
@@ -102,7 +105,11 @@ def inspect_input(url, dims=None, *, storage_options: dict[str, Any] | None = No
                          f"{'an' if kind == 'image' else 'a'} {kind} input; remove them")
     if kind == "video":
         read["planes"] = "luma" if channels in (None, "luminance") else "rgb"
+    if kind == "image" and whole:
+        read["whole"] = True
     base = _base(kind, url, read)
+    if kind == "image":
+        base.values()
     policy = None
     if kind == "video" and read["planes"] == "luma":
         policy = "luminance" if not base.pix_fmt.startswith("gray") else None  # the video's own luma plane

@@ -17,7 +17,7 @@ import numpy as np
 from ...errors import InputError
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
-from .images import decode_image, image_header, is_image, stat_key
+from .images import decode_image, image_header, is_image, stat_key, verify_image
 from .tiff import is_tiff
 
 __all__ = ["is_pattern", "frame_files", "SequenceSource"]
@@ -64,7 +64,9 @@ def _header(path: str) -> tuple[tuple[int, ...], np.dtype]:
     if not is_image(path):
         raise InputError(f"frame file {path!r} is not an image lncc reads (by its suffix); give PNG, JPEG or "
                          "TIFF frames")
-    return image_header(Path(path))
+    head = image_header(Path(path))
+    verify_image(Path(path))
+    return head
 
 
 def _decode(path: str, shape: tuple[int, ...]) -> np.ndarray:

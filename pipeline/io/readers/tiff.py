@@ -90,6 +90,19 @@ class TiffSource:
         out[...] = self[tuple(region)]
 
 
+def _check_extent(path: Path, pages) -> None:
+    """Every tile or strip of the pages lies inside the file: a truncated file stops the run before anything is
+    written (damage inside the file shows when its tiles are decoded)."""
+    size = path.stat().st_size
+    for index, page in enumerate(pages):
+        if page is None:
+            continue
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
+        if ends and max(ends) > size:
+            raise InputError(f"TIFF input {str(path)!r} is truncated: page {index}'s image data ends at byte "
+                             f"{max(ends):,} but the file has {size:,} bytes; copy or write it again")
+
+
 def _describe(path: Path, series: int, level: int
               ) -> tuple[tuple[int, ...], np.dtype, str, tuple[int, ...], int | None]:
     """(shape, dtype, axes, chunks, channel axis) of one series and level; one-line errors."""
@@ -113,6 +126,7 @@ def _describe(path: Path, series: int, level: int
             page = page.aspage() if hasattr(page, "aspage") else page
             tile = ((int(page.tilelength), int(page.tilewidth)) if page.is_tiled else
                     (int(page.rowsperstrip or shape[-2]), None))
+            _check_extent(path, chosen.pages)
     except InputError:
         raise
     except Exception as exc:  # not a TIFF, truncated header, unknown tags: tifffile raises many types

@@ -7,8 +7,10 @@ keyframe before a frame, then decodes up to it: frame-exact) only when a block a
 or far ahead. A frame's index comes from its presentation time, so seeking never shifts frames. A long
 video pair never sits in memory: only the frames of the blocks in flight.
 
-Planes: ``luma`` reads the video's luma plane (Y', what the video stores as brightness: the luminance
-policy, no colour conversion); ``rgb`` reads R, G, B for the other channel policies (:mod:`.channels`).
+Planes: ``luma`` reads the video's luma plane Y' as stored (what the video keeps as brightness: the luminance
+policy; no conversion, so no rounding; most video stores it in the limited range 16-235, which the NCC,
+blind to offset and scale, does not see); ``rgb`` reads R, G, B (FFmpeg's conversion) for the other channel
+policies (:mod:`.channels`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from ...errors import InputError
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
+from .images import stat_key
 
 __all__ = ["VIDEO_SUFFIXES", "is_video", "VideoSource", "video_header"]
 
@@ -33,8 +36,8 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpe
 #: Frames a decoder reads on, rather than seek, to reach a frame ahead of it.
 _READ_ON = 48
 
-#: Bytes of decoded frames one decoder keeps ahead of need and behind its position.
-_KEEP_BYTES = 384 * 2**20
+#: Bytes of decoded frames one decoder keeps (for the other blocks of the same frames, and frames decoded ahead).
+_KEEP_BYTES = 128 * 2**20
 
 
 def is_video(url: str) -> bool:
@@ -63,23 +66,26 @@ def _deep(pix_fmt: str) -> bool:
 def video_header(path: Path) -> dict:
     """Frame count, rate, size and pixel format of a video's first video stream; one-line errors.
 
-    Kept per file version (path, size, modification time): opening a video probes its streams (tens of ms),
+    Kept per file version (:func:`.images.stat_key`): opening a video probes its streams (tens of ms),
     and every process's reader is made from the same header.
     """
-    stat = path.stat()
-    return dict(_header(str(path), stat.st_size, stat.st_mtime_ns))
+    return dict(_header(stat_key(path)))
 
 
 @functools.lru_cache(maxsize=64)
-def _header(name: str, size: int, mtime: int) -> tuple:
-    path = Path(name)
+def _header(key: tuple) -> tuple:
+    path = Path(key[0])
     container = _open(path)
     try:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
-        frames = int(stream.frames or 0)
-        if frames <= 0:  # containers that do not record it (mkv, some avi): counted from the packets
-            frames = sum(1 for packet in container.demux(stream) if packet.size)
+        claimed = int(stream.frames or 0)
+        # Counted from the packets (no decoding): containers that do not record it (mkv, some avi), and a file cut
+        # inside its frames, which would otherwise fail only when a block reaches the missing frames.
+        frames = sum(1 for packet in container.demux(stream) if packet.size)
+        if claimed > frames:
+            raise InputError(f"video {str(path)!r} is truncated: its index lists {claimed} frames but the file holds "
+                             f"{frames}; copy or write it again")
         ctx = stream.codec_context
         pix_fmt = ctx.format.name if ctx.format is not None else "yuv420p"
         return tuple({"frames": frames, "rate": Fraction(rate) if rate else None, "height": int(ctx.height),
@@ -99,6 +105,7 @@ class _Decoder:
     def __init__(self, path: Path, planes: str, rate: Fraction | None, deep: bool):
         self.path, self.planes, self.rate = path, planes, rate
         self.format = ("gray16le" if deep else "gray") if planes == "luma" else ("rgb48le" if deep else "rgb24")
+        self.deep = deep
         self.lock = threading.Lock()
         self.kept: OrderedDict[int, np.ndarray] = OrderedDict()
         self.container = None
@@ -158,7 +165,18 @@ class _Decoder:
                 continue
             self.position = at + 1
             if at + _READ_ON >= index:  # the frames just before may be another thread's next block
-                self.kept[at] = frame.to_ndarray(format=self.format)
+                self.kept[at] = self._pixels(frame)
+
+    def _pixels(self, frame) -> np.ndarray:
+        """A decoded frame's values: a planar YUV or grey frame's luma plane as stored (no conversion, no
+        rounding: half the cost of converting it), else FFmpeg's conversion to the planes' format."""
+        name = frame.format.name
+        if self.planes == "luma" and (name.startswith(("yuv", "yuvj", "gray", "nv12", "nv21"))):
+            plane = frame.planes[0]
+            kind = np.dtype("<u2") if self.deep else np.dtype(np.uint8)
+            rows = np.frombuffer(plane, kind).reshape(frame.height, plane.line_size // kind.itemsize)
+            return rows[:, :frame.width].copy()
+        return frame.to_ndarray(format=self.format)
 
     def _trim(self, first: int) -> None:
         """Drop kept frames beyond the byte limit, those before ``first`` (already read) first."""
@@ -171,8 +189,7 @@ class _Decoder:
 
 def _decoder(path: Path, planes: str, rate, deep: bool) -> _Decoder:
     state = process_state()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns, planes)
+    key = stat_key(path) + (planes,)
     with state.videos_lock:
         if key not in state.videos:
             state.videos[key] = _Decoder(path, planes, rate, deep)
@@ -200,8 +217,7 @@ class VideoSource:
         self._deep = deep
 
     def __dask_tokenize__(self):
-        stat = self.path.stat()
-        return ("lncc-video", str(self.path), stat.st_size, stat.st_mtime_ns, self.planes, self.shape)
+        return ("lncc-video", stat_key(self.path), self.planes, self.shape)
 
     def __getitem__(self, key) -> np.ndarray:
         key = tuple(key) if isinstance(key, tuple) else (key,)
