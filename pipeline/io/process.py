@@ -31,6 +31,9 @@ class ProcessState:
         #: Open video decoders by file, each reading its frames in order (:mod:`.readers.video`).
         self.videos: dict = {}
         self.videos_lock = threading.Lock()
+        #: Open TIFF files by version, series and level: (file descriptor, pages, tifffile handle).
+        self.files: dict = {}
+        self.files_lock = threading.Lock()
         self.writes = BackgroundWrites()
         #: Devices (``st_dev``) whose file system refused O_DIRECT: written through the page cache.
         self.no_direct: set[int] = set()

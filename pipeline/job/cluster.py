@@ -62,8 +62,14 @@ class Executor:
         self.compute = compute
         self.client = client
 
-    def run(self, tasks: list, progress: bool = False) -> list:
-        """Compute ``tasks`` (dask collections or delayed objects) and return their results."""
+    def run(self, tasks: list, progress: bool = False, in_order: bool = False) -> list:
+        """Compute ``tasks`` (dask collections or delayed objects) and return their results.
+
+        ``in_order``: the tasks read inputs best read in order (video, decoded forward from keyframes). dask's
+        local schedulers take independent tasks in an order of their own (by key: blocks 9, 8, ..., 4, 37, 36,
+        ...), which makes a decoder seek back for nearly every block; there the tasks go in waves of a few per
+        worker, in the list's order (a distributed cluster gives each worker a band of them, in order already).
+        """
         if not tasks:
             return []
         if self.client is None:
@@ -87,7 +93,12 @@ class Executor:
                     kwargs["pool"] = stack.enter_context(_process_pool(self.compute.workers))
                 if progress:
                     stack.enter_context(ProgressBar(out=sys.stderr, minimum=1.0))
-                return list(dask.compute(tasks, **kwargs)[0])
+                processes, threads = worker_count(self.compute)
+                wave = 4 * processes * threads if in_order else len(tasks)
+                out = []
+                for start in range(0, len(tasks), max(wave, 1)):
+                    out += dask.compute(tasks[start:start + wave], **kwargs)[0]
+                return out
         futures = []
         # A jobqueue cluster's workers join over time: bands over the first arrivals would leave the rest to
         # work stealing.

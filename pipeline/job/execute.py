@@ -107,7 +107,9 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
     warming.join()
     computing = time.perf_counter()
     with PeakRss() as rss:
-        synced = _compute(ex, tasks, run_id, progress, [p.pair.output for p in plans if p.action != "up to date"])
+        in_order = any(info.file_format == "video" for p in plans for info in (p.reference, p.moving))
+        synced = _compute(ex, tasks, run_id, progress, [p.pair.output for p in plans if p.action != "up to date"],
+                          in_order)
     summary = RunSummary(seconds=time.perf_counter() - computing, startup_seconds=computing - started_wall,
                          sync_seconds=synced, peak_rss_mb=rss.mb)
     summary.pairs = [_finish_pair(config, plan, counts) for plan in plans]
@@ -175,9 +177,10 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
     return len(todo), done.size
 
 
-def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[str]) -> float:
-    """Compute the blocks, wait for their writes in every process, and make the outputs durable; return the
-    seconds the last step took."""
+def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[str], in_order: bool = False
+             ) -> float:
+    """Compute the blocks (``in_order``: in waves, for inputs read in order), wait for their writes in every
+    process, and make the outputs durable; return the seconds the last step took."""
     # The cyclic GC's full passes walk every object of numba, dask, xarray and the graph, again and again while
     # tasks allocate: ~5% of a gigapixel run (perf). Objects alive now are long-lived; exempt them.
     gc.freeze()
@@ -185,7 +188,7 @@ def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[
     # output's lock released, only after they are all done (their first error raised here) and the run is
     # closed to writes from tasks still running after a failure.
     try:
-        ex.run(tasks, progress=progress)
+        ex.run(tasks, progress=progress, in_order=in_order)
     except BaseException:
         with contextlib.suppress(Exception):
             ex.start(io.finish_writes, run_id).join()

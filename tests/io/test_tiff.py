@@ -232,3 +232,35 @@ def test_worker_processes_read_a_pyramid_level_of_colour_tiffs(tmp_path):
     _, workers, _ = _run(tmp_path, "workers", *tifs, compute=compute, **blocks)
     np.testing.assert_array_equal(workers, threads)
     assert threads.shape == (200, 180)
+
+
+def test_a_damaged_tile_fails_the_run_naming_the_file_and_the_tile(tmp_path):
+    """Bytes inside one tile overwritten (the file keeps its length, so the plan cannot tell): the block that
+    reads it fails with one line naming the file and the tile; the output is never marked complete."""
+    a, b = _pair("uint8", (256, 256))
+    tifs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for path, image in zip(tifs, (a, b)):
+        tifffile.imwrite(path, image, tile=(64, 64), compression="zlib")
+    with tifffile.TiffFile(tifs[1]) as handle:
+        offset, count = int(handle.pages[0].dataoffsets[5]), int(handle.pages[0].databytecounts[5])
+    data = bytearray(tifs[1].read_bytes())
+    data[offset:offset + count] = b"\xff" * count
+    tifs[1].write_bytes(bytes(data))
+    out = tmp_path / "out.zarr"
+    with pytest.raises(InputError, match=r"b\.tif.*tile 5") as caught:
+        run(parse_config({"reference": str(tifs[0]), "moving": str(tifs[1]), "output": str(out),
+                          "chunks": {"y": 64, "x": 64}}))
+    assert "\n" not in str(caught.value)
+    assert read_provenance(str(out)).get("status") != "complete"
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_tiles_are_decoded_as_tifffile_reads_them(tmp_path, byteorder):
+    """Big- and little-endian files, a tile grid that does not divide the image, predictors: every region
+    equals tifffile's own read, including regions across tile edges."""
+    a, _ = _pair("uint16", (190, 230))
+    path = tmp_path / "a.tif"
+    tifffile.imwrite(path, a, tile=(48, 64), compression="zlib", predictor=True, byteorder=byteorder)
+    reader = source_of(inspect_input(str(path)))
+    for ys, xs in ((slice(0, 190), slice(0, 230)), (slice(47, 49), slice(63, 129)), (slice(150, 190), slice(200, 230))):
+        np.testing.assert_array_equal(reader[ys, xs], a[ys, xs])

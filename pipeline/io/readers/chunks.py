@@ -15,7 +15,7 @@ from ..codecs import v3_decoder
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
 
-__all__ = ["ChunkReader", "ChunkCache", "edge_cache_bytes"]
+__all__ = ["ChunkedSource", "ChunkReader", "ChunkCache", "edge_cache_bytes"]
 
 
 def edge_cache_bytes(chunk_cache: int) -> int:
@@ -23,7 +23,59 @@ def edge_cache_bytes(chunk_cache: int) -> int:
     return max(chunk_cache // 2, 32 * 2**20)
 
 
-class ChunkReader:
+class ChunkedSource:
+    """A read-only array stored in regular chunks that a subclass decodes one by one (:meth:`_chunk`), in the
+    calling thread; a region is assembled from its chunks, sharing decoded edges through the process's
+    :class:`ChunkCache` when :attr:`cache` is set (by :func:`pipeline.io.open_pair`).
+
+    Subclasses set ``shape``, ``dtype``, ``ndim``, ``chunks``, ``_fill`` and ``cache`` (None).
+    """
+
+    cache = None
+
+    def _chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
+        """The decoded chunk at ``coords`` (None where nothing is stored: the fill value)."""
+        raise NotImplementedError
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        key = tuple(key) if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
+        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
+        self.read_into(region, out)
+        return out
+
+    def read_into(self, region: list[slice], out: np.ndarray) -> None:
+        """Fill ``out`` with the values in ``region`` (a list of non-negative, step-1 slices)."""
+        first = [r.start // c for r, c in zip(region, self.chunks)]
+        last = [-(-r.stop // c) for r, c in zip(region, self.chunks)]
+        for offsets in np.ndindex(*[hi - lo for lo, hi in zip(first, last)]):
+            coords = tuple(lo + k for lo, k in zip(first, offsets))
+            # the part of this chunk inside the region, in chunk and in output coordinates
+            lo = [max(r.start, k * c) for r, k, c in zip(region, coords, self.chunks)]
+            hi = [min(r.stop, (k + 1) * c) for r, k, c in zip(region, coords, self.chunks)]
+            target = tuple(slice(a - r.start, b - r.start) for a, b, r in zip(lo, hi, region))
+            part = tuple(slice(a - k * c, b - k * c) for a, b, k, c in zip(lo, hi, coords, self.chunks))
+            if self.cache is None:
+                chunk = self._chunk(coords)
+                out[target] = self._fill if chunk is None else chunk[part]
+                continue
+            run, index, edge, limit = self.cache
+            key = (run, index, coords)  # the run first: see ChunkCache.put
+            whole = all(p.start == 0 and p.stop == c for p, c in zip(part, self.chunks))
+            if process_state().chunk_cache.read(key, part, out[target]):
+                continue
+            chunk = self._chunk(coords)
+            if chunk is None:
+                out[target] = self._fill
+                continue
+            out[target] = chunk[part]
+            # Its edges serve the neighbours' halos; a chunk read only in part (for a halo) is
+            # some other block's own chunk, which that block will read whole.
+            process_state().chunk_cache.put(key, chunk, edge, keep_whole=not whole, limit=limit)
+
+
+class ChunkReader(ChunkedSource):
     """A read-only array over a local zarr array's chunk files, decoded in the calling thread.
 
     zarr's own reads go through its shared event loop and a pool of decode
@@ -71,41 +123,6 @@ class ChunkReader:
         fill = array.fill_value if array.fill_value is not None else 0
         return cls(local_path(url), tuple(int(n) for n in array.shape), dtype, tuple(int(c) for c in array.chunks),
                    np.dtype(stored), compressor, fill, meta.encode_chunk_key)
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
-        out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
-        self.read_into(region, out)
-        return out
-
-    def read_into(self, region: list[slice], out: np.ndarray) -> None:
-        """Fill ``out`` with the values in ``region`` (a list of non-negative, step-1 slices)."""
-        first = [r.start // c for r, c in zip(region, self.chunks)]
-        last = [-(-r.stop // c) for r, c in zip(region, self.chunks)]
-        for offsets in np.ndindex(*[hi - lo for lo, hi in zip(first, last)]):
-            coords = tuple(lo + k for lo, k in zip(first, offsets))
-            # the part of this chunk inside the region, in chunk and in output coordinates
-            lo = [max(r.start, k * c) for r, k, c in zip(region, coords, self.chunks)]
-            hi = [min(r.stop, (k + 1) * c) for r, k, c in zip(region, coords, self.chunks)]
-            target = tuple(slice(a - r.start, b - r.start) for a, b, r in zip(lo, hi, region))
-            part = tuple(slice(a - k * c, b - k * c) for a, b, k, c in zip(lo, hi, coords, self.chunks))
-            if self.cache is None:
-                chunk = self._chunk(coords)
-                out[target] = self._fill if chunk is None else chunk[part]
-                continue
-            run, index, edge, limit = self.cache
-            key = (run, index, coords)  # the run first: see ChunkCache.put
-            whole = all(p.start == 0 and p.stop == c for p, c in zip(part, self.chunks))
-            if process_state().chunk_cache.read(key, part, out[target]):
-                continue
-            chunk = self._chunk(coords)
-            if chunk is None:
-                out[target] = self._fill
-                continue
-            out[target] = chunk[part]
-            # Its edges serve the neighbours' halos; a chunk read only in part (for a halo) is
-            # some other block's own chunk, which that block will read whole.
-            process_state().chunk_cache.put(key, chunk, edge, keep_whole=not whole, limit=limit)
 
     def _chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
         """The decoded chunk at ``coords`` (None if missing), in a buffer this thread reuses for its next chunk."""

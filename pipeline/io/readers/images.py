@@ -18,10 +18,10 @@ import numpy as np
 from ...errors import InputError
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
+from .info import stat_key
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "is_image", "ImageSource", "DecodedFiles", "image_header",
-           "decode_image", "stat_key",
-           "verify_image"]
+           "decode_image", "verify_image"]
 
 #: File names read as single images (case-insensitive), through imageio's pillow plugin.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".jp2")
@@ -133,16 +133,6 @@ class DecodedFiles:
                     _, dropped = self._files.popitem(last=False)
                     total -= dropped.nbytes
             return values
-
-
-def stat_key(path) -> tuple:
-    """A file's key among decoded files: its path, inode, size, modification and change times.
-
-    The change time (ctime) moves with every write and cannot be set back (``cp -p``, ``rsync -a`` and ``tar``
-    restore the modification time only): a file rewritten in place or replaced is decoded anew.
-    """
-    stat = Path(path).stat()
-    return str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 class ImageSource:

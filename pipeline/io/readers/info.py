@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from ...core.checks import default_dims
 from ...errors import InputError
 from ..urls import is_local, local_path
 
-__all__ = ["InputInfo", "input_dims", "check_exists"]
+__all__ = ["InputInfo", "input_dims", "check_exists", "stat_key"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,13 @@ def input_dims(url: str, dims, shape: tuple[int, ...], stored: tuple[str, ...] |
         raise InputError(f"config dims {list(dims)} has {len(dims)} names but input {url!r} is "
                          f"{len(shape)}-D with shape {shape}; give {len(shape)} names")
     return tuple(dims)
+
+
+def stat_key(path) -> tuple:
+    """A file's key among decoded files: its path, inode, size, modification and change times.
+
+    The change time (ctime) moves with every write and cannot be set back (``cp -p``, ``rsync -a`` and ``tar``
+    restore the modification time only): a file rewritten in place or replaced is decoded anew.
+    """
+    stat = Path(path).stat()
+    return str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns

@@ -6,7 +6,7 @@ import uuid
 
 import numpy as np
 
-from .chunks import ChunkReader
+from .chunks import ChunkedSource
 from .info import InputInfo
 from .inputs import source_of
 
@@ -32,7 +32,7 @@ def open_pair(reference: InputInfo, moving: InputInfo, *, halo: int = 0, cache_b
     sources = [source_of(info) for info in (reference, moving)]
     run = uuid.uuid4().hex  # cached chunks belong to this reader's run: a later run never sees them
     for i, src in enumerate(sources):
-        if isinstance(src, ChunkReader):
+        if isinstance(src, ChunkedSource):
             src.cache = (run, i, int(halo), int(cache_bytes)) if halo and cache_bytes else None
     return PairReader(*sources, token=(reference.url, moving.url))
 

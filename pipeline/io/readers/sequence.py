@@ -17,7 +17,8 @@ import numpy as np
 from ...errors import InputError
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
-from .images import decode_image, image_header, is_image, stat_key, verify_image
+from .images import decode_image, image_header, is_image, verify_image
+from .info import stat_key
 from .tiff import is_tiff
 
 __all__ = ["is_pattern", "frame_files", "SequenceSource"]

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...core.interpolation import SUPPORT, shift_region, shifted_dtype
 from ...core.threads import thread_buffer
-from .chunks import ChunkReader
+from .chunks import ChunkedSource
 from .inputs import source_of
 from .pair import PairReader
 
@@ -150,7 +150,7 @@ def open_shifted_pair(reference, moving, shifts, kind: str, *, nodata: float | N
     # is decoded about once even though the shifted reads straddle chunk edges.
     reach = int(halo) + max(SUPPORT.values()) + int(math.ceil(float(np.abs(np.asarray(shifts, dtype=float)).max())))
     for i, src in enumerate(sources):
-        if isinstance(src, ChunkReader) and halo and cache_bytes:
+        if isinstance(src, ChunkedSource) and halo and cache_bytes:
             src.cache = (run, i, int(halo) if i == 0 else reach, int(cache_bytes))
     reference_source = sources[0] if reference_frame is None else OneFrame(sources[0], reference_frame)
     return shifted_pair(reference_source, sources[1], shifts, kind, nodata=nodata, fixed=fixed,

@@ -26,18 +26,21 @@ import numpy as np
 from ...errors import InputError
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
-from .images import stat_key
+from .info import stat_key
 
 __all__ = ["VIDEO_SUFFIXES", "is_video", "VideoSource", "video_header"]
 
 #: File names read as video (case-insensitive).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts")
 
-#: Frames a decoder reads on, rather than seek, to reach a frame ahead of it.
-_READ_ON = 48
+#: Frames a decoder reads on, rather than seek, to reach a frame ahead of it (a seek decodes from the keyframe
+#: before, up to a GOP of frames: often 250), keeping the frames it passes for the blocks that ask next.
+_READ_ON = 128
 
-#: Bytes of decoded frames one decoder keeps (for the other blocks of the same frames, and frames decoded ahead).
-_KEEP_BYTES = 128 * 2**20
+#: Bytes of decoded frames one decoder keeps: frames passed on the way to a block's (the neighbouring blocks the
+#: run computes next, in any order: see ``in_order`` in :mod:`pipeline.job.cluster`), and those read (other blocks
+#: of the same frames), these dropped first.
+_KEEP_BYTES = 192 * 2**20
 
 
 def is_video(url: str) -> bool:
@@ -66,7 +69,7 @@ def _deep(pix_fmt: str) -> bool:
 def video_header(path: Path) -> dict:
     """Frame count, rate, size and pixel format of a video's first video stream; one-line errors.
 
-    Kept per file version (:func:`.images.stat_key`): opening a video probes its streams (tens of ms),
+    Kept per file version (:func:`.info.stat_key`): opening a video probes its streams (tens of ms),
     and every process's reader is made from the same header.
     """
     return dict(_header(stat_key(path)))
@@ -108,6 +111,7 @@ class _Decoder:
         self.deep = deep
         self.lock = threading.Lock()
         self.kept: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.read_already: set[int] = set()  # kept frames some block has read
         self.container = None
         self.frames = None  # the decoding iterator
         self.position = 0  # index of the next frame the iterator gives
@@ -141,11 +145,14 @@ class _Decoder:
                 if index not in self.kept:
                     self._decode_to(index)
                 out.append(self.kept[index])
+                self.read_already.add(index)
             self._trim(first)
             return out
 
     def _decode_to(self, index: int) -> None:
-        if self.frames is None or self.position is None or not (self.position <= index <= self.position + _READ_ON):
+        if self.frames is None and index <= _READ_ON:
+            self._restart(0)  # near the start: read on from it (a seek would find the same keyframe, or one after)
+        elif self.frames is None or self.position is None or not (self.position <= index <= self.position + _READ_ON):
             self._restart(index)
         while index not in self.kept:
             try:
@@ -179,12 +186,16 @@ class _Decoder:
         return frame.to_ndarray(format=self.format)
 
     def _trim(self, first: int) -> None:
-        """Drop kept frames beyond the byte limit, those before ``first`` (already read) first."""
+        """Drop kept frames beyond the byte limit: those read already first (oldest first), then those farthest
+        from ``first``."""
         total = sum(v.nbytes for v in self.kept.values())
-        for index in sorted(self.kept, key=lambda i: (i >= first, -i if i >= first else i)):
+        if total <= _KEEP_BYTES:
+            return
+        for index in sorted(self.kept, key=lambda i: (i not in self.read_already, -abs(i - first))):
             if total <= _KEEP_BYTES:
                 break
             total -= self.kept.pop(index).nbytes
+            self.read_already.discard(index)
 
 
 def _decoder(path: Path, planes: str, rate, deep: bool) -> _Decoder:
