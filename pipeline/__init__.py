@@ -22,13 +22,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["local_ncc", "register", "Registered", "ConfigError", "InputError", "LnccError", "__version__"]
+__all__ = ["local_ncc", "register", "Registered", "open_image", "ConfigError", "InputError", "LnccError", "__version__"]
 
 
 def __getattr__(name: str):
     # Imported on first use, so that importing the package (as the ``lncc`` command does) loads no numpy:
     # the command first limits the BLAS thread pools (see pipeline.cli).
-    if name in ("local_ncc", "register", "Registered"):
+    if name in ("local_ncc", "register", "Registered", "open_image"):
         from . import api
 
         return getattr(api, name)

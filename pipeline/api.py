@@ -1,4 +1,5 @@
-"""The Python entry points: local NCC of numpy, dask or xarray inputs, and their registration."""
+"""The Python entry points: local NCC of numpy, dask or xarray inputs, their registration, and any input a run
+reads (zarr, TIFF, images, frame files, video) opened lazily."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .core.threads import available_cores
 from .core.variables import EXTRA_NAMES, OUTPUT_ATTRS
 from .errors import InputError
 
-__all__ = ["local_ncc", "register", "Registered"]
+__all__ = ["local_ncc", "register", "Registered", "open_image"]
 
 
 def local_ncc(
@@ -251,3 +252,41 @@ def _region_reader(image, nodata, mask):
         return as_missing(values, nodata, valid)
 
     return read
+
+
+def open_image(url: Any, *, channels: str | int | None = None, series: int = 0, level: int = 0,
+               dims: list[str] | None = None, chunks: dict[str, int] | None = None, alpha: bool = False,
+               storage_options: dict[str, Any] | None = None) -> xr.DataArray:
+    """Open any input a run reads as a lazy, dask-backed DataArray, read as a run reads it.
+
+    Parameters
+    ----------
+    url
+        A zarr array (path or URL), a TIFF, PNG/JPEG or video file, a glob of frame files or a list of them.
+    channels, series, level, dims, storage_options
+        As the config's keys: the colour policy (None: luminance for colour), a TIFF's series and pyramid
+        level, dimension names, fsspec options for URLs.
+    chunks
+        Dask chunk sizes by dim name (default: the stored chunks, e.g. a TIFF's tiles or one video frame).
+    alpha
+        Return the image's validity mask from its alpha channel (bool, True = valid) instead of the image.
+
+    Examples
+    --------
+    >>> left = open_image("clips/left.mp4")               # (t, y, x) uint8, t in seconds  # doctest: +SKIP
+    >>> ncc = local_ncc(left, open_image("clips/right.mp4"), 9)                            # doctest: +SKIP
+    """
+    from . import io
+
+    info = io.inspect_input(url, dims, storage_options=storage_options, series=series, level=level,
+                            channels=channels)
+    if alpha:
+        mask = io.alpha_mask(info)
+        if mask is None:
+            raise InputError(f"input {info.url!r} has no alpha channel; open it without alpha=True")
+        info = mask
+    unknown = sorted(set(chunks or {}) - set(info.dims))
+    if unknown:
+        raise InputError(f"chunks names {', '.join(unknown)} but {info.url!r} has dims {', '.join(info.dims)}")
+    sizes = tuple(min((chunks or {}).get(d, c), n) for d, c, n in zip(info.dims, info.zarr_chunks, info.shape))
+    return io.open_input(info, sizes)

@@ -371,3 +371,24 @@ def test_a_cmyk_jpeg_is_read_as_colour_or_refused_never_with_k_as_alpha(tmp_path
     assert not info.alpha, "the K channel is read as an alpha mask"
     _, from_jpeg = _run(tmp_path, "out", *paths)
     assert np.isfinite(from_jpeg.values).mean() > 0.9
+
+
+def test_open_image_reads_as_a_run_reads(tmp_path):
+    """The public open_image: lazy, the channel policy and alpha as a run applies them, the same map."""
+    from pipeline import local_ncc, open_image
+
+    a, b = _grey(seed=31)
+    alpha = np.full(a.shape, 255, np.uint8)
+    alpha[:10, :20] = 0
+    rgba = np.dstack([a, a, np.roll(a, 2, 1), alpha])
+    iio.imwrite(tmp_path / "a.png", rgba)
+    iio.imwrite(tmp_path / "b.png", b)
+    left = open_image(str(tmp_path / "a.png"))
+    assert left.dims == ("y", "x") and left.dtype == np.float32 and hasattr(left.data, "dask")
+    valid = open_image(str(tmp_path / "a.png"), alpha=True)
+    np.testing.assert_array_equal(valid.values, alpha > 0)
+    ncc = local_ncc(left, open_image(str(tmp_path / "b.png")), WINDOW, reference_mask=valid)
+    _, ran = _run(tmp_path, "out", tmp_path / "a.png", tmp_path / "b.png")
+    np.testing.assert_allclose(ncc.values, ran.values, rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="no alpha channel"):
+        open_image(str(tmp_path / "b.png"), alpha=True)
