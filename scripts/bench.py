@@ -436,9 +436,48 @@ def formats(args) -> list[str]:
         lines.append(f"| {label} | {best['compute_s']:.2f} ({mid['compute_s']:.2f}) | {rate:.0f} ({mid_rate:.0f}) | "
                      f"{rate / base:.2f}x ({mid_rate / base:.2f}x) | {best['peak_rss_mb']:.0f} MB |")
         print(lines[-1], flush=True)
+    lines += gigapixel_tiff(args)
     video = video_formats(args)
     print("\n".join(video), flush=True)
     return lines + video
+
+
+def gigapixel_tiff(args) -> list[str]:
+    """Peak RSS and speed of a 1-gigapixel pair from 512^2-tiled zstd TIFFs against the same pair from zarr, under
+    one memory budget (``compute.memory: 2GB``)."""
+    import tifffile
+    import zarr
+
+    size = args.scale_size
+    ref_url, mov_url, _ = make_shifted_pair(args.data, size, 0)
+    tiffs = [args.data / f"shifted-{size}-{n}-zstd512.tif" for n in ("reference", "moving")]
+    for url, tif in zip((ref_url, mov_url), tiffs):
+        if tif.exists():
+            continue
+        array = zarr.open_array(url, mode="r")
+
+        def tiles(array=array):  # row band by row band: never the whole image in memory
+            for y in range(0, size, 512):
+                band = array[y:y + 512]
+                for x in range(0, size, 512):
+                    yield band[:, x:x + 512]
+
+        tifffile.imwrite(tif, tiles(), shape=(size, size), dtype=np.uint8, tile=(512, 512), compression="zstd",
+                         bigtiff=True)
+    out = str(args.data / "gigapixel-out.zarr")
+    lines = ["", f"### A {size} x {size} uint8 pair (1.07 gigapixel) from TIFF and from zarr, `compute.memory: 2GB`, "
+                 f"window {args.e2e_window}, {available_cores()} threads (best of 3, median in brackets)", "",
+             "| inputs | compute s | Mpx/s | peak RSS |", "|---|---|---|---|"]
+    for label, (ref, mov) in (("zarr, 1024^2 chunks, uncompressed", (ref_url, mov_url)),
+                              ("TIFF, 512^2 tiles, zstd (BigTIFF)", tuple(str(t) for t in tiffs))):
+        cfg = {"reference": ref, "moving": mov, "output": out, "window": args.e2e_window,
+               "compute": {"memory": "2GB"}}
+        best, mid = _best(lambda cfg=cfg: _run_config(args.data, "gigapixel", cfg), 3)
+        lines.append(f"| {label} | {best['compute_s']:.2f} ({mid['compute_s']:.2f}) | "
+                     f"{size * size / best['compute_s'] / 1e6:.0f} ({size * size / mid['compute_s'] / 1e6:.0f}) | "
+                     f"{max(best['peak_rss_mb'], mid['peak_rss_mb']):.0f} MB |")
+        print(lines[-1], flush=True)
+    return lines
 
 
 def make_video_pair(directory: Path, frames: int, height: int = 1080, width: int = 1920) -> list[Path]:
