@@ -311,3 +311,37 @@ def test_any_fsspec_url_works_and_untagged_objects_are_hashed():
     zarr.open_array(mov_url, mode="r+")[0, 0] = 255 - mov[0, 0]
     assert fingerprint(mov_url) != before
     assert run(cfg).pairs[0].action == "fresh"
+
+
+@pytest.mark.slow
+def test_a_tiff_ingested_to_s3_runs_from_there_and_resumes(s3, options, tmp_path):
+    """lncc ingest writes a local TIFF to a zarr group on S3 (moto's server); a run reads it from there and equals
+    the run from the TIFF; an interrupted ingest to S3 resumes with the blocks not done; a TIFF URL is refused."""
+    import tifffile
+
+    from pipeline.errors import InputError
+    from pipeline.job import ingest
+
+    a, b = sample_pair((256, 192), "uint8", seed=4)
+    tifs = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for path, image in zip(tifs, (a, b)):
+        tifffile.imwrite(path, image, tile=(64, 64), compression="zlib")
+    dest = f"s3://{BUCKET}/ingest/a.zarr"
+
+    def interrupt(done, total):
+        if done >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest(str(tifs[0]), dest, chunks={"y": 32, "x": 64}, storage_options=options, progress=interrupt)
+    summary = ingest(str(tifs[0]), dest, chunks={"y": 32, "x": 64}, storage_options=options)
+    assert summary.action == "resume" and summary.written < summary.blocks
+    outputs = []
+    for name, reference in (("s3", dest), ("tiff", str(tifs[0]))):
+        out = str(tmp_path / f"{name}.zarr")
+        run(config(reference=reference, moving=str(tifs[1]), output=out, window=7, storage_options=options))
+        outputs.append(xr.open_zarr(out)["ncc"].values)
+    np.testing.assert_array_equal(*outputs)
+    with pytest.raises(InputError, match="local files only"):
+        run(config(reference=f"s3://{BUCKET}/scans/a.tif", moving=str(tifs[1]), output=str(tmp_path / "x.zarr"),
+                   storage_options=options))

@@ -17,24 +17,39 @@ import numpy as np
 import xarray as xr
 
 from ...errors import InputError
+from ..urls import is_local
 from .channels import ChannelView, channel_plan
-from .images import ImageSource, is_image
+from .images import IMAGE_SUFFIXES, ImageSource, is_image
 from .info import InputInfo, check_exists, input_dims
 from .sequence import SequenceSource, frame_files, is_pattern
-from .tiff import TiffSource, is_tiff
-from .video import VideoSource, is_video
+from .tiff import TIFF_SUFFIXES, TiffSource, is_tiff
+from .video import VIDEO_SUFFIXES, VideoSource, is_video
 from .zarr import array_reader, inspect_zarr
 
 __all__ = ["input_format", "input_label", "input_files", "inspect_input", "source_of", "open_input", "alpha_mask"]
 
 
+#: File suffixes of the formats read from local files only (TIFF, images, video).
+_FILE_SUFFIXES = TIFF_SUFFIXES + IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
 def input_format(url) -> str:
-    """The format an input is read as, from its name: sequence, tiff, image, video or zarr."""
+    """The format an input is read as, from its name: sequence, tiff, image, video or zarr.
+
+    Raises
+    ------
+    InputError
+        For a URL naming a TIFF, image or video file: those are read from local files only.
+    """
     if is_pattern(url):
         return "sequence"
     for name, test in (("tiff", is_tiff), ("image", is_image), ("video", is_video)):
         if test(url):
             return name
+    if not is_local(url) and str(url).lower().rstrip("/").endswith(_FILE_SUFFIXES):
+        raise InputError(f"input {url!r} is a TIFF, image or video file at a URL; lncc reads those from local "
+                         "files only: copy it to a local path (then lncc ingest it to zarr on the object store "
+                         "if it is to stay there)")
     return "zarr"
 
 
