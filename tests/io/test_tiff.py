@@ -264,3 +264,21 @@ def test_tiles_are_decoded_as_tifffile_reads_them(tmp_path, byteorder):
     reader = source_of(inspect_input(str(path)))
     for ys, xs in ((slice(0, 190), slice(0, 230)), (slice(47, 49), slice(63, 129)), (slice(150, 190), slice(200, 230))):
         np.testing.assert_array_equal(reader[ys, xs], a[ys, xs])
+
+
+def test_a_page_stack_whose_pages_differ_is_an_error_naming_the_odd_page(tmp_path):
+    """Pages written without metadata, the fourth of another size: an error naming page 3 (not three frames read
+    silently); series: 1 reads that group on purpose."""
+    good = tmp_path / "good.tif"
+    odd = tmp_path / "odd.tif"
+    frames = [_pair("uint8", (64, 64), seed=s)[0] for s in range(3)]
+    tifffile.imwrite(good, np.stack(frames), photometric="minisblack")
+    with tifffile.TiffWriter(odd) as tif:
+        for frame in frames:
+            tif.write(frame, metadata=None)
+        tif.write(np.zeros((32, 48), np.uint8), metadata=None)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(InputError, match="pages 0-2 are 64 x 64 uint8 but page 3 is 32 x 48") as caught:
+        run(parse_config({"reference": str(odd), "moving": str(good), "output": str(out)}))
+    assert "\n" not in str(caught.value) and not out.exists()
+    assert inspect_input(str(odd), series=1).shape == (32, 48)

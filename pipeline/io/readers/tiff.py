@@ -108,6 +108,19 @@ class TiffSource(ChunkedSource):
         return chunk
 
 
+def _check_generic_pages(path: Path, series: list, chosen: int) -> None:
+    """A plain page stack (no metadata: tifffile groups its pages by shape) whose pages differ is an error, not
+    silently its first run of pages."""
+    if chosen != 0 or len(series) < 2 or any(s.kind != "generic" for s in series):
+        return
+    first, odd = series[0], series[1]
+    count = len(first.pages)
+    size = " x ".join(map(str, first.shape[-2:]))
+    raise InputError(f"TIFF input {str(path)!r} is a stack of pages that differ: pages 0-{count - 1} are {size} "
+                     f"{first.dtype} but page {count} is {' x '.join(map(str, odd.shape[-2:]))} {odd.dtype}; write "
+                     "every frame alike, or give series: 1 (or a later run of pages) to read another group")
+
+
 def _check_extent(path: Path, pages) -> None:
     """Every tile or strip of the pages lies inside the file: a truncated file stops the run before anything is
     written (damage inside the file shows when its tiles are decoded)."""
@@ -131,6 +144,7 @@ def _describe(path: Path, series: int, level: int
             if not 0 <= series < len(handle.series):
                 raise InputError(f"TIFF input {str(path)!r} has {len(handle.series)} image series but series is "
                                  f"{series}; set series: to one of 0..{len(handle.series) - 1}")
+            _check_generic_pages(path, handle.series, series)
             levels = handle.series[series].levels
             if not 0 <= level < len(levels):
                 sizes = ", ".join(f"{k}: {' x '.join(map(str, lv.shape))}" for k, lv in enumerate(levels))
