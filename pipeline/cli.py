@@ -267,6 +267,30 @@ def ingest(
 
 
 @app.command()
+def preview(
+    output: Annotated[str, typer.Argument(help="An lncc output (its zarr group).", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The PNG to write.")] = Path("preview.png"),
+    with_inputs: Annotated[bool, typer.Option("--with-inputs", help="The reference, the (registered) moving image "
+                                                                    "and the map side by side.")] = False,
+    frame: Annotated[int | None, typer.Option("--frame", help="Video: the frame to draw (default 0).")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", help="Video: a grid of frames START:STOP[:STEP], "
+                                               "e.g. 0:100:10 (at most 16).")] = None,
+    size: Annotated[int, typer.Option("--size", help="Pixels along the picture's long side.")] = 1600,
+) -> None:
+    """Draw OUTPUT's NCC map into a PNG (out of core, from block means), optionally beside its inputs."""
+
+    def body():
+        from .job import preview as draw
+
+        summary = draw(output, str(out), size=size, with_inputs=with_inputs, frame=frame, frames=frames)
+        frames_text = f", frames {', '.join(map(str, summary.frames))}" if summary.frames else ""
+        typer.echo(f"wrote {summary.path}: {output} ({summary.shape[0]} x {summary.shape[1]}"
+                   f"{frames_text}), means of {summary.factor} x {summary.factor} pixels")
+
+    _guarded(body)
+
+
+@app.command()
 def validate(
     config: ConfigArg,
     set_: SetOpt = None,

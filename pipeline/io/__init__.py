@@ -49,11 +49,12 @@ from .readers.inputs import (
 from .readers.pair import open_pair
 from .readers.shifted import open_shifted_pair
 from .readers.zarr import array_reader
-from .urls import is_local, local_path, redact
+from .urls import is_local, local_path, redact, store_kwargs
 from .writers.arrays import write_array
 from .writers.background import finish_writes
 from .writers.files import sync_outputs
 from .writers.ingest import IMAGE, VALID, IngestWriter, ingest_record
+from .writers.preview import draw_preview
 from .writers.zarr import OutputWriter
 
 __all__ = [
@@ -66,5 +67,5 @@ __all__ = [
     "output_state", "foreign_entries", "check_output_path", "InputIdentities", "clean_partials",
     "create_output", "usable_blocks", "LOCK_FILE", "OutputLock",
     "fingerprint", "redact", "is_local", "local_path", "process_state", "json_safe",
-    "IngestWriter", "ingest_record", "IMAGE", "VALID",
+    "IngestWriter", "ingest_record", "IMAGE", "VALID", "draw_preview", "store_kwargs",
 ]

@@ -161,3 +161,14 @@ def test_chunk_reader_declines_layouts_it_does_not_know(tmp_path):
         assert ChunkReader.for_array(zarr.open_array(store=url, mode="r"), url) is None
         lazy = open_input(inspect_input(url), (16, 16))
         np.testing.assert_array_equal(lazy.values, values)
+
+
+def test_integer_and_open_ended_keys_read_as_numpy_does(tmp_path):
+    """An integer drops its axis, negative integers count from the end, open slices reach the edges (dask's
+    getter passes integers when a lazy input is indexed by frame)."""
+    from pipeline.io import array_reader, write_array
+
+    values = np.arange(4 * 30 * 20, dtype=np.uint16).reshape(4, 30, 20)
+    reader = array_reader(write_array(str(tmp_path / "a.zarr"), values, chunks=(1, 16, 8)))
+    for key in ((2,), (-1, slice(3, 29)), (1, slice(None), 5), (slice(1, 3), 0, slice(None, 7)), (slice(None),)):
+        np.testing.assert_array_equal(reader[key], values[key], err_msg=str(key))

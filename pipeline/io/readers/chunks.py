@@ -37,13 +37,24 @@ class ChunkedSource:
         """The decoded chunk at ``coords`` (None where nothing is stored: the fill value)."""
         raise NotImplementedError
 
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+    def __getitem__(self, key) -> np.ndarray:
+        """Values at ``key``: slices of step 1 and integers (an integer drops its axis, as in numpy)."""
         key = tuple(key) if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (self.ndim - len(key))
-        region = [slice(*k.indices(n)[:2]) for k, n in zip(key, self.shape)]
+        region, dropped = [], []
+        for axis, (k, n) in enumerate(zip(key, self.shape)):
+            if isinstance(k, (int, np.integer)):
+                k = int(k) + n if k < 0 else int(k)
+                region.append(slice(k, k + 1))
+                dropped.append(axis)
+            else:
+                start, stop, step = k.indices(n)
+                if step != 1:
+                    raise IndexError(f"reads take steps of 1, got {step}")
+                region.append(slice(start, max(start, stop)))
         out = np.empty(tuple(r.stop - r.start for r in region), dtype=self.dtype)
         self.read_into(region, out)
-        return out
+        return out.squeeze(axis=tuple(dropped)) if dropped else out
 
     def read_into(self, region: list[slice], out: np.ndarray) -> None:
         """Fill ``out`` with the values in ``region`` (a list of non-negative, step-1 slices)."""
