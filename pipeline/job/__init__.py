@@ -12,10 +12,10 @@ output holds (:mod:`.describe`). It may import the config, :mod:`pipeline.chunke
 
 from .execute import run
 from .ingest import IngestSummary, ingest
-from .preview import PreviewSummary, preview
 from .plan import PairPlan, plan_run, register_run
+from .preview import PreviewSummary, preview
 from .registration import Registration
 from .summary import PairResult, RunSummary
 
-__all__ = ["run", "ingest", "IngestSummary", "preview", "PreviewSummary", "plan_run", "register_run", "PairPlan", "PairResult", "Registration",
-           "RunSummary"]
+__all__ = ["run", "ingest", "IngestSummary", "preview", "PreviewSummary", "plan_run", "register_run", "PairPlan",
+           "PairResult", "Registration", "RunSummary"]
