@@ -5,7 +5,8 @@ Its single job is a run from a validated :class:`~pipeline.config.RunConfig`: pl
 (:mod:`.budget`), where it runs (:mod:`.cluster`: dask's
 schedulers or dask.distributed), what the outputs record (:mod:`.provenance`), the sinks its blocks go to
 (:mod:`.sinks`), execution in named steps (:mod:`.execute`), what it reports (:mod:`.summary`) and what an
-output holds (:mod:`.describe`). It may import the config, :mod:`pipeline.chunked`, :mod:`pipeline.io` and
+output holds (:mod:`.describe`); and two commands beside runs: converting inputs once (:mod:`.ingest`) and
+drawing outputs (:mod:`.preview`). It may import the config, :mod:`pipeline.chunked`, :mod:`pipeline.io` and
 :mod:`pipeline.core`; the output's files themselves (ledger, lock, provenance) are written through
 :mod:`pipeline.io`.
 """
