@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InputError
+from .info import ReadsByKey
 
 __all__ = ["LUMINANCE", "ChannelPlan", "channel_plan", "ChannelView"]
 
@@ -65,7 +66,7 @@ def channel_plan(what: str, count: int, policy: str | int | None) -> ChannelPlan
     raise InputError(f"channels is {policy!r}; expected luminance, mean, separate or a channel index")
 
 
-class ChannelView:
+class ChannelView(ReadsByKey):
     """A base array with channels on axis ``axis`` read as the image its :class:`ChannelPlan` makes.
 
     With ``mask=True`` the view reads the plan's alpha channel as a bool validity mask (alpha > 0), shaped
@@ -112,7 +113,3 @@ class ChannelView:
         for index, weight in zip(chosen, self.plan.weights):
             total += weight * values[..., index]
         return total.astype(self.dtype, copy=False)
-
-    def read_into(self, region: list[slice], out: np.ndarray) -> None:
-        """Fill ``out`` with the view's values in ``region`` (step-1 slices)."""
-        out[...] = self[tuple(region)]

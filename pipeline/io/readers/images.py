@@ -18,7 +18,7 @@ import numpy as np
 from ...errors import InputError
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
-from .info import stat_key
+from .info import ReadsByKey, stat_key
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "is_image", "ImageSource", "DecodedFiles", "image_header",
            "decode_image", "verify_image"]
@@ -135,7 +135,7 @@ class DecodedFiles:
             return values
 
 
-class ImageSource:
+class ImageSource(ReadsByKey):
     """A read-only array over a single-image file: ``(y, x)``, or ``(y, x, channels)`` for colour.
 
     ``.chunks`` is the whole image (it cannot be read in part); each process decodes it once. ``whole=True``
@@ -164,7 +164,3 @@ class ImageSource:
     def values(self) -> np.ndarray:
         """The whole decoded image (this process decodes it once): a damaged file fails here, naming it."""
         return process_state().decoded.get(stat_key(self.path), lambda: decode_image(self.path, self.shape))
-
-    def read_into(self, region: list[slice], out: np.ndarray) -> None:
-        """Fill ``out`` with the values in ``region`` (step-1 slices)."""
-        out[...] = self[tuple(region)]

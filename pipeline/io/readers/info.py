@@ -12,7 +12,7 @@ from ...core.checks import default_dims
 from ...errors import InputError
 from ..urls import is_local, local_path
 
-__all__ = ["InputInfo", "input_dims", "check_exists", "stat_key"]
+__all__ = ["InputInfo", "input_dims", "check_exists", "stat_key", "ReadsByKey"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,12 @@ def stat_key(path) -> tuple:
     """
     stat = Path(path).stat()
     return str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+class ReadsByKey:
+    """``read_into`` for readers that make a region's values in one go (``self[key]``): whole files, decoded frames,
+    a channel view. The pair reader and the shifted reader fill their blocks through it."""
+
+    def read_into(self, region: list[slice], out: np.ndarray) -> None:
+        """Fill ``out`` with the values in ``region`` (step-1 slices)."""
+        out[...] = self[tuple(region)]

@@ -18,7 +18,7 @@ from ...errors import InputError
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
 from .images import decode_image, image_header, is_image, verify_image
-from .info import stat_key
+from .info import ReadsByKey, stat_key
 from .tiff import is_tiff
 
 __all__ = ["is_pattern", "frame_files", "SequenceSource"]
@@ -85,7 +85,7 @@ def _decode(path: str, shape: tuple[int, ...]) -> np.ndarray:
     return decode_image(Path(path), shape)
 
 
-class SequenceSource:
+class SequenceSource(ReadsByKey):
     """A read-only array over frame files: ``(t, y, x)``, or ``(t, y, x, channels)`` for colour frames.
 
     ``.chunks`` is one frame. A read decodes the files of the frames it covers (each process keeps the
@@ -124,8 +124,3 @@ class SequenceSource:
         if not isinstance(frames, slice):
             return out[0]
         return np.stack(out) if out else np.empty((0,) + self.frame_shape, self.dtype)[(slice(None),) + rest]
-
-    def read_into(self, region: list[slice], out: np.ndarray) -> None:
-        """Fill ``out`` with the values in ``region`` (step-1 slices)."""
-        out[...] = self[tuple(region)]
-

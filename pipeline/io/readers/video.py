@@ -26,7 +26,7 @@ import numpy as np
 from ...errors import InputError
 from ..process import process_state
 from ..urls import is_local, local_path, one_line
-from .info import stat_key
+from .info import ReadsByKey, stat_key
 
 __all__ = ["VIDEO_SUFFIXES", "is_video", "VideoSource", "video_header"]
 
@@ -207,7 +207,7 @@ def _decoder(path: Path, planes: str, rate, deep: bool) -> _Decoder:
         return state.videos[key]
 
 
-class VideoSource:
+class VideoSource(ReadsByKey):
     """A read-only array over a video file's frames: ``(t, y, x)`` (``planes="luma"``) or ``(t, y, x, 3)``
     (``"rgb"``). ``.chunks`` is one frame; ``.rate`` frames per second (None if the file does not say)."""
 
@@ -241,7 +241,3 @@ class VideoSource:
         out = np.stack([f[rest] for f in decoded]) if decoded else np.empty((0,) + self.shape[1:], self.dtype)[
             (slice(None),) + rest]
         return out if isinstance(frames, slice) else out[0]
-
-    def read_into(self, region: list[slice], out: np.ndarray) -> None:
-        """Fill ``out`` with the values in ``region`` (step-1 slices)."""
-        out[...] = self[tuple(region)]
