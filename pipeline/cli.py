@@ -307,7 +307,7 @@ def validate(
         _hide(cfg.storage_options)
         plans = plan_run(cfg, force=force, estimate=False)
         for plan in plans:
-            typer.echo(f"ok: {plan.reference.url} x {plan.moving.url} -> {plan.pair.output}  "
+            typer.echo(f"ok: {plan.reference.url} x {plan.moving.url} -> {plan.pair.output.path}  "
                        f"shape {plan.reference.shape} {plan.reference.dtype}/{plan.moving.dtype}  "
                        f"dims {list(plan.reference.dims)}  chunks {plan.chunks}")
 
@@ -395,8 +395,10 @@ def inspect(
     output: Annotated[str, typer.Argument(help="An lncc output (zarr group path or URL).", show_default=False)],
     verify: Annotated[bool, typer.Option("--verify", help="Also read every block back and compare it with its "
                                                           "checksum.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report as one JSON document.")] = False,
 ) -> None:
-    """Say whether OUTPUT is complete (and how much is done and intact) and print its provenance.
+    """Say whether OUTPUT is complete (and how much is done and intact), print its provenance, the applied shift
+    and the map's statistics (from the block ledger: over the blocks done so far if incomplete).
 
     Exits 1 when the output says complete but blocks are missing or (with --verify) damaged; a rerun of its
     config recomputes just those blocks.
@@ -405,13 +407,17 @@ def inspect(
     def body():
         import json
 
-        from .job.describe import describe_output
+        from .job.describe import describe_output, report_lines
 
         report = describe_output(output, verify=verify)
         damaged = f", {report['blocks_damaged']} damaged or missing" if report["blocks_damaged"] else ""
-        typer.echo(f"{output}: {report['state']} ({report['blocks_done']} of {report['blocks_total']} blocks"
-                   f"{damaged})")
-        typer.echo(json.dumps(report["provenance"], indent=2, sort_keys=True))
+        if as_json:
+            typer.echo(json.dumps({"output": output, **report}, indent=2))
+        else:
+            typer.echo(f"{output}: {report['state']} ({report['blocks_done']} of {report['blocks_total']} blocks"
+                       f"{damaged})")
+            typer.echo(json.dumps(report["provenance"], indent=2, sort_keys=True))
+            typer.echo("\n".join(report_lines(report)))
         if report["state"] == "damaged":
             raise typer.Exit(1)
 

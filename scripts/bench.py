@@ -4,7 +4,7 @@ Usage::
 
     python scripts/bench.py                    # full run (~5 min on 2 cores)
     python scripts/bench.py --size 2048 --e2e-size 4096   # quick look
-    python scripts/bench.py --sections kernel e2e         # only some of: kernel e2e ops scale register formats
+    python scripts/bench.py --sections kernel e2e         # only some of: kernel e2e ops scale register formats outputs
     python scripts/bench.py --markdown docs/benchmarks-history.md   # also append the tables to the history
 
 After a run appended to docs/benchmarks-history.md, update the current table of BENCHMARKS.md by hand.
@@ -593,6 +593,84 @@ def machine() -> str:
     return f"{cpu}, {available_cores()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
 
 
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def outputs(args) -> list[str]:
+    """What the output settings cost: encodings, compression and the multiscale pyramid on the e2e pair; a
+    1-gigapixel multiscale run and its preview."""
+    size, data = args.e2e_size, args.data
+    ref_url, mov_url = make_e2e_pair(data, size, 1024)
+    out = data / "outputs-out.zarr"
+    variants = [("float32 (default)", {}), ("float32, multiscale", {"multiscale": True}),
+                ("float16", {"encoding": "float16"}), ("int16", {"encoding": "int16"}),
+                ("int16, zstd level 3", {"encoding": "int16", "compressor": "zstd", "level": 3}),
+                ("int16, multiscale", {"encoding": "int16", "multiscale": True})]
+    lines = ["", f"### Output settings: {size} x {size} uint8 pair end to end (window {args.e2e_window}, "
+                 f"{available_cores()} threads; best of 3, median in brackets)", "",
+             "| output | compute s | Mpx/s | vs float32 | output size |", "|---|---|---|---|---|"]
+    base = None
+    for label, settings in variants:
+        cfg = {"reference": ref_url, "moving": mov_url, "output": {"path": str(out), **settings},
+               "window": args.e2e_window}
+        sizes = []
+
+        def one(cfg=cfg, sizes=sizes):
+            config = data / "bench-outputs.yaml"
+            config.write_text(json.dumps(cfg))
+            proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config), "--force"],
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"outputs run failed: {proc.stderr}")
+            sizes.append(_tree_bytes(out))
+            shutil.rmtree(out, ignore_errors=True)
+            return {"compute_s": float(proc.stdout.split(" in ")[1].split(" s")[0].replace(",", ""))}
+
+        best, mid = _best(one, 3)
+        rate, mid_rate = size * size / best["compute_s"] / 1e6, size * size / mid["compute_s"] / 1e6
+        base = base or rate
+        lines.append(f"| {label} | {best['compute_s']:.2f} ({mid['compute_s']:.2f}) | {rate:.0f} ({mid_rate:.0f}) | "
+                     f"{rate / base:.2f}x ({mid_rate / base:.2f}x) | {max(sizes) / 1e9:.2f} GB |")
+        print(lines[-1], flush=True)
+    lines += gigapixel_preview(args)
+    return lines
+
+
+def gigapixel_preview(args) -> list[str]:
+    """A 1-gigapixel multiscale run (``compute.memory: 2GB``), then ``lncc preview`` of it: from its pyramid,
+    and of the same map without one (block means of level 0)."""
+    size = args.scale_size
+    ref_url, mov_url, _ = make_shifted_pair(args.data, size, 0)
+    lines = ["", f"### Previews of a {size} x {size} map (1.07 gigapixel), `lncc preview --size 1600` as a "
+                 "subprocess, wall time (best of 3)", "",
+             "| map | run compute s | preview wall s | preview of |", "|---|---|---|---|"]
+    for label, multiscale in (("multiscale (NGFF pyramid)", True), ("plain float32", False)):
+        out = args.data / "gigapixel-preview.zarr"
+        shutil.rmtree(out, ignore_errors=True)
+        config = args.data / "bench-preview.yaml"
+        config.write_text(json.dumps({"reference": ref_url, "moving": mov_url, "window": args.e2e_window,
+                                      "output": {"path": str(out), "multiscale": multiscale},
+                                      "compute": {"memory": "2GB"}}))
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config), "--force"],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"gigapixel run failed: {proc.stderr}")
+        compute_s = float(proc.stdout.split(" in ")[1].split(" s")[0].replace(",", ""))
+        walls = []
+        for _ in range(3):
+            t = time.perf_counter()
+            shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "preview", str(out), "-o",
+                                    str(args.data / "gigapixel-preview.png")], capture_output=True, text=True)
+            walls.append(time.perf_counter() - t)
+            if shown.returncode:
+                raise SystemExit(f"preview failed: {shown.stderr}")
+        lines.append(f"| {label} | {compute_s:.2f} | {min(walls):.2f} | {shown.stdout.strip().splitlines()[-1]} |")
+        print(lines[-1], flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=4096, help="kernel benchmark image side (default 4096)")
@@ -609,8 +687,9 @@ def main() -> None:
     parser.add_argument("--video-frames", type=int, default=1000, help="registration: video frames (default 1000)")
     parser.add_argument("--video-size", type=int, default=1024, help="registration: video frame side (default 1024)")
     parser.add_argument("--video-frames-1080", type=int, default=300, help="formats: 1080p video frames (default 300)")
-    parser.add_argument("--sections", nargs="+", default=["kernel", "e2e", "ops", "scale", "register", "formats"],
-                        choices=["kernel", "e2e", "ops", "scale", "register", "formats"],
+    parser.add_argument("--sections", nargs="+",
+                        default=["kernel", "e2e", "ops", "scale", "register", "formats", "outputs"],
+                        choices=["kernel", "e2e", "ops", "scale", "register", "formats", "outputs"],
                         help="what to measure (default: all)")
     args = parser.parse_args()
 
@@ -668,6 +747,8 @@ def main() -> None:
         lines += registration(args)
     if "formats" in args.sections:
         lines += formats(args)
+    if "outputs" in args.sections:
+        lines += outputs(args)
     if args.markdown:
         with args.markdown.open("a") as fh:
             fh.write("\n" + header + "\n\n" + "\n".join(lines) + "\n")

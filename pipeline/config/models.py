@@ -17,8 +17,8 @@ from ..core.masks import nodata_pair
 from .messages import describe, short
 from .registration import RegistrationConfig
 
-__all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "PairConfig", "RunConfig", "JOBQUEUE_SYSTEMS",
-           "input_paths"]
+__all__ = ["ComputeConfig", "JobqueueConfig", "NodataConfig", "OutputConfig", "PairConfig", "RunConfig",
+           "JOBQUEUE_SYSTEMS", "COMPRESSION_LEVELS", "input_paths"]
 
 
 # hide_input_in_errors: pydantic's own message text would embed a repr of the input; ours bounds what it echoes.
@@ -170,6 +170,52 @@ def input_paths(value: str | tuple[str, ...] | None) -> list[str]:
     return list(value) if isinstance(value, tuple) else [value]
 
 
+#: The compression levels each output ``compressor`` takes (blosc's clevel for lz4, zstd's level).
+COMPRESSION_LEVELS = {"lz4": (1, 9), "zstd": (1, 22)}
+
+
+def _output_path(value: Any) -> Any:
+    """``output: PATH`` is ``output: {path: PATH}``."""
+    return {"path": value} if isinstance(value, str) else value
+
+
+class OutputConfig(BaseModel):
+    """Where a pair's NCC map goes and how it is stored; ``output: PATH`` is the short form of ``{path: PATH}``."""
+
+    model_config = _STRICT
+
+    path: str
+    encoding: Literal["float32", "float16", "int16"] = "float32"
+    """How NCC values (and valid fractions) are stored: ``float32``; ``float16`` (within 2.5e-4); ``int16``, NCC x
+    32767 rounded, -32768 for NaN, read back through the CF ``scale_factor``/``_FillValue`` attributes (within
+    1.6e-5: a step of 3.1e-5). The extra outputs' standard deviations stay float32."""
+    multiscale: bool = False
+    """Also write an OME-Zarr (NGFF) pyramid of NaN-aware means, built block by block while the run writes."""
+    compressor: Literal["lz4", "zstd", "none"] | None = None
+    """The chunks' compressor; by default the top-level ``compressor`` (``none``)."""
+    level: Annotated[int, Field(ge=1)] | None = None
+    """The compressor's level: lz4 1-9 (default 5), zstd 1-22 (default 1); needs a compressor."""
+
+    @model_validator(mode="after")
+    def _level_fits(self) -> OutputConfig:
+        if self.level is not None:
+            if self.compressor in (None, "none"):
+                raise ValueError(f"level {self.level} needs a compressor: add output.compressor: zstd (levels 1-22) "
+                                 "or lz4 (1-9)")
+            lo, hi = COMPRESSION_LEVELS[self.compressor]
+            if not lo <= self.level <= hi:
+                raise ValueError(f"{self.compressor} takes levels {lo}-{hi}, got {self.level}")
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the stored bytes beyond the path, where they differ from the defaults (so an
+        output written before these settings existed keeps its config hash)."""
+        return self.model_dump(exclude={"path"}, exclude_defaults=True)
+
+
+OutputSpec = Annotated[OutputConfig, BeforeValidator(_output_path)]
+
+
 class PairConfig(BaseModel):
     """One reference/moving pair, optional validity masks, and where its NCC map goes."""
 
@@ -177,7 +223,7 @@ class PairConfig(BaseModel):
 
     reference: ImageInput
     moving: ImageInput
-    output: str
+    output: OutputSpec
     reference_mask: str | None = None
     moving_mask: str | None = None
 
@@ -203,7 +249,7 @@ class RunConfig(BaseModel):
 
     reference: ImageInput | None = None
     moving: ImageInput | None = None
-    output: str | None = None
+    output: OutputSpec | None = None
     reference_mask: str | None = None
     moving_mask: str | None = None
     pairs: list[PairConfig] | None = None
@@ -281,6 +327,10 @@ class RunConfig(BaseModel):
         _check_outputs(self.all_pairs())
         return self
 
+    def compressor_of(self, output: OutputConfig) -> str:
+        """An output's compressor: its own, else the run's ``compressor``."""
+        return output.compressor or self.compressor
+
     def all_pairs(self) -> list[PairConfig]:
         """The pairs of this run, whether given singly or as a batch."""
         if self.pairs is not None:
@@ -314,7 +364,7 @@ def _check_outputs(pairs: list[PairConfig]) -> None:
     Sorted keys and prefix look-ups instead of comparing every two paths: a batch of a thousand pairs
     took over three minutes that way.
     """
-    outputs = sorted((_path_key(p.output), p.output) for p in pairs)
+    outputs = sorted((_path_key(p.output.path), p.output.path) for p in pairs)
     # In sorted order a key is followed first by the keys it is a prefix of: neighbours suffice.
     for (key, first), (next_key, second) in zip(outputs, outputs[1:]):
         if next_key.startswith(key):

@@ -1,9 +1,10 @@
 """Summary statistics of NCC values, gathered block by block and merged at the end.
 
 A block's statistics are one float64 vector (see :func:`block_stats`); a run
-keeps one per block in its ledger and merges them with :func:`summarize`. The
-module constants name the vector's columns, so no other code needs to know
-their order.
+keeps one per block in its ledger and merges them with :func:`summarize` (the
+run's summary) or :func:`describe_stats` (``lncc inspect``: any subset of the
+blocks, more quantiles, shares and a coarse histogram). The module constants
+name the vector's columns, so no other code needs to know their order.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ __all__ = [
     "FLAT_VALUE",
     "PIXELS",
     "STATS_LENGTH",
+    "REPORT_QUANTILES",
     "block_stats",
     "summarize",
+    "merge_stats",
+    "coarse_histogram",
+    "describe_stats",
     "done_blocks",
     "entry_is_valid",
     "entries_valid",
@@ -53,6 +58,8 @@ STATS_LENGTH = HIST_BINS + 7
 _SPAN = 16384
 #: The quantiles :func:`summarize` reports.
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: The quantiles :func:`describe_stats` reports by default.
+REPORT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 #: An order key beyond every finite value's (keys of finite float64 stay within +-(2**63 - 2**52)).
@@ -213,26 +220,144 @@ def summarize(stats: np.ndarray) -> dict[str, float]:
         flat is NaN) and ``flat_fraction`` (pixels exactly equal to the flat
         value; 0 when it is NaN).
     """
-    stats = _check_length(stats, "stats").reshape(-1, STATS_LENGTH)
-    sums = stats.sum(axis=0)
-    counts, total, finite, pixels = sums[:HIST_BINS], sums[SUM], sums[FINITE], sums[PIXELS]
-    lo, hi, flat_count = stats[:, MIN].min(initial=np.inf), stats[:, MAX].max(initial=-np.inf), sums[FLAT]
-    flat = _merged_flat_value(stats[:, FLAT_VALUE])
+    merged = merge_stats(stats)
+    finite, pixels = merged[FINITE], merged[PIXELS]
+    out = {"mean": float(merged[SUM] / finite) if finite else float("nan")}
+    out.update(_quantiles(merged, _QUANTILES))
+    out["nan_fraction"] = float(1.0 - finite / pixels) if pixels else 0.0
+    out["flat_fraction"] = float(merged[FLAT] / pixels) if pixels else 0.0
+    return out
+
+
+def merge_stats(stats: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """One stats vector for the union of the blocks of stacked stats vectors: what one block holding them all has.
+
+    Parameters
+    ----------
+    stats : ndarray
+        Stats vectors on the last axis, any leading shape (a ledger: the block
+        grid, NaN rows for blocks not done).
+    where : ndarray of bool, optional
+        The leading shape: merge only the entries where True (the blocks done),
+        without copying the others out. Default: every entry (a NaN row then
+        makes the counts NaN).
+
+    Returns
+    -------
+    ndarray of float64
+        Length :data:`STATS_LENGTH`: counts, sums and the flat count added, the
+        extremes taken, the one flat value kept (NaN if no entry records one).
+        With no entry merged, every count is 0, MIN +inf and MAX -inf.
+    """
+    stats = _check_length(stats, "stats")
+    if where is not None and np.shape(where) != stats.shape[:-1]:
+        raise ValueError(f"where must have the stats' leading shape {stats.shape[:-1]}, got {np.shape(where)}; "
+                         f"pass one bool per stats vector (e.g. done_blocks(ledger))")
+    rows = True if where is None else np.asarray(where, dtype=bool).reshape(-1)
+    stats = stats.reshape(-1, STATS_LENGTH)
+    # where= rather than stats[rows]: the ledger of a 50,000-block run is 800 MB, not to be copied
+    merged = stats.sum(axis=0) if where is None else stats.sum(axis=0, where=rows[:, None])
+    merged[MIN] = stats[:, MIN].min(initial=np.inf, where=rows)
+    merged[MAX] = stats[:, MAX].max(initial=-np.inf, where=rows)
+    merged[FLAT_VALUE] = _merged_flat_value(stats[:, FLAT_VALUE] if where is None else stats[rows, FLAT_VALUE])
+    return merged
+
+
+def _quantile_name(q: float) -> str:
+    return f"q{int(round(q * 100)):02d}"
+
+
+def _quantiles(merged: np.ndarray, quantiles) -> dict[str, float]:
+    """The quantiles of a merged stats vector by :func:`summarize`'s rule, keyed ``qNN`` (NaN without finite values)."""
+    counts, finite, lo, hi = merged[:HIST_BINS], merged[FINITE], merged[MIN], merged[MAX]
+    flat, flat_count = merged[FLAT_VALUE], merged[FLAT]
     flat_bin = _bin_of(flat) if flat_count and math.isfinite(flat) else -1
     edges = np.linspace(-1.0, 1.0, HIST_BINS + 1)
-    out = {"mean": float(total / finite) if finite else float("nan")}
     cumulative = np.cumsum(counts)
-    for q in _QUANTILES:
-        name = f"q{int(round(q * 100)):02d}"
+    out = {}
+    for q in quantiles:
+        name = _quantile_name(q)
         if not finite:
             out[name] = float("nan")
             continue
         idx = min(int(np.searchsorted(cumulative, q * cumulative[-1])), HIST_BINS - 1)
         value = flat if idx == flat_bin and counts[idx] == flat_count else 0.5 * (edges[idx] + edges[idx + 1])
         out[name] = float(min(max(value, lo), hi))
-    out["nan_fraction"] = float(1.0 - finite / pixels) if pixels else 0.0
-    out["flat_fraction"] = float(flat_count / pixels) if pixels else 0.0
     return out
+
+
+def coarse_histogram(merged: np.ndarray, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The histogram of a merged stats vector in ``bins`` equal bins over [-1, 1], exactly (no re-binning error).
+
+    Each coarse bin is a whole number of the vector's :data:`HIST_BINS` bins,
+    so its count is exact. The bins are numpy's: ``[edge_k, edge_k+1)``, the
+    last one closed (1.0 falls in it), as ``numpy.histogram(finite_values,
+    edges)`` counts them; but for a negative value within 5.6e-17 of 0, which
+    :func:`block_stats` counts in ``[0, ...)`` (``(v + 1) * 1000`` rounds to 1000).
+
+    Returns
+    -------
+    (edges, counts)
+        ``bins + 1`` float64 edges (``numpy.linspace(-1, 1, bins + 1)``) and
+        ``bins`` int64 counts of the finite values.
+    """
+    if not isinstance(bins, (int, np.integer)) or bins < 1 or HIST_BINS % bins:
+        raise ValueError(f"bins must divide the {HIST_BINS} histogram bins of the block stats (e.g. 10, 20, 40, "
+                         f"100), got {bins!r}; pick such a divisor so each bin is whole ledger bins")
+    merged = _check_length(merged, "merged")
+    if merged.ndim != 1:
+        raise ValueError(f"merged must be one stats vector, got shape {merged.shape}; merge stacked vectors "
+                         f"with merge_stats first")
+    counts = merged[:HIST_BINS].reshape(bins, HIST_BINS // bins).sum(axis=1).astype(np.int64)
+    return np.linspace(-1.0, 1.0, bins + 1), counts
+
+
+def describe_stats(stats: np.ndarray, where: np.ndarray | None = None, *, quantiles=REPORT_QUANTILES,
+                   bins: int = 20) -> dict:
+    """Everything ``lncc inspect`` says of a map's values, from stacked block stats (the blocks ``where`` True).
+
+    Quantiles follow :func:`summarize`'s rule (the same values for the same
+    ``qNN``); the mean, extremes, counts and histogram are exact.
+
+    Parameters
+    ----------
+    stats, where
+        As for :func:`merge_stats`.
+    quantiles : sequence of float
+        In [0, 1]; keyed ``qNN`` (percent, rounded) in the result.
+    bins : int
+        Bins of the coarse histogram over [-1, 1] (see :func:`coarse_histogram`).
+
+    Returns
+    -------
+    dict
+        ``pixels``, ``finite`` (finite values: flat ones included when the flat
+        value is a number), ``flat`` (values exactly equal to the flat value;
+        0 when it is NaN) and ``nonfinite`` counts (int); ``flat_value`` (NaN
+        if none is recorded); ``finite_fraction``, ``flat_fraction`` and
+        ``nonfinite_fraction`` (of ``pixels``; NaN without pixels); ``mean``,
+        ``min``, ``max`` and ``quantiles`` (a dict, ``q01`` ...; NaN without
+        finite values); ``histogram``: ``edges`` and ``counts`` (lists), and
+        ``flat_bin``, the bin holding the flat pixels (None without any).
+    """
+    merged = merge_stats(stats, where)
+    pixels, finite, flat = int(merged[PIXELS]), int(merged[FINITE]), int(merged[FLAT])
+    nan = float("nan")
+    edges, counts = coarse_histogram(merged, bins)
+    flat_value = float(merged[FLAT_VALUE])
+    flat_bin = _bin_of(flat_value) // (HIST_BINS // bins) if flat and math.isfinite(flat_value) else None
+    return {
+        "pixels": pixels, "finite": finite, "flat": flat, "nonfinite": pixels - finite,
+        "flat_value": flat_value,
+        "finite_fraction": finite / pixels if pixels else nan,
+        "flat_fraction": flat / pixels if pixels else nan,
+        "nonfinite_fraction": (pixels - finite) / pixels if pixels else nan,
+        "mean": float(merged[SUM] / finite) if finite else nan,
+        "min": float(merged[MIN]) if finite else nan,
+        "max": float(merged[MAX]) if finite else nan,
+        "quantiles": _quantiles(merged, quantiles),
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist(), "flat_bin": flat_bin},
+    }
 
 
 def done_blocks(ledger: np.ndarray) -> np.ndarray:

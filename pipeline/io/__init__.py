@@ -4,8 +4,9 @@ Its single job is storage: URLs and secret redaction (:mod:`.urls`), the one cod
 readers per format (:mod:`.readers`: zarr, with lncc's own chunk reader and cache; TIFF, images, frame
 sequences and video, through the channel policy; a moving image read through a registration shift), writers
 (:mod:`.writers`: zarr blocks, background writes, durable files, sample arrays), an output's metadata and
-provenance (:mod:`.metadata`), its ledger and checksums (:mod:`.ledger`), its state on the store (whose it
-is, which blocks are intact, making and replacing it, its lock) and input fingerprints. It may import
+provenance (:mod:`.metadata`), its ledger and checksums (:mod:`.ledger`), its small layers such as the applied
+shift (:mod:`.layers`), its state on the store (whose it is, which blocks are intact, making and replacing it,
+its lock) and input fingerprints. It may import
 :mod:`pipeline.core` (buffers, block positions, statistics columns) and the error classes; never the
 chunked, job or CLI layers. What one process keeps between tasks lives in :mod:`.process`.
 
@@ -18,7 +19,9 @@ The names below are the room's door: the job layer, the scripts and the tests us
 """
 
 from .codecs import output_codec
+from .encodings import ENCODINGS, describe_encoding, encoded_dtype, output_encoding
 from .fingerprint import fingerprint
+from .layers import read_layer
 from .ledger import block_digest, read_checksums, read_ledger
 from .lock import LOCK_FILE, OutputLock
 from .metadata import (
@@ -34,6 +37,7 @@ from .metadata import (
 )
 from .output_blocks import usable_blocks
 from .output_create import create_output
+from .output_pyramid import counts_path, finish_pyramid, level_path, open_level, read_levels
 from .output_state import InputIdentities, check_output_path, clean_partials, foreign_entries, output_state
 from .process import process_state
 from .readers.info import InputInfo
@@ -61,11 +65,13 @@ __all__ = [
     "InputInfo", "inspect_input", "open_input", "open_pair", "open_shifted_pair", "array_reader", "source_of",
     "alpha_mask", "input_format", "input_label", "input_files",
     "OutputWriter", "finish_writes", "sync_outputs", "write_array", "output_codec",
-    "read_ledger", "read_checksums", "block_digest",
+    "read_ledger", "read_checksums", "block_digest", "read_layer",
     "PROVENANCE_KEY", "STATE_GROUP", "LEDGER", "CHECKSUMS", "group_attributes", "write_group",
     "update_provenance", "read_provenance",
     "output_state", "foreign_entries", "check_output_path", "InputIdentities", "clean_partials",
     "create_output", "usable_blocks", "LOCK_FILE", "OutputLock",
     "fingerprint", "redact", "is_local", "local_path", "process_state", "json_safe",
     "IngestWriter", "ingest_record", "IMAGE", "VALID", "draw_preview", "store_kwargs",
+    "ENCODINGS", "encoded_dtype", "describe_encoding", "output_encoding",
+    "level_path", "counts_path", "finish_pyramid", "open_level", "read_levels",
 ]

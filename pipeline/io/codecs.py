@@ -14,11 +14,11 @@ from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
 
 __all__ = ["NO_COMPRESSION", "output_codec", "v3_layout", "v3_decoder", "direct_codec", "numcodecs_twin"]
 
-#: The output ``compressor`` settings (``none``: no codec), per zarr format.
+#: The output ``compressor`` settings (``none``: no codec), per zarr format, given (level, item size).
 _OUTPUT_CODECS = {
-    "lz4": {3: lambda: BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=4),
-            2: lambda: Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE)},
-    "zstd": {3: lambda: ZstdCodec(level=1), 2: lambda: Zstd(level=1)},
+    "lz4": {3: lambda level, size: BloscCodec(cname="lz4", clevel=level or 5, shuffle="bitshuffle", typesize=size),
+            2: lambda level, size: Blosc(cname="lz4", clevel=level or 5, shuffle=Blosc.BITSHUFFLE)},
+    "zstd": {3: lambda level, size: ZstdCodec(level=level or 1), 2: lambda level, size: Zstd(level=level or 1)},
 }
 
 _BLOSC_SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
@@ -34,13 +34,17 @@ _TWINS = {
 #: The numcodecs codecs whose chunks lncc writes itself (format 2 arrays, and the twins of format 3 ones).
 _WRITTEN = (Blosc, Zstd)
 
+#: The dtypes whose chunks lncc writes itself (the output encodings').
+_DIRECT_DTYPES = (np.dtype("float32"), np.dtype("float16"), np.dtype("int16"))
+
 #: Marks an array stored without compression (raw little-endian bytes), where None means "not a known layout".
 NO_COMPRESSION = object()
 
 
-def output_codec(name: str, zarr_format: int):
-    """The zarr codec of an output's ``compressor`` setting (``lz4``, ``zstd`` or ``none``: None)."""
-    return None if name == "none" else _OUTPUT_CODECS[name][zarr_format]()
+def output_codec(name: str, zarr_format: int, level: int | None = None, itemsize: int = 4):
+    """The zarr codec of an output's ``compressor`` setting (``lz4``, ``zstd`` or ``none``: None) at ``level``
+    (None: lz4 5, zstd 1), for values of ``itemsize`` bytes."""
+    return None if name == "none" else _OUTPUT_CODECS[name][zarr_format](level, itemsize)
 
 
 def numcodecs_twin(codec):
@@ -75,7 +79,7 @@ def v3_decoder(meta):
 def direct_codec(array: zarr.Array):
     """The numcodecs codec that encodes ``array``'s chunks (or NO_COMPRESSION), or None if not a known layout."""
     meta = array.metadata
-    if array.dtype != np.float32:
+    if np.dtype(array.dtype) not in _DIRECT_DTYPES:
         return None
     if meta.zarr_format == 2:
         if meta.order != "C" or meta.filters or meta.dtype.to_native_dtype().byteorder == ">":

@@ -14,6 +14,7 @@ import zarr
 
 from ..core.stats import STATS_LENGTH
 from .codecs import output_codec
+from .encodings import array_layout
 from .lock import LOCK_FILE
 from .metadata import (
     CHECKSUMS,
@@ -27,6 +28,7 @@ from .metadata import (
     write_group,
     zarr_format_of,
 )
+from .output_pyramid import PYRAMID_GROUP, create_pyramid, ngff_attributes
 from .output_state import is_zarr_node, list_entries, output_state, owned_names
 from .urls import filesystem, is_local, join_url, local_path, store_kwargs
 
@@ -56,8 +58,9 @@ def _remove(url: str, keep: set[str], storage_options: dict[str, Any] | None, on
 
 
 def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, run_id: str, zarr_format: int = 3,
-                  compressor: str = "none", storage_options: dict[str, Any] | None = None,
-                  layers: xr.Dataset | None = None) -> None:
+                  compressor: str = "none", level: int | None = None, encoding: str = "float32",
+                  storage_options: dict[str, Any] | None = None, layers: xr.Dataset | None = None,
+                  pyramid: tuple[int, int] | None = None) -> None:
     """Create (or replace) the output group: metadata, coordinates, provenance, ledger and checksums.
 
     ``result`` holds ``ncc`` (and optionally extra variables of the same
@@ -68,7 +71,10 @@ def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, r
     The ledger ``_lncc/blocks`` holds one stats vector per block and
     ``_lncc/checksums`` one checksum, both written after the block's values.
     ``layers`` are small in-memory variables (e.g. the registration's ``shift``) written whole, with their
-    own coordinates, before any block.
+    own coordinates, before any block. ``encoding`` says how the values are stored (see
+    :mod:`pipeline.io.encodings`), ``compressor`` and ``level`` how their chunks are compressed.
+    ``pyramid`` (levels, block levels) adds each variable's reduced levels and the NGFF metadata that makes the
+    output an OME-Zarr image (see :mod:`pipeline.io.output_pyramid`).
 
     The caller holds the output's lock and has checked the path
     (:func:`check_output_path`). An existing lncc output is first marked as
@@ -79,28 +85,37 @@ def create_output(url: str, result: xr.Dataset, provenance: dict[str, Any], *, r
     ncc = result["ncc"]
     chunks = _zarr_chunks(ncc)
     layers = layers if layers is not None else xr.Dataset()
-    mark = _mark_group(url, result, layers, run_id, zarr_format, storage_options)
+    mark = _mark_group(url, result, layers, run_id, zarr_format, storage_options, pyramid is not None)
     # xarray writes the coordinates (encoding them as it reads them back); it rewrites the group's attributes
     # in one write, given the mark again. The data variables are created empty with zarr itself, laid out as
     # xarray would: a lazy to_zarr(compute=False) costs a dask graph and, once, ~0.3 s of imports.
-    coords = xr.Dataset(layers.data_vars, coords=result.coords, attrs=mark)
+    ngff = {} if pyramid is None else ngff_attributes(tuple(result.data_vars), ncc.dims, pyramid[0], zarr_format)
+    coords = xr.Dataset(layers.data_vars, coords=result.coords, attrs={**mark, **ngff})
     for name in coords.variables:
         coords[name].encoding = {}
     options = store_kwargs(url, storage_options)
     coords.to_zarr(url, mode="a", consolidated=False, zarr_format=zarr_format, **options)
     group = zarr.open_group(store=url, mode="r+", use_consolidated=False, **options)
-    codec = output_codec(compressor, zarr_format)
+    specs = {}
     for name, var in result.data_vars.items():
-        attrs = json_safe(dict(var.attrs))
+        dtype, fill, cf = array_layout(name, encoding, zarr_format)
+        codec = output_codec(compressor, zarr_format, level, dtype.itemsize)
+        attrs = json_safe({**var.attrs, **cf})
+        kwargs = dict(dtype=dtype, fill_value=fill, compressors=None if codec is None else [codec])
+        specs[name] = (var.shape, chunks, {**kwargs, "attributes": dict(attrs)})
         if zarr_format == 2:
             attrs["_ARRAY_DIMENSIONS"] = list(var.dims)
-        group.create_array(name, shape=var.shape, chunks=chunks, dtype="float32", fill_value=np.nan,
-                           compressors=None if codec is None else [codec], attributes=attrs,
+        group.create_array(name, shape=var.shape, chunks=chunks, attributes=attrs, **kwargs,
                            **({"dimension_names": list(var.dims)} if zarr_format == 3 else {}))
+    extra = {}
+    if pyramid is not None:
+        create_pyramid(group, specs, ncc.dims, *pyramid, zarr_format)
+        extra = {"groups": [PYRAMID_GROUP], "pyramid": {"levels": pyramid[0], "block_levels": pyramid[1],
+                                                        "ngff": "0.5" if zarr_format == 3 else "0.4"}}
     _create_bookkeeping(group, tuple(len(c) for c in ncc.chunks))
     full = {**provenance, "software": "lncc", "run_id": run_id, "variables": list(result.data_vars),
             "coords": [str(c) for c in coords.coords], "layers": [str(v) for v in layers.data_vars],
-            "blocks": [list(c) for c in ncc.chunks]}
+            "blocks": [list(c) for c in ncc.chunks], **extra}
     update_provenance(url, full, storage_options=storage_options)
 
 
@@ -116,17 +131,19 @@ def _zarr_chunks(ncc: xr.DataArray) -> tuple[int, ...]:
 
 
 def _mark_group(url: str, result: xr.Dataset, layers: xr.Dataset, run_id: str, zarr_format: int,
-                storage_options: dict[str, Any] | None) -> dict[str, Any]:
+                storage_options: dict[str, Any] | None, pyramid: bool = False) -> dict[str, Any]:
     """Write lncc's mark as the group's first metadata (an old output's first, then empty it); return the mark."""
     replacing = output_state(url, storage_options=storage_options) == "lncc"
     names = {"variables": list(result.data_vars), "layers": [str(v) for v in layers.data_vars],
-             "coords": sorted({str(c) for c in result.coords} | {str(c) for c in layers.coords})}
+             "coords": sorted({str(c) for c in result.coords} | {str(c) for c in layers.coords}),
+             "groups": [PYRAMID_GROUP] if pyramid else []}
     if replacing:  # the mark names the old output's arrays too, so that a replacement killed part way is still ours
         old_names = owned_names(read_provenance(url, storage_options=storage_options))
         if old_names is None:  # an output of an lncc before 0.2
             old_names = {e for e in list_entries(url, storage_options) or []
                          if e != STATE_GROUP and is_zarr_node(join_url(url, e), storage_options)}
-        names["coords"] = sorted(set(names["coords"]) | (old_names - set(names["variables"]) - set(names["layers"])))
+        names["coords"] = sorted(set(names["coords"]) | (old_names - set(names["variables"]) - set(names["layers"])
+                                                          - set(names["groups"])))
     mark = {PROVENANCE_KEY: {**_mark(run_id, "replacing" if replacing else "creating"), **names}}
     if not replacing:
         write_group(url, mark, zarr_format=zarr_format, storage_options=storage_options)
@@ -146,7 +163,7 @@ def _mark_group(url: str, result: xr.Dataset, layers: xr.Dataset, run_id: str, z
 
 def _create_bookkeeping(group: zarr.Group, grid: tuple[int, ...]) -> None:
     """The ``_lncc`` group: block checksums, then the ledger (an output whose ledger exists has all its arrays)."""
-    state = group.create_group(STATE_GROUP)
+    state = group.require_group(STATE_GROUP)  # the pyramid may have made it (its counts)
     ones = (1,) * len(grid)
     state.create_array(CHECKSUMS, shape=grid + (2,), chunks=ones + (2,), dtype="uint64", fill_value=0,
                        compressors=None)

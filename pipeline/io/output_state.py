@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import InputError
 from .lock import LOCK_FILE
 from .metadata import CHECKSUMS, GROUP_FILES, LEDGER, PROVENANCE_KEY, STATE_GROUP, group_attributes, read_provenance
+from .output_pyramid import COUNTS, PYRAMID_GROUP
 from .urls import filesystem, is_local, join_url, local_path, one_line, read_json, remote_is_empty
 
 __all__ = ["output_state", "foreign_entries", "check_output_path", "InputIdentities", "clean_partials", "list_entries",
@@ -118,7 +119,8 @@ def owned_names(provenance: dict[str, Any]) -> set[str] | None:
     if not isinstance(names, list) or not isinstance(coords, list):
         return None
     layers = provenance.get("layers") or []
-    return {str(n) for n in names + coords + list(layers)}
+    groups = provenance.get("groups") or []
+    return {str(n) for n in names + coords + list(layers) + list(groups)}
 
 
 def foreign_entries(url: str, *, storage_options: dict[str, Any] | None = None) -> list[str]:
@@ -140,15 +142,27 @@ def foreign_entries(url: str, *, storage_options: dict[str, Any] | None = None) 
             continue
         for inner in _files_under(url, entry, storage_options):
             name = inner.rsplit("/", 1)[-1]
-            if not inner or (not _ARRAY_FILE.fullmatch(_relative_to_array(inner)) and not TEMPORARY.fullmatch(name)):
+            if not inner or (not _ARRAY_FILE.fullmatch(_relative_to_array(entry, inner))
+                             and not TEMPORARY.fullmatch(name)):
                 out.append(f"{entry}/{inner}" if inner else entry)
     return out
 
 
-def _relative_to_array(inner: str) -> str:
-    """A path inside ``_lncc`` (a group of arrays) relative to its array, so the same file rules apply."""
-    head, sep, rest = inner.partition("/")
-    return rest if sep and head in (LEDGER, CHECKSUMS) else inner
+def _relative_to_array(entry: str, inner: str) -> str:
+    """A path inside ``_lncc`` or the pyramid's group (groups of arrays) relative to its array, so the same file
+    rules apply: ``_lncc/blocks/c/0/0``, ``_lncc/counts/ncc/c/0/0``, ``levels/ncc/2/c/0/0`` -> ``c/0/0``."""
+    parts = inner.split("/")
+    if entry == STATE_GROUP:
+        if parts[0] in (LEDGER, CHECKSUMS) and len(parts) > 1:
+            return "/".join(parts[1:])
+        if parts[0] == COUNTS and len(parts) > 1:  # counts/zarr.json, counts/NAME/...
+            return "/".join(parts[2:]) if len(parts) > 2 else parts[1]
+        return inner
+    if entry == PYRAMID_GROUP and len(parts) > 1:  # levels/zarr.json, levels/NAME/zarr.json, levels/NAME/K/...
+        if len(parts) == 2:
+            return parts[1]
+        return "/".join(parts[2:]) if parts[1].isdigit() else inner
+    return inner
 
 
 def is_zarr_node(url: str, storage_options: dict[str, Any] | None) -> bool:

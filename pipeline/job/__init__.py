@@ -11,12 +11,25 @@ drawing outputs (:mod:`.preview`). It may import the config, :mod:`pipeline.chun
 :mod:`pipeline.io`.
 """
 
-from .execute import run
-from .ingest import IngestSummary, ingest
-from .plan import PairPlan, plan_run, register_run
-from .preview import PreviewSummary, preview
-from .registration import Registration
-from .summary import PairResult, RunSummary
+from importlib import import_module
+
+#: Where each public name lives: imported on first use, so that a command such as ``lncc preview`` does not
+#: load the run machinery (numba's kernels, the schedulers) it never calls.
+_HOMES = {"run": "execute", "ingest": "ingest", "IngestSummary": "ingest", "preview": "preview",
+          "PreviewSummary": "preview", "plan_run": "plan", "register_run": "plan", "PairPlan": "plan",
+          "PairResult": "summary", "Registration": "registration", "RunSummary": "summary"}
 
 __all__ = ["run", "ingest", "IngestSummary", "preview", "PreviewSummary", "plan_run", "register_run", "PairPlan",
            "PairResult", "Registration", "RunSummary"]
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -133,12 +133,15 @@ def check_block_count(info: io.InputInfo, chunks: tuple[int, ...], radius: int) 
                       "along y and x, or leave chunks out to let lncc choose")
 
 
-def check_space(url: str, shape: tuple[int, ...], variables: int, compressor: str, done) -> None:
+def check_space(url: str, shape: tuple[int, ...], names: tuple[str, ...], compressor: str, done, *,
+                encoding: str = "float32", multiscale: bool = False) -> None:
     """Refuse, before anything is deleted, a local uncompressed output that cannot fit on its disk."""
 
     if compressor != "none" or not io.is_local(url):
         return  # compressed sizes are unknown in advance; object stores do not fill up
-    need = int(np.prod(shape)) * 4 * variables
+    need = int(np.prod(shape)) * sum(io.encoded_dtype(name, encoding).itemsize for name in names)
+    if multiscale:  # each level a quarter of the one above it
+        need = need * 4 // 3
     if done is not None and done.size:
         need = int(need * (1 - done.mean()))
     path = io.local_path(url)

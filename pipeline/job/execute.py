@@ -59,7 +59,7 @@ def run(config: RunConfig, *, force: bool = False, progress: bool = False) -> Ru
         # seconds for a fresh worker) while this process plans the run.
         preload = ex.start(_load_lncc)
         for pair in config.all_pairs():  # planned under the locks: no other run changes an output meanwhile
-            locks.enter_context(io.OutputLock(pair.output))
+            locks.enter_context(io.OutputLock(pair.output.path))
         plans = plan_run(config, force=force, threads=ex.threads_per_worker())
         return _execute(config, plans, progress, ex, preload, started)
 
@@ -102,30 +102,30 @@ def _execute(config: RunConfig, plans: list[PairPlan], progress: bool, ex: Execu
     for plan in plans:
         if plan.action != "up to date":
             todo, total = _prepare_pair(config, plan, run_id, tasks)
-            counts[plan.pair.output] = (todo, total)
+            counts[plan.pair.output.path] = (todo, total)
     preload.join()
     warming.join()
     computing = time.perf_counter()
     with PeakRss() as rss:
         in_order = any(info.file_format == "video" for p in plans for info in (p.reference, p.moving))
-        synced = _compute(ex, tasks, run_id, progress, [p.pair.output for p in plans if p.action != "up to date"],
+        synced = _compute(ex, tasks, run_id, progress, [p.pair.output.path for p in plans if p.action != "up to date"],
                           in_order)
     summary = RunSummary(seconds=time.perf_counter() - computing, startup_seconds=computing - started_wall,
                          sync_seconds=synced, peak_rss_mb=rss.mb)
     summary.pairs = [_finish_pair(config, plan, counts) for plan in plans]
-    io.sync_outputs([p.pair.output for p in plans if p.action != "up to date"])  # the completion markers too
+    io.sync_outputs([p.pair.output.path for p in plans if p.action != "up to date"])  # the completion markers too
     return summary
 
 
 def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -> tuple[int, int]:
     """Make (or reopen) one pair's output and add the tasks of its blocks still to do; (to do, total)."""
-    url = plan.pair.output
+    url = plan.pair.output.path
     order, inverse = plan.order, tuple(int(i) for i in np.argsort(plan.order))
     stored_chunks = tuple(plan.chunks[i] for i in inverse)  # the processing chunks in the inputs' own axis order
     ref = io.open_input(plan.reference, stored_chunks)  # its dims, coords and chunks shape the output
-    names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
+    names = names_of(config)
     writer = BlockWriter(url, names, config.storage_options, defer=config.compute.scheduler != "processes",
-                         run=run_id, flat=config.flat)
+                         run=run_id, flat=config.flat, pyramid=plan.pyramid)
     nodata, reg = config.nodata_pair(), plan.registration
     options = dict(boundary=config.boundary, flat=config.flat, nodata=nodata, min_valid=config.min_valid,
                    extras=config.extra_outputs)
@@ -168,8 +168,9 @@ def _prepare_pair(config: RunConfig, plan: PairPlan, run_id: str, tasks: list) -
         blocks = halo_chunks(tuple(ref.data.chunks[i] for i in order), plan.radius)
         io.create_output(url, _template(ref, names, tuple(blocks[i] for i in inverse)),
                          provenance_of(config, plan, started), run_id=run_id, zarr_format=config.zarr_format,
-                         compressor=config.compressor, storage_options=config.storage_options,
-                         layers=_registration_layers(ref, plan))
+                         compressor=config.compressor_of(plan.pair.output), level=plan.pair.output.level,
+                         encoding=plan.pair.output.encoding, storage_options=config.storage_options,
+                         layers=_registration_layers(ref, plan), pyramid=plan.pyramid)
         done = np.zeros(marks.numblocks, dtype=bool)
     todo = [index for index in np.ndindex(done.shape) if not done[index]]
     delayed = marks.to_delayed()
@@ -203,7 +204,7 @@ def _compute(ex: Executor, tasks: list, run_id: str, progress: bool, urls: list[
 
 def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
     """Check that every block of a pair's output is done, mark it complete, and summarise it."""
-    url = plan.pair.output
+    url = plan.pair.output.path
     ledger = io.read_ledger(url, storage_options=config.storage_options)
     if not done_blocks(ledger).all():
         raise RuntimeError(f"output {url!r} is missing blocks after the run; rerun to finish it")
@@ -212,6 +213,9 @@ def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
         # A worker killed mid-write (its blocks redone elsewhere) leaves its temporary file: every write of this
         # run has landed and the run holds the lock, so any left now is garbage, and a complete output has none.
         io.clean_partials(url)
+        if plan.pyramid is not None:  # the levels the blocks could not make, from the deepest they made
+            io.finish_pyramid(url, names_of(config), *plan.pyramid, storage_options=config.storage_options)
+            io.sync_outputs([url])
         # The completion marker: written last, after every block and its ledger entry are durable.
         io.update_provenance(url, {"status": "complete", "finished": datetime.now(UTC).isoformat(),
                                    "summary": stats}, storage_options=config.storage_options)
@@ -221,6 +225,11 @@ def _finish_pair(config: RunConfig, plan: PairPlan, counts: dict) -> PairResult:
                       stats["nan_fraction"], plan.action, computed, total, stats.get("flat_fraction", 0.0),
                       plan.damaged, None if plan.registration is None else plan.registration.describe(),
                       _channels_line(plan))
+
+
+def names_of(config: RunConfig) -> tuple[str, ...]:
+    """The variables a run writes."""
+    return EXTRA_NAMES if config.extra_outputs else ("ncc",)
 
 
 def _channels_line(plan: PairPlan) -> str | None:

@@ -13,6 +13,7 @@ import numpy as np
 from .. import io
 from ..config import PairConfig, RunConfig
 from ..core.checks import check_pair, processing_order
+from ..core.pyramid import block_levels, level_count
 from ..core.variables import EXTRA_NAMES
 from ..errors import InputError
 from .chunking import block_pixels, check_block_count, check_space, fit_budget, processing_chunks
@@ -50,6 +51,8 @@ class PairPlan:
     damaged: int = 0
     #: The shift(s) the moving image is read through (``registration.method`` not ``none``; not in a check).
     registration: Registration | None = None
+    #: ``output.multiscale``: (levels below level 0, the deepest of them each block makes; see core.pyramid).
+    pyramid: tuple[int, int] | None = None
 
 
 def reads_pair(reference: io.InputInfo, moving: io.InputInfo, masks, order: tuple[int, ...],
@@ -98,7 +101,7 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
     """Check one pair (images, output path, masks, chunks) and decide what its run does."""
     options = config.storage_options
     ref, mov, order, radius = _check_images(config, pair)
-    state = io.check_output_path(pair.output, inputs, storage_options=options)
+    state = io.check_output_path(pair.output.path, inputs, storage_options=options)
     masks = tuple(_mask(config, url, image, role) for url, image, role in (
         (pair.reference_mask, ref, "reference_mask"), (pair.moving_mask, mov, "moving_mask")))
     view = reordered_info(ref, order)  # planned in processing order
@@ -114,25 +117,41 @@ def _plan_pair(config: RunConfig, pair: PairConfig, inputs: io.InputIdentities, 
                             threads or worker_count(config.compute)[1], reads)
     check_block_count(view, chunks, radius)
     check_registration(config, pair, view.shape)
+    pyramid = _pyramid(pair, ref, order, chunks)
     if check_only:
-        return PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks, order)
+        return PairPlan(pair, ref, mov, chunks, radius, {}, "", "fresh", masks, order, pyramid=pyramid)
     fingerprints = _fingerprints(pair, ref, options)
     digest = config_hash(config, pair, chunks)
     action, done, damaged = "fresh", None, 0
     if state == "lncc" and not force:
-        action, done, damaged = _previous_run(pair.output, digest, fingerprints, options)
+        action, done, damaged = _previous_run(pair.output.path, digest, fingerprints, options)
     registration = None
     if config.registration.enabled:
         if action != "fresh":  # the shifts the output was made with, not a new estimate
-            registration = recorded_registration(io.read_provenance(pair.output, storage_options=options), config)
+            registration = recorded_registration(io.read_provenance(pair.output.path, storage_options=options), config)
             action, done, damaged = (action, done, damaged) if registration is not None else ("fresh", None, 0)
         if registration is None and estimate:
             registration = register_pair(config, pair, (ref, mov) + masks, view.shape, order)
     names = EXTRA_NAMES if config.extra_outputs else ("ncc",)
     if action != "up to date":
-        check_space(pair.output, ref.shape, len(names), config.compressor, done)
+        check_space(pair.output.path, ref.shape, names, config.compressor_of(pair.output), done,
+                    encoding=pair.output.encoding, multiscale=pair.output.multiscale)
     return PairPlan(pair, ref, mov, chunks, radius, fingerprints, digest, action, masks, order, done, damaged,
-                    registration)
+                    registration, pyramid)
+
+
+def _pyramid(pair: PairConfig, ref: io.InputInfo, order: tuple[int, ...], chunks: tuple[int, ...]
+             ) -> tuple[int, int] | None:
+    """``output.multiscale``'s pyramid: (levels, block levels); NGFF wants the frames (time, channel) first."""
+    if not pair.output.multiscale:
+        return None
+    if order != tuple(range(len(order))):
+        raise InputError(f"output.multiscale: an OME-Zarr image stores its frames on the first axis, but the inputs "
+                         f"are stored as {tuple(ref.dims)}; write them frames first (lncc ingest does) or set "
+                         "output.multiscale: false")
+    shape, block = tuple(ref.shape[-2:]), tuple(chunks[-2:])
+    levels = level_count(shape)
+    return levels, block_levels(shape, block, levels)
 
 
 def _check_images(config: RunConfig, pair: PairConfig) -> tuple[io.InputInfo, io.InputInfo, tuple[int, ...], int]:

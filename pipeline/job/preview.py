@@ -82,13 +82,14 @@ def preview(output: str, png: str, *, size: int = 1600, with_inputs: bool = Fals
     columns = 3 if with_inputs else 1
     per_row = 1 if with_inputs else min(len(chosen), 4)
     factor = max(1, math.ceil(max(height * per_row, width * columns * per_row) / size))
+    source, base, factor = _level_for(output, ncc, provenance, factor, storage_options)
     inputs = _inputs(provenance, storage_options) if with_inputs else None
     shifts = _shifts(provenance)
     rows: list[list[tuple[str, np.ndarray, str]]] = []
     for k in chosen:
         pick = (lambda a: a) if k is None else (lambda a, k=k: a.isel({frame_dim: k}))
         label = "" if k is None else f"frame {k}: "
-        panel = (f"{label}local NCC", _coarse(pick(ncc), factor, image_dims), "ncc")
+        panel = (f"{label}local NCC", _coarse(pick(source), factor // base, image_dims), "ncc")
         if inputs is None:
             rows.append([panel])
             continue
@@ -103,6 +104,18 @@ def preview(output: str, png: str, *, size: int = 1600, with_inputs: bool = Fals
         rows = [flat[i:i + 4] for i in range(0, len(flat), 4)]
     io.draw_preview(png, rows, _title(output, provenance, shifts, factor), size)
     return PreviewSummary(png, tuple(k for k in chosen if k is not None), factor, (height, width))
+
+
+def _level_for(output: str, ncc: xr.DataArray, provenance: dict, factor: int, storage_options
+               ) -> tuple[xr.DataArray, int, int]:
+    """The coarsest pyramid level no coarser than ``factor`` (the map itself without a pyramid), the level-0
+    pixels a side one of its pixels stands for, and the reduction drawn (a multiple of that, at most factor)."""
+    layout = io.read_levels(provenance)
+    k = 0 if layout is None else min(layout[0], int(math.log2(factor)))
+    if k == 0:
+        return ncc, 1, factor
+    level = xr.DataArray(io.open_level(output, "ncc", k, storage_options), dims=ncc.dims)
+    return level, 2 ** k, 2 ** k * (factor // 2 ** k)  # never coarser than asked
 
 
 def _inputs(provenance: dict, storage_options) -> tuple[xr.DataArray, xr.DataArray]:

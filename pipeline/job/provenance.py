@@ -37,6 +37,8 @@ def config_hash(config: RunConfig, pair: PairConfig, chunks: tuple[int, ...]) ->
                                                        "reference_mask", "moving_mask", "storage_options"})
     settings.update(pair.model_dump(exclude={"output"}), chunks=list(chunks),
                     lncc=versions().get("lncc", "unknown"))
+    if pair.output.settings():  # only where not the defaults: an output of an earlier lncc 0.2 stays up to date
+        settings["output"] = pair.output.settings()
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from ..core.pyramid import block_pyramid, level_region
 from ..core.stats import block_stats
 
 __all__ = ["BlockWriter", "Reordered"]
@@ -25,10 +26,12 @@ class BlockWriter:
     """
 
     def __init__(self, url: str, names: tuple[str, ...], storage_options: dict[str, Any] | None = None,
-                 defer: bool = True, run: str | None = None, flat: float = 0.0):
+                 defer: bool = True, run: str | None = None, flat: float = 0.0,
+                 pyramid: tuple[int, int] | None = None):
         self.names = names
         self.defer = defer
         self.flat = flat
+        self.pyramid = pyramid
         self.output = io.OutputWriter(url, names, storage_options, run=run, owner=run)
 
     def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -37,9 +40,23 @@ class BlockWriter:
     def __call__(self, values: np.ndarray, region: tuple[slice, ...], index: tuple[int, ...]) -> None:
         blocks = dict(zip(self.names, values)) if len(self.names) > 1 else {self.names[0]: values}
         stats = block_stats(blocks["ncc"], self.flat)
-        written = self.output.write_later(blocks, region, index, stats)
+        written = self.output.write_later(blocks, region, index, stats, self._levels(blocks, region))
         if not self.defer:
             written.result()
+
+
+    def _levels(self, blocks: dict[str, np.ndarray], region: tuple[slice, ...]) -> list:
+        """The block's part of each variable's pyramid: the levels it makes, and the counts below them."""
+        if self.pyramid is None:
+            return []
+        levels, deepest = self.pyramid
+        out = []
+        for name, values in blocks.items():
+            means, counts = block_pyramid(values, deepest)
+            out += [(io.level_path(name, k), m, level_region(region, k)) for k, m in enumerate(means, 1)]
+            if 0 < deepest < levels:
+                out.append((io.counts_path(name), counts, level_region(region, deepest)))
+        return out
 
 
 class Reordered:

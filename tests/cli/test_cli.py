@@ -271,6 +271,15 @@ def test_demo(tmp_path):
     assert np.nanmedian(ncc[agree]) > 0.9 and np.nanmedian(ncc[changed]) < 0.3
     unregistered = local_ncc(*moved_capture()[:2], 9)
     assert np.nanmedian(unregistered[agree]) < 0.3  # the control: without registration the map says nothing
+    # the scene's output is an OME-Zarr image too: its NGFF metadata validates, level 1 is 2 x 2 means
+    from ome_zarr_models.v05.image import Image
+
+    image = Image.from_zarr(zarr.open_group(str(tmp_path / "out" / "scene-ncc.zarr"), mode="r"))
+    assert [d.path for d in image.ome_attributes.multiscales[0].datasets] == ["ncc", "levels/ncc/1", "levels/ncc/2"]
+    level = zarr.open_group(str(tmp_path / "out" / "scene-ncc.zarr"), mode="r")["levels/ncc/1"][...]
+    with np.errstate(invalid="ignore"):
+        expected = np.nanmean(np.pad(ncc, ((0, 0), (0, 1)), constant_values=np.nan).reshape(230, 2, 351, 2), (1, 3))
+    np.testing.assert_allclose(level, expected, atol=1e-6)
 
     stereo = xr.open_zarr(tmp_path / "out" / "motorcycle-ncc.zarr")
     field = stereo["shift_field"]

@@ -268,7 +268,7 @@ def test_syncfs_of_the_outputs_file_system_comes_between_the_last_block_and_comp
                              sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert traced.returncode == 0, traced.stderr
-    prov = json.loads(invoke_cli("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])
+    prov = json.JSONDecoder().raw_decode(invoke_cli("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])[0]
     assert prov["status"] == "complete"
 
     device = os.stat(out).st_dev

@@ -35,7 +35,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     """A config with only reference/moving/output loads with every documented default."""
     cfg = load_config(write_yaml(tmp_path, SINGLE))
     assert isinstance(cfg, RunConfig)
-    assert (cfg.reference, cfg.moving, cfg.output) == ("ref.zarr", "mov.zarr", "out.zarr")
+    assert (cfg.reference, cfg.moving, cfg.output.path) == ("ref.zarr", "mov.zarr", "out.zarr")
     assert cfg.pairs is None
     assert cfg.window == 7
     assert cfg.boundary == "reflect"
@@ -331,7 +331,7 @@ def test_models_are_frozen(tmp_path):
         cfg.pairs[0].output = "elsewhere.zarr"
     assert cfg.window == 7
     assert cfg.compute.workers is None
-    assert cfg.pairs[0].output == "o.zarr"
+    assert cfg.pairs[0].output.path == "o.zarr"
 
 
 # --- outputs that would destroy inputs, flat range, --set on scalars (review findings) ---------------

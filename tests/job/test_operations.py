@@ -73,7 +73,7 @@ def test_kill_minus_9_then_rerun_resumes_to_a_bit_identical_output(tmp_path: Pat
     assert "incomplete" in inspect.stdout.splitlines()[0]
     done_before = int(done_blocks(read_ledger(str(tmp_path / "killed.zarr"))).sum())
     assert 10 <= done_before < 400
-    assert json.loads(inspect.stdout.split("\n", 1)[1])["status"] == "running"
+    assert json.JSONDecoder().raw_decode(inspect.stdout.split("\n", 1)[1])[0]["status"] == "running"
 
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "killed.zarr" / "ncc" / "c").rglob("*") if p.is_file()}
     rerun = lncc("run", str(killed_cfg), cwd=tmp_path)
@@ -157,7 +157,7 @@ def test_provenance_records_the_run(tmp_path: Path, pair):
     out = tmp_path / "out.zarr"
     cfg = write_config(tmp_path / "c.yaml", reference=pair[0], moving=pair[1], output=str(out), window=5)
     assert invoke_cli("run", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
-    prov = json.loads(invoke_cli("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])
+    prov = json.JSONDecoder().raw_decode(invoke_cli("inspect", str(out), cwd=tmp_path).stdout.split("\n", 1)[1])[0]
     assert prov["status"] == "complete"
     assert prov["config"]["window"] == 5 and len(prov["config_hash"]) == 64
     assert set(prov["fingerprints"]) == {"reference", "moving", "coordinates"}

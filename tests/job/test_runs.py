@@ -65,7 +65,7 @@ def test_run_2d_output(tmp_path, zarr_format):
     assert prov["config"]["window"] == 7
     assert prov["config"]["chunks"] == {"y": 32, "x": 48}
     assert prov["config"]["zarr_format"] == out_format
-    assert prov["config"]["reference"] == ref_url and prov["config"]["output"] == out
+    assert prov["config"]["reference"] == ref_url and prov["config"]["output"]["path"] == out
     assert prov["processing_chunks"] == [32, 48]
     for role, url in (("reference", ref_url), ("moving", mov_url)):
         assert prov["inputs"][role] == {"url": url, "shape": [100, 130], "dtype": "uint16", "dims": ["y", "x"],

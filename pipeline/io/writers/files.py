@@ -27,10 +27,10 @@ def write_chunks(array: zarr.Array, codec, root, block: np.ndarray, region: tupl
                        for k, c, r, s in zip(coords, chunk, region, array.shape))
         part = block[inside]
         if part.shape != chunk:  # an edge chunk: zarr stores it whole, padded with the fill value
-            whole = np.full(chunk, array.fill_value, dtype=np.float32)
+            whole = np.full(chunk, array.fill_value, dtype=block.dtype)
             whole[tuple(slice(0, n) for n in part.shape)] = part
             part = whole
-        part = np.ascontiguousarray(part, dtype="<f4")
+        part = np.ascontiguousarray(part, dtype=block.dtype.newbyteorder("<"))
         data = part if codec is NO_COMPRESSION else np.frombuffer(codec.encode(part), dtype=np.uint8)
         path = root / array.metadata.encode_chunk_key(coords)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import zarr
 
 from ...core.threads import thread_buffer
 from ..codecs import direct_codec
+from ..encodings import encode
 from ..ledger import block_digest
 from ..metadata import CHECKSUMS, LEDGER, PROVENANCE_KEY, STATE_GROUP, group_attributes, zarr_format_of
 from ..process import process_state
@@ -68,9 +69,10 @@ class OutputWriter:
         return self._arrays[name]
 
     def write(self, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
-              stats: np.ndarray) -> None:
-        """Write one block of every output variable, its checksum, then its ledger entry (which proves the
-        values are there).
+              stats: np.ndarray, levels: list[tuple[str, np.ndarray, tuple[slice, ...]]] = ()) -> None:
+        """Write one block of every output variable, its ``levels`` (further arrays of the output, each as (path,
+        values, region): its part of the pyramid), its checksum, then its ledger entry (which proves all of them
+        are there).
 
         Raises
         ------
@@ -78,14 +80,16 @@ class OutputWriter:
             If the output now belongs to another run (see ``owner``), or a
             write fails (the message names the output and the block).
         """
-        digest = block_digest(values)
-        for name, block in values.items():
+        values = {name: encode(block, self._array(name)[0].dtype) for name, block in values.items()}
+        digest = block_digest(values)  # of the values as stored, which a check reads back
+        for name, block, where in [(name, block, region) for name, block in values.items()] + list(levels):
             array, codec = self._array(name)
+            block = encode(block, array.dtype)
             with self._where(block_index, name):
                 if codec is None:
-                    array[region] = block
+                    array[where] = block
                 else:
-                    write_chunks(array, codec, local_path(join_url(self.url, name)), block, region)
+                    write_chunks(array, codec, local_path(join_url(self.url, name)), block, where)
         if self._ledger is None:
             options = store_kwargs(self.url, self.storage_options)
             self._checksums = zarr.open_array(store=join_url(self.url, STATE_GROUP, CHECKSUMS), mode="r+", **options)
@@ -131,7 +135,7 @@ class OutputWriter:
         return thread_buffer(f"output-{slot}", shape, np.float32)
 
     def write_later(self, values: dict[str, np.ndarray], region: tuple[slice, ...], block_index: tuple[int, ...],
-                    stats: np.ndarray) -> Future:
+                    stats: np.ndarray, levels: list[tuple[str, np.ndarray, tuple[slice, ...]]] = ()) -> Future:
         """:meth:`write` in a background thread of this process; ``values`` views the latest :meth:`buffer`.
 
         The ledger entry still follows the block's values, so a block whose write
@@ -145,4 +149,4 @@ class OutputWriter:
             after its run failed): nothing is written.
         """
         return process_state().writes.submit(self.run, f"block {block_index} of {self.url!r}", self.write, values,
-                                             region, block_index, stats)
+                                             region, block_index, stats, levels)
