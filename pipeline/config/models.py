@@ -196,16 +196,15 @@ class OutputConfig(BaseModel):
     level: Annotated[int, Field(ge=1)] | None = None
     """The compressor's level: lz4 1-9 (default 5), zstd 1-22 (default 1); needs a compressor."""
 
-    @model_validator(mode="after")
-    def _level_fits(self) -> OutputConfig:
-        if self.level is not None:
-            if self.compressor in (None, "none"):
-                raise ValueError(f"level {self.level} needs a compressor: add output.compressor: zstd (levels 1-22) "
-                                 "or lz4 (1-9)")
-            lo, hi = COMPRESSION_LEVELS[self.compressor]
-            if not lo <= self.level <= hi:
-                raise ValueError(f"{self.compressor} takes levels {lo}-{hi}, got {self.level}")
-        return self
+    @field_validator("level")
+    @classmethod
+    def _level_in_range(cls, value: int | None, info) -> int | None:
+        compressor = info.data.get("compressor")
+        if value is not None and compressor in COMPRESSION_LEVELS:
+            lo, hi = COMPRESSION_LEVELS[compressor]
+            if not lo <= value <= hi:
+                raise ValueError(f"{compressor} takes levels {lo}-{hi}, got {value}")
+        return value
 
     def settings(self) -> dict[str, Any]:
         """The settings that shape the stored bytes beyond the path, where they differ from the defaults (so an
@@ -325,7 +324,29 @@ class RunConfig(BaseModel):
             raise ValueError(f"missing required key(s) {', '.join(missing)}: a run needs reference, moving and "
                              "output (or a 'pairs' list)")
         _check_outputs(self.all_pairs())
+        self._check_levels()
         return self
+
+    def _check_levels(self) -> None:
+        """Each output's compression level against its compressor (its own, or the top-level one), reported
+        under the level's own key path."""
+        from pydantic_core import ValidationError as CoreError
+
+        for i, pair in enumerate(self.all_pairs()):
+            level, compressor = pair.output.level, self.compressor_of(pair.output)
+            if level is None:
+                continue
+            if compressor == "none":
+                problem = (f"level {level} needs a compressor: add output.compressor: zstd (levels 1-22) or lz4 "
+                           "(1-9)")
+            elif not COMPRESSION_LEVELS[compressor][0] <= level <= COMPRESSION_LEVELS[compressor][1]:
+                lo, hi = COMPRESSION_LEVELS[compressor]
+                problem = f"{compressor} (the top-level compressor) takes levels {lo}-{hi}, got {level}"
+            else:
+                continue
+            loc = ("pairs", i, "output", "level") if self.pairs is not None else ("output", "level")
+            raise CoreError.from_exception_data("RunConfig", [{"type": "value_error", "loc": loc, "input": level,
+                                                               "ctx": {"error": ValueError(problem)}}])
 
     def compressor_of(self, output: OutputConfig) -> str:
         """An output's compressor: its own, else the run's ``compressor``."""

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 __all__ = ["COARSEST", "MIN_LEVEL_CHUNK", "level_count", "block_levels", "level_shape", "level_region",
-           "finite_sums", "halve", "means", "block_pyramid"]
+           "finite_sums", "halve", "block_pyramid"]
 
 #: The pyramid stops at the first level whose long side is at most this many pixels.
 COARSEST = 256
@@ -62,65 +62,94 @@ def level_region(region: tuple[slice, ...], k: int) -> tuple[slice, ...]:
     return tuple(region[:-2]) + tuple(slice(r.start // f, -(-r.stop // f)) for r in region[-2:])
 
 
-@numba.njit(nogil=True, cache=True)
-def _finite_sums(values, sums, counts):
-    ny, nx = values.shape[-2:]
-    planes = values.reshape((-1, ny, nx))
-    s = sums.reshape((-1,) + sums.shape[-2:])
-    c = counts.reshape((-1,) + counts.shape[-2:])
-    for p in range(planes.shape[0]):
-        for i in range(ny):
-            for j in range(nx):
-                v = planes[p, i, j]
-                if np.isfinite(v):
-                    s[p, i // 2, j // 2] += v
-                    c[p, i // 2, j // 2] += 1
+@numba.njit(nogil=True, cache=True, inline="always")
+def _take(values, weights, weighted, p, r, c):
+    """(value, count) of one pixel: (0, 0) unless finite; a weighted pixel counts its weight."""
+    v = np.float64(values[p, r, c])
+    finite = v - v == 0.0  # NaN and +-inf fail
+    w = weights[p, r, c] if weighted else np.uint32(1)
+    return (v if finite else 0.0), (w if finite else np.uint32(0))
 
 
 @numba.njit(nogil=True, cache=True)
-def _halve(sums, counts, out_sums, out_counts):
-    ny, nx = sums.shape[-2:]
-    s = sums.reshape((-1, ny, nx))
-    c = counts.reshape((-1, ny, nx))
-    os_ = out_sums.reshape((-1,) + out_sums.shape[-2:])
-    oc = out_counts.reshape((-1,) + out_counts.shape[-2:])
-    for p in range(s.shape[0]):
-        for i in range(ny):
-            for j in range(nx):
-                os_[p, i // 2, j // 2] += s[p, i, j]
-                oc[p, i // 2, j // 2] += c[p, i, j]
+def _reduce(values, weights, sums, counts, out):
+    """One level down: per 2 x 2 pixels of ``values`` (planes, ny, nx), the float64 sum and the count of the
+    finite ones (each counting its ``weights`` entry, the pixels behind it, when given), and their float32
+    mean (NaN for none). Branch-free inside the image; the last row and column of an odd side alone."""
+    planes, ny, nx = values.shape
+    my, mx = sums.shape[1], sums.shape[2]
+    weighted = weights.shape[0] > 0
+    if not weighted:  # level 1, most of the work: whole 2 x 2 squares without a branch, so it vectorises
+        for p in range(planes):
+            for i in range(ny // 2):
+                top, bottom = values[p, 2 * i], values[p, 2 * i + 1]
+                for j in range(nx // 2):
+                    a, b = np.float64(top[2 * j]), np.float64(top[2 * j + 1])
+                    c, d = np.float64(bottom[2 * j]), np.float64(bottom[2 * j + 1])
+                    fa, fb, fc, fd = a - a == 0.0, b - b == 0.0, c - c == 0.0, d - d == 0.0
+                    total = ((a if fa else 0.0) + (b if fb else 0.0)) + ((c if fc else 0.0) + (d if fd else 0.0))
+                    n = np.uint32(fa) + np.uint32(fb) + np.uint32(fc) + np.uint32(fd)
+                    sums[p, i, j] = total
+                    counts[p, i, j] = n
+                    out[p, i, j] = np.float32(total / n) if n > 0 else np.float32(np.nan)
+    for p in range(planes):
+        for i in range(my):
+            r0, r1 = 2 * i, min(2 * i + 1, ny - 1)
+            rows = 2 if 2 * i + 1 < ny else 1
+            for j in range(mx):
+                if not weighted and rows == 2 and 2 * j + 1 < nx:
+                    continue  # done above
+                c0, c1 = 2 * j, min(2 * j + 1, nx - 1)
+                cols = 2 if 2 * j + 1 < nx else 1
+                v0, n0 = _take(values, weights, weighted, p, r0, c0)
+                v1, n1 = _take(values, weights, weighted, p, r0, c1)
+                v2, n2 = _take(values, weights, weighted, p, r1, c0)
+                v3, n3 = _take(values, weights, weighted, p, r1, c1)
+                # an odd side's last row/column reads its own pixel twice: counted once
+                if cols == 1:
+                    v1, n1 = 0.0, np.uint32(0)
+                    v3, n3 = 0.0, np.uint32(0)
+                if rows == 1:
+                    v2, n2 = 0.0, np.uint32(0)
+                    v3, n3 = 0.0, np.uint32(0)
+                total = (v0 + v1) + (v2 + v3)
+                n = n0 + n1 + n2 + n3
+                sums[p, i, j] = total
+                counts[p, i, j] = n
+                out[p, i, j] = np.float32(total / n) if n > 0 else np.float32(np.nan)
 
 
-def finite_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Level 1 of ``values`` (any leading axes) as (float64 sums, uint32 counts) of its finite values."""
+def _planes(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array).reshape((-1,) + array.shape[-2:])
+
+
+def finite_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Level 1 of ``values`` (any leading axes): (float64 sums and uint32 counts of its finite values per 2 x 2
+    pixels, float32 means, NaN where none is finite)."""
+    return _level(values, None)
+
+
+def halve(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The next level's (sums, counts, means) from a level's (sums, counts): exact (float64 sums of float32
+    values, integer counts)."""
+    return _level(sums, counts)
+
+
+def _level(values: np.ndarray, counts_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     shape = level_shape(values.shape, 1)
-    sums, counts = np.zeros(shape, np.float64), np.zeros(shape, np.uint32)
-    _finite_sums(np.ascontiguousarray(values), sums, counts)
-    return sums, counts
-
-
-def halve(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The next level's (sums, counts): each of 2 x 2 pixels added up (exact: float64 sums of float32 values
-    and integer counts)."""
-    shape = level_shape(sums.shape, 1)
-    out_sums, out_counts = np.zeros(shape, np.float64), np.zeros(shape, np.uint32)
-    _halve(np.ascontiguousarray(sums), np.ascontiguousarray(counts), out_sums, out_counts)
-    return out_sums, out_counts
-
-
-def means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """float32 means, NaN where a pixel has no finite value."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan).astype(np.float32)
+    sums, counts, out = np.empty(shape, np.float64), np.empty(shape, np.uint32), np.empty(shape, np.float32)
+    weights = np.zeros((0, 0, 0), np.uint32) if counts_in is None else _planes(counts_in)
+    _reduce(_planes(values), weights, _planes(sums), _planes(counts), _planes(out))
+    return sums, counts, out
 
 
 def block_pyramid(values: np.ndarray, levels: int) -> tuple[list[np.ndarray], np.ndarray | None]:
     """A block's levels 1..``levels`` (float32 means) and the counts of its deepest level (None for none)."""
     if levels < 1:
         return [], None
-    sums, counts = finite_sums(values)
-    out = [means(sums, counts)]
+    sums, counts, mean = finite_sums(values)
+    out = [mean]
     for _ in range(levels - 1):
-        sums, counts = halve(sums, counts)
-        out.append(means(sums, counts))
+        sums, counts, mean = halve(sums, counts)
+        out.append(mean)
     return out, counts

@@ -37,7 +37,7 @@ from .metadata import (
 )
 from .output_blocks import usable_blocks
 from .output_create import create_output
-from .output_pyramid import counts_path, finish_pyramid, level_path, open_level, read_levels
+from .output_pyramid import block_parts, counts_path, finish_pyramid, level_path, open_level, read_levels
 from .output_state import InputIdentities, check_output_path, clean_partials, foreign_entries, output_state
 from .process import process_state
 from .readers.info import InputInfo
@@ -73,5 +73,5 @@ __all__ = [
     "fingerprint", "redact", "is_local", "local_path", "process_state", "json_safe",
     "IngestWriter", "ingest_record", "IMAGE", "VALID", "draw_preview", "store_kwargs",
     "ENCODINGS", "encoded_dtype", "describe_encoding", "output_encoding",
-    "level_path", "counts_path", "finish_pyramid", "open_level", "read_levels",
+    "level_path", "counts_path", "finish_pyramid", "open_level", "read_levels", "block_parts",
 ]

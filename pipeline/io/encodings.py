@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 __all__ = ["ENCODINGS", "INT16_SCALE", "INT16_MISSING", "encoded_dtype", "array_layout", "encode", "encoding_of",
@@ -60,9 +61,18 @@ def encode(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return values
     if dtype.kind == "f":
         return values.astype(dtype)
-    scaled = np.rint(values * np.float32(INT16_SCALE))  # |values| <= 1, so within int16; NaN stays NaN
-    out = np.where(np.isnan(scaled), np.float32(INT16_MISSING), scaled).astype(dtype)
+    out = np.empty(values.shape, dtype)
+    _to_int16(np.ascontiguousarray(values).reshape(-1), out.reshape(-1))
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _to_int16(values, out):
+    """round(value x 32767) (half to even, as numpy's rint), INT16_MISSING for NaN; |values| <= 1."""
+    for i in range(values.size):
+        v = values[i]
+        # the product in float64: exact, so a value near a half step rounds to its nearest integer
+        out[i] = INT16_MISSING if v != v else np.int16(np.rint(np.float64(v) * INT16_SCALE))
 
 
 def encoding_of(dtype) -> str:

@@ -12,6 +12,7 @@ from ..core.blocks import block_region
 from ..core.stats import STATS_LENGTH, done_blocks, entries_valid
 from .ledger import block_digest, read_checksums, read_ledger
 from .metadata import read_provenance
+from .output_pyramid import block_parts, read_levels
 from .readers.zarr import array_reader
 from .urls import filesystem, join_url, store_kwargs
 
@@ -52,19 +53,40 @@ def usable_blocks(url: str, *, deep: bool = True, storage_options: dict[str, Any
     claimed = int(done_blocks(ledger).sum())
     done = entries_valid(ledger, pixels)  # a garbled entry is not done
     check = _block_contents if deep else _block_files
-    done &= check(url, names, block_chunks, done, checksums, storage_options)
+    done &= check(url, _parts_of(names, read_levels(provenance)), block_chunks, done, checksums, storage_options)
     return done, claimed - int(done.sum())
 
 
-def _block_contents(url, names, block_chunks, done, checksums, storage_options) -> np.ndarray:
-    """Per block: True when every variable's values there read back and match the block's checksum."""
-    readers = [array_reader(join_url(url, name), storage_options=storage_options) for name in names]
+def _parts_of(names: list[str], pyramid: tuple[int, int] | None):
+    """A function of a block's region: the (array path, region) pairs its checksum covers, in order (each
+    variable, then its pyramid's parts: see :func:`pipeline.io.output_pyramid.block_parts`)."""
+
+    def parts(region):
+        out = [(name, region) for name in names]
+        if pyramid is not None:
+            out += [part for name in names for part in block_parts(name, *pyramid, region)]
+        return out
+
+    return parts
+
+
+def _block_contents(url, parts, block_chunks, done, checksums, storage_options) -> np.ndarray:
+    """Per block: True when every array's values there read back and match the block's checksum."""
+    readers = {}
     todo = [tuple(int(i) for i in index) for index in zip(*np.nonzero(done))]
+
+    def reader(path):
+        if path not in readers:
+            readers[path] = array_reader(join_url(url, path), storage_options=storage_options)
+        return readers[path]
+
+    for path, _ in parts(block_region(block_chunks, (0,) * len(block_chunks))):
+        reader(path)  # opened here, not by the threads below
 
     def intact(index) -> bool:
         region = block_region(block_chunks, index)
         try:
-            values = [reader[region] for reader in readers]
+            values = [reader(path)[where] for path, where in parts(region)]
         except Exception:  # noqa: BLE001 - an unreadable chunk is a damaged block
             return False
         return bool(np.array_equal(block_digest(values), checksums[index]))
@@ -76,17 +98,18 @@ def _block_contents(url, names, block_chunks, done, checksums, storage_options) 
     return ok
 
 
-def _block_files(url, names, block_chunks, done, checksums, storage_options) -> np.ndarray:
-    """Per block: True when every chunk of every variable there exists (and its checksum was recorded)."""
+def _block_files(url, parts, block_chunks, done, checksums, storage_options) -> np.ndarray:
+    """Per block: True when every chunk of every array there exists (and its checksum was recorded)."""
     fs, root = filesystem(url, storage_options)
     ok = done & checksums.any(axis=-1)
-    for name in names:
+    paths = [path for path, _ in parts(block_region(block_chunks, (0,) * len(block_chunks)))]
+    for number, name in enumerate(paths):
         array = zarr.open_array(store=join_url(url, name), mode="r", **store_kwargs(url, storage_options))
         base = f"{root.rstrip('/')}/{name}"
         fs.invalidate_cache(base)
         present = {p[len(base) + 1:] for p in fs.find(base)}
         for index in zip(*np.nonzero(ok)):
-            region = block_region(block_chunks, index)
+            region = parts(block_region(block_chunks, index))[number][1]
             first = [r.start // c for r, c in zip(region, array.chunks)]
             last = [-(-r.stop // c) for r, c in zip(region, array.chunks)]
             for offsets in np.ndindex(*[b - a for a, b in zip(first, last)]):

@@ -17,13 +17,13 @@ import numpy as np
 import zarr
 
 from ..core.checks import FRAME_DIMS
-from ..core.pyramid import level_shape
+from ..core.pyramid import level_region, level_shape
 from .encodings import INT16_MISSING, INT16_SCALE, encode
 from .metadata import STATE_GROUP
 from .urls import join_url, store_kwargs
 
 __all__ = ["PYRAMID_GROUP", "COUNTS", "level_path", "counts_path", "ngff_attributes", "create_pyramid",
-           "finish_pyramid", "read_levels", "open_level", "TAIL_CHUNK"]
+           "finish_pyramid", "read_levels", "open_level", "TAIL_CHUNK", "block_parts"]
 
 #: The group of an output's reduced levels.
 PYRAMID_GROUP = "levels"
@@ -106,8 +106,24 @@ def create_pyramid(group: zarr.Group, specs: dict[str, tuple[tuple[int, ...], tu
                                 dtype="uint32", fill_value=0, compressors=None)
 
 
+def _task_chunks(array) -> tuple[int, ...]:
+    """Dask chunks of whole zarr chunks, about 2048 pixels a side on the image axes."""
+    chunks = tuple(array.chunks)
+    return chunks[:-2] + tuple(max(c, 2048 // c * c) for c in chunks[-2:])
+
+
 def _tail_chunks(chunks: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(chunks[:-2]) + tuple(min(n, TAIL_CHUNK) for n in shape[-2:])
+
+
+def block_parts(name: str, levels: int, block_levels: int, region: tuple[slice, ...]
+                ) -> list[tuple[str, tuple[slice, ...]]]:
+    """Where a block at ``region`` writes its part of variable ``name``'s pyramid, in the order its checksum
+    takes them: (path, region) of levels 1..``block_levels``, then of the counts when levels are made below."""
+    parts = [(level_path(name, k), level_region(region, k)) for k in range(1, block_levels + 1)]
+    if 0 < block_levels < levels:
+        parts.append((counts_path(name), level_region(region, block_levels)))
+    return parts
 
 
 def read_levels(provenance: dict[str, Any]) -> tuple[int, int] | None:
@@ -121,7 +137,8 @@ def read_levels(provenance: dict[str, Any]) -> tuple[int, int] | None:
 def open_level(url: str, name: str, k: int, storage_options: dict[str, Any] | None = None) -> da.Array:
     """Level k of variable ``name`` as a lazy float array of its values (int16 decoded, NaN where missing)."""
     array = zarr.open_array(store=join_url(url, level_path(name, k)), mode="r", **store_kwargs(url, storage_options))
-    data = da.from_zarr(array)
+    # tasks of whole groups of chunks: a deep level's chunks may be 32 pixels a side
+    data = da.from_zarr(array, chunks=_task_chunks(array))
     if np.dtype(array.dtype) == np.int16:
         data = da.where(data == INT16_MISSING, np.nan, data / INT16_SCALE)
     return data.astype(np.float64)
@@ -143,8 +160,8 @@ def finish_pyramid(url: str, names: tuple[str, ...], levels: int, block_levels: 
         if block_levels == 0:
             counts = da.isfinite(means).astype(np.float64)
         else:
-            counts = da.from_zarr(zarr.open_array(store=join_url(url, counts_path(name)), mode="r",
-                                                  **options)).astype(np.float64)
+            array = zarr.open_array(store=join_url(url, counts_path(name)), mode="r", **options)
+            counts = da.from_zarr(array, chunks=_task_chunks(array)).astype(np.float64)
         sums = da.where(counts > 0, da.nan_to_num(means) * counts, 0.0)
         for k in range(block_levels + 1, levels + 1):
             f = 2 ** (k - block_levels)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
-from ..core.pyramid import block_pyramid, level_region
+from ..core.pyramid import block_pyramid
 from ..core.stats import block_stats
 
 __all__ = ["BlockWriter", "Reordered"]
@@ -53,9 +53,8 @@ class BlockWriter:
         out = []
         for name, values in blocks.items():
             means, counts = block_pyramid(values, deepest)
-            out += [(io.level_path(name, k), m, level_region(region, k)) for k, m in enumerate(means, 1)]
-            if 0 < deepest < levels:
-                out.append((io.counts_path(name), counts, level_region(region, deepest)))
+            parts = io.block_parts(name, levels, deepest, region)
+            out += [(path, data, where) for (path, where), data in zip(parts, [*means, counts])]
         return out
 
 

@@ -80,11 +80,11 @@ class OutputWriter:
             If the output now belongs to another run (see ``owner``), or a
             write fails (the message names the output and the block).
         """
-        values = {name: encode(block, self._array(name)[0].dtype) for name, block in values.items()}
-        digest = block_digest(values)  # of the values as stored, which a check reads back
-        for name, block, where in [(name, block, region) for name, block in values.items()] + list(levels):
+        parts = [(name, encode(block, self._array(name)[0].dtype), where)
+                 for name, block, where in [(name, block, region) for name, block in values.items()] + list(levels)]
+        digest = block_digest([block for _, block, _ in parts])  # of the values as stored, which a check reads back
+        for name, block, where in parts:
             array, codec = self._array(name)
-            block = encode(block, array.dtype)
             with self._where(block_index, name):
                 if codec is None:
                     array[where] = block
