@@ -345,3 +345,36 @@ def test_a_tiff_ingested_to_s3_runs_from_there_and_resumes(s3, options, tmp_path
     with pytest.raises(InputError, match="local files only"):
         run(config(reference=f"s3://{BUCKET}/scans/a.tif", moving=str(tifs[1]), output=str(tmp_path / "x.zarr"),
                    storage_options=options))
+
+
+@pytest.mark.slow
+def test_an_int16_multiscale_output_on_s3_is_an_ome_zarr_image(s3, options, fs):
+    """``output: {encoding: int16, multiscale: true}`` to S3: the NGFF metadata validates through the S3 store,
+    the levels (those the blocks make and those made at the end) are NaN-aware means of the decoded map, a
+    lost level object is damage that a rerun repairs, and a rerun is then up to date."""
+    from ome_zarr_models.v05.image import Image
+
+    ref, mov = sample_pair((300, 600), "uint8", seed=5)
+    ref_url = write_array(f"s3://{BUCKET}/ms/in.zarr", ref, chunks=(64, 64), name="ref", storage_options=options)
+    mov_url = write_array(f"s3://{BUCKET}/ms/in.zarr", mov, chunks=(64, 64), name="mov", storage_options=options)
+    out = f"s3://{BUCKET}/ms/out.zarr"
+    cfg = config(reference=ref_url, moving=mov_url, window=5, chunks={"y": 64, "x": 64}, storage_options=options,
+                 output={"path": out, "encoding": "int16", "multiscale": True})
+    run(cfg)
+    group = zarr.open_group(out, mode="r", storage_options=options)
+    image = Image.from_zarr(group)
+    assert [d.path for d in image.ome_attributes.multiscales[0].datasets] == ["ncc", "levels/ncc/1",
+                                                                               "levels/ncc/2"]
+    ncc = xr.open_zarr(out, storage_options=options)["ncc"].values.astype(np.float64)
+    for k in (1, 2):
+        f = 2 ** k
+        padded = np.full((-(-300 // f) * f, -(-600 // f) * f), np.nan)
+        padded[:300, :600] = ncc
+        expected = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).mean(axis=(1, 3))
+        level = group[f"levels/ncc/{k}"][...].astype(np.float64) / 32767
+        np.testing.assert_allclose(level, expected, atol=2.0 / 32767)
+    fs.rm(f"{BUCKET}/ms/out.zarr/levels/ncc/1/c/1/1")
+    assert describe_output(out, storage_options=options)["state"] == "damaged"
+    result = run(cfg).pairs[0]
+    assert (result.action, result.blocks_computed) == ("resume", 1)
+    assert run(cfg).pairs[0].action == "up to date"
