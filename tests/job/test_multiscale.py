@@ -303,6 +303,24 @@ def test_a_lost_level_chunk_is_noticed_and_recomputed(tmp_path):
     assert describe_output(str(out), verify=True)["state"] == "damaged"
 
 
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_ome_zarr_py_reads_the_pyramid(tmp_path, zarr_format):
+    """ome-zarr-py's reader (what napari's OME-Zarr plugin uses) finds the image, its axes and every level,
+    each level's data equal to the stored array."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    urls = _pair(tmp_path, (300, 700), seed=21, hole=(slice(50, 120), slice(100, 300)), zarr_format=zarr_format)
+    out = tmp_path / "out.zarr"
+    pyramid = _run(urls, out, {"y": 128, "x": 128}, zarr_format=zarr_format)
+    image = next(iter(Reader(parse_url(str(out)))()))
+    assert image.metadata["name"] == "ncc"
+    assert [a["name"] for a in image.metadata["axes"]] == ["y", "x"]
+    assert len(image.data) == pyramid["levels"] + 1 == 3
+    for k, data in enumerate(image.data):
+        np.testing.assert_array_equal(np.asarray(data), read_stored(out, "ncc" if k == 0 else f"levels/ncc/{k}"))
+
+
 # ------------------------------------------------------------------------------------------------ 3. video
 
 
