@@ -191,6 +191,30 @@ def blocks_done(out) -> int:
         return 0
 
 
+def kill_run_after(config, out, blocks: int, *, cwd, timeout: float = 120, poll: float = 0.01, stderr=None) -> int:
+    """Start ``lncc run CONFIG --quiet`` as a real process, SIGKILL it once the ledger of ``out`` counts
+    ``blocks`` blocks, and return how many were done when it died (the run must still be running then)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config), "--quiet"], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=stderr if stderr is not None else subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while blocks_done(out) < blocks and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(poll)
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return blocks_done(out)
+
+
 class DaskCluster:
     """A dask scheduler and worker processes started with dask's own CLI on 127.0.0.1 at free ports.
 

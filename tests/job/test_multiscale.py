@@ -13,10 +13,6 @@ run with SIGKILL starts ``lncc run`` as a real subprocess (marked slow).
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -31,7 +27,7 @@ from pipeline.config import parse_config
 from pipeline.io import read_provenance, write_array
 from pipeline.job import run
 from pipeline.testing import sample_pair, write_config
-from support import MAP_NAMES, blocks_done, chunk_files, invoke_cli
+from support import MAP_NAMES, chunk_files, invoke_cli, kill_run_after
 
 #: The pyramid stops at the first level whose long side is at most this many pixels.
 COARSEST = 256
@@ -431,20 +427,7 @@ def test_a_multiscale_run_killed_part_way_resumes_to_the_uninterrupted_bytes(tmp
                               output={"path": str(killed), "multiscale": True})
     clean_cfg = write_config(tmp_path / "clean.yaml", **settings_, output={"path": str(clean), "multiscale": True})
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(killed_cfg), "--quiet"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while blocks_done(killed) < 20 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    done = blocks_done(killed)
+    done = kill_run_after(killed_cfg, killed, 20, cwd=tmp_path)
     assert 20 <= done < 144
     report = invoke_cli("inspect", str(killed), cwd=tmp_path)
     assert "incomplete" in report.stdout.splitlines()[0], report.stdout

@@ -10,10 +10,6 @@ against the in-memory API (``pipeline.local_ncc(..., shift=...)``), never agains
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.io import write_array
 from pipeline.job import run
 from pipeline.testing import camera, reference_ncc, stereo_pair, write_config
-from support import assert_matches, blocks_done, run_cli
+from support import assert_matches, kill_run_after, run_cli
 
 WINDOW = 7
 TRUTH = (7.3, -4.6)
@@ -705,20 +701,7 @@ def test_kill_minus_9_mid_run_then_the_rerun_resumes_to_the_fresh_result(tmp_pat
                     compute={"scheduler": "threads", "workers": 1})
     cfg = write_config(tmp_path / "c.yaml", **settings)
     with (tmp_path / "stderr.txt").open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet"], cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 90
-        while blocks_done(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    done = blocks_done(out)
+        done = kill_run_after(cfg, out, 20, cwd=tmp_path, timeout=90, poll=0.02, stderr=stderr)
     assert 20 <= done < 256
     before = recorded(out)
     assert xr.open_zarr(out).attrs["lncc"]["status"] != "complete"
