@@ -397,6 +397,15 @@ def _run_config(directory: Path, name: str, cfg: dict) -> dict[str, float]:
             "peak_rss_mb": float(stdout.split("peak RSS ")[1].split(" MB")[0].replace(",", ""))}
 
 
+def _rate_cells(pixels: int, best: dict, mid: dict, base: float | None) -> tuple[str, float]:
+    """The table cells "compute s | Mpx/s | vs the first row" of a best and a median run; and the first row's
+    rate (``base``, or this row's when it is the first)."""
+    rate, mid_rate = pixels / best["compute_s"] / 1e6, pixels / mid["compute_s"] / 1e6
+    base = base or rate
+    return (f"{best['compute_s']:.2f} ({mid['compute_s']:.2f}) | {rate:.0f} ({mid_rate:.0f}) | "
+            f"{rate / base:.2f}x ({mid_rate / base:.2f}x)"), base
+
+
 def _best(fn, repeats: int) -> tuple[dict, dict]:
     runs = sorted((fn() for _ in range(repeats)), key=lambda r: r["compute_s"])
     return runs[0], runs[len(runs) // 2]
@@ -431,10 +440,8 @@ def formats(args) -> list[str]:
     for label, (ref, mov) in urls.items():
         cfg = {"reference": ref, "moving": mov, "output": str(out), "window": args.e2e_window}
         best, mid = _best(lambda cfg=cfg: _run_config(data, "formats", cfg), args.e2e_repeats)
-        rate, mid_rate = size * size / best["compute_s"] / 1e6, size * size / mid["compute_s"] / 1e6
-        base = base or rate
-        lines.append(f"| {label} | {best['compute_s']:.2f} ({mid['compute_s']:.2f}) | {rate:.0f} ({mid_rate:.0f}) | "
-                     f"{rate / base:.2f}x ({mid_rate / base:.2f}x) | {best['peak_rss_mb']:.0f} MB |")
+        cells, base = _rate_cells(size * size, best, mid, base)
+        lines.append(f"| {label} | {cells} | {best['peak_rss_mb']:.0f} MB |")
         print(lines[-1], flush=True)
     lines += gigapixel_tiff(args)
     video = video_formats(args)
@@ -628,10 +635,8 @@ def outputs(args) -> list[str]:
             return {"compute_s": float(proc.stdout.split(" in ")[1].split(" s")[0].replace(",", ""))}
 
         best, mid = _best(one, 3)
-        rate, mid_rate = size * size / best["compute_s"] / 1e6, size * size / mid["compute_s"] / 1e6
-        base = base or rate
-        lines.append(f"| {label} | {best['compute_s']:.2f} ({mid['compute_s']:.2f}) | {rate:.0f} ({mid_rate:.0f}) | "
-                     f"{rate / base:.2f}x ({mid_rate / base:.2f}x) | {max(sizes) / 1e9:.2f} GB |")
+        cells, base = _rate_cells(size * size, best, mid, base)
+        lines.append(f"| {label} | {cells} | {max(sizes) / 1e9:.2f} GB |")
         print(lines[-1], flush=True)
     lines += gigapixel_preview(args)
     return lines
