@@ -40,7 +40,7 @@ from pipeline.core.stats import (
 from pipeline.io import read_provenance, write_array
 from pipeline.job import run
 from pipeline.testing import reference_ncc, sample_pair, textured
-from support import invoke_cli
+from support import invoke_cli, kill_run_after
 
 WINDOW = 5
 #: The text histogram's bins: numpy's edges, as the report gives them.
@@ -230,43 +230,24 @@ def test_a_partial_output_reports_the_blocks_done_and_says_so(tmp_path, how):
 def test_a_killed_run_reports_the_blocks_it_finished(tmp_path):
     """kill -9 of a real run part way: the report covers exactly the blocks with a ledger entry, says so, and
     its figures are those of the written map in those blocks."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from pipeline.core.stats import done_blocks
     from pipeline.io import read_ledger
     from pipeline.testing import write_config
 
-    ref, mov = sample_pair((5120, 5120), "uint8", seed=5)  # 400 blocks: ~4 s on one thread
+    ref, mov = sample_pair((4096, 4096), "uint8", seed=5)  # 256 blocks: ~3 s on one thread
     ref_url = write_array(str(tmp_path / "big.zarr"), ref, chunks=(256, 256), name="ref")
     mov_url = write_array(str(tmp_path / "big.zarr"), mov, chunks=(256, 256), name="mov")
     out = tmp_path / "killed.zarr"
     cfg = write_config(tmp_path / "killed.yaml", reference=ref_url, moving=mov_url, output=str(out), window=9,
                        chunks={"y": 256, "x": 256}, compute={"scheduler": "threads", "workers": 1})
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--quiet"], cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if done_blocks(read_ledger(str(out))).sum() >= 10:
-                    break
-            except Exception:  # noqa: BLE001 - no ledger yet
-                pass
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed: make the pair larger"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_run_after(cfg, out, 10, cwd=tmp_path, poll=0.05)
     done = done_blocks(read_ledger(str(out)))
-    assert 10 <= done.sum() < 400
+    assert 10 <= done.sum() < 256
     report = inspect_json(out)
     assert report["state"] == "incomplete" and report["statistics"]["blocks"] == done.sum()
     assert_statistics_of(report["statistics"], xr.open_zarr(out)["ncc"].values[block_mask(out, done)], 0.0)
     text = text_statistics(inspect(out)[1])
-    assert f"covering {done.sum()} of 400 blocks," in text and "PARTIAL: only the blocks done so far" in text
+    assert f"covering {done.sum()} of 256 blocks," in text and "PARTIAL: only the blocks done so far" in text
 
 
 def test_an_output_without_done_blocks_has_no_statistics(tmp_path):
