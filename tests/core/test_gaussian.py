@@ -66,7 +66,7 @@ def test_the_weights_are_scipy_s():
             gaussian_radius(bad)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(shape=st.tuples(st.integers(1, 24), st.integers(1, 24)), sigma=st.sampled_from([0.6, 1.0, 1.5, 2.3]),
        dtype=st.sampled_from(["uint8", "uint16", "int32", "float32", "float64"]), seed=st.integers(0, 10_000),
        flat_share=st.floats(0, 0.6), offset=st.sampled_from([0.0, 1e4]), flat=st.sampled_from([0.0, -0.5]))
@@ -91,7 +91,7 @@ def test_against_the_direct_weighted_two_pass_reference(shape, sigma, dtype, see
     assert_close(got, reference(a, b, sigma, flat=flat))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(shape=st.tuples(st.integers(2, 20), st.integers(2, 20)), sigma=st.sampled_from([0.8, 1.5]),
        seed=st.integers(0, 10_000), hole=st.floats(0, 0.7), min_valid=st.sampled_from([0.0, 0.5, 0.9]))
 def test_masked_windows_weigh_only_their_valid_pixels(shape, sigma, seed, hole, min_valid):
