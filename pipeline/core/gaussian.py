@@ -82,7 +82,7 @@ def _direct(a, b, m, masked, w, i, j, ca, cb, flat):
 @numba.njit(nogil=True, cache=True)
 def _vertical(a, b, m, masked, w, ca, cb, i, v0, va, vb, vaa, vbb, vab, lo_a, hi_a, lo_b, hi_b):
     """The vertical pass for output row ``i``: each padded column's weighted sums over the window's rows, and
-    the minimum and maximum of its valid values. Row by row over whole rows, so it vectorises."""
+    the minimum and maximum of its valid values, row by row over whole rows."""
     cols = a.shape[1]
     v0[:] = 0.0
     va[:] = 0.0
@@ -97,40 +97,23 @@ def _vertical(a, b, m, masked, w, ca, cb, i, v0, va, vb, vaa, vbb, vab, lo_a, hi
     for y in range(w.size):
         wy = w[y]
         row = i + y
-        if masked:
-            for c in range(cols):
-                if m[row, c]:
-                    continue
-                xa = np.float64(a[row, c])
-                xb = np.float64(b[row, c])
-                da = xa - ca
-                db = xb - cb
-                v0[c] += wy
-                va[c] += wy * da
-                vb[c] += wy * db
-                vaa[c] += wy * da * da
-                vbb[c] += wy * db * db
-                vab[c] += wy * da * db
-                lo_a[c] = min(lo_a[c], xa)
-                hi_a[c] = max(hi_a[c], xa)
-                lo_b[c] = min(lo_b[c], xb)
-                hi_b[c] = max(hi_b[c], xb)
-        else:
-            for c in range(cols):
-                xa = np.float64(a[row, c])
-                xb = np.float64(b[row, c])
-                da = xa - ca
-                db = xb - cb
-                v0[c] += wy
-                va[c] += wy * da
-                vb[c] += wy * db
-                vaa[c] += wy * da * da
-                vbb[c] += wy * db * db
-                vab[c] += wy * da * db
-                lo_a[c] = min(lo_a[c], xa)
-                hi_a[c] = max(hi_a[c], xa)
-                lo_b[c] = min(lo_b[c], xb)
-                hi_b[c] = max(hi_b[c], xb)
+        for c in range(cols):
+            if masked and m[row, c]:
+                continue
+            xa = np.float64(a[row, c])
+            xb = np.float64(b[row, c])
+            da = xa - ca
+            db = xb - cb
+            v0[c] += wy
+            va[c] += wy * da
+            vb[c] += wy * db
+            vaa[c] += wy * da * da
+            vbb[c] += wy * db * db
+            vab[c] += wy * da * db
+            lo_a[c] = min(lo_a[c], xa)
+            hi_a[c] = max(hi_a[c], xa)
+            lo_b[c] = min(lo_b[c], xb)
+            hi_b[c] = max(hi_b[c], xb)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -16,7 +16,6 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from ..core.checks import FRAME_DIMS
 from ..core.pyramid import level_region, level_shape
 from .encodings import INT16_MISSING, INT16_SCALE, encode
 from .metadata import STATE_GROUP
@@ -45,6 +44,7 @@ def counts_path(name: str) -> str:
 
 
 def _axis_type(dim: str, image_dims: tuple[str, ...]) -> str:
+    """NGFF's axis type: the image axes are space, ``c``/``channel`` channel, any other frame axis time."""
     if dim in image_dims:
         return "space"
     return "channel" if dim in ("c", "channel") else "time"
@@ -60,8 +60,6 @@ def ngff_attributes(names: tuple[str, ...], dims: tuple[str, ...], levels: int, 
     image_dims = tuple(dims[-2:])
     lead = len(dims) - 2
     axes = [{"name": d, "type": _axis_type(d, image_dims)} for d in dims]
-    if lead and dims[0] not in FRAME_DIMS:
-        axes[0]["type"] = "time"
     multiscales = []
     for name in names:
         datasets = []
@@ -94,7 +92,8 @@ def create_pyramid(group: zarr.Group, specs: dict[str, tuple[tuple[int, ...], tu
     pyramid = group.require_group(PYRAMID_GROUP)
     for name, (shape, chunks, kwargs) in specs.items():
         home = pyramid.require_group(name)
-        attrs = dict(kwargs.pop("attributes", {}))
+        kwargs = dict(kwargs)  # the caller's stay as they are
+        attrs = kwargs.pop("attributes", {})
         for k in range(1, levels + 1):
             chunk = level_shape(chunks, k) if k <= block_levels else _tail_chunks(chunks, level_shape(shape, k))
             level_attrs = {**attrs, **({"_ARRAY_DIMENSIONS": list(dims)} if zarr_format == 2 else {})}
